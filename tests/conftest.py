@@ -1,0 +1,84 @@
+"""Shared fixtures: a migrated database on SQLite (always) and PostgreSQL (when configured)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from routing.db import make_engine, make_sessionmaker, upgrade
+from routing.policy import Policy
+
+PG_URL = os.environ.get("CONTACTBOT_TEST_PG_URL")
+REDIS_URL = os.environ.get("CONTACTBOT_TEST_REDIS_URL")
+
+
+@dataclass
+class Db:
+    url: str
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+
+async def reset_pg(url: str) -> None:
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
+async def _make_db(url: str) -> Db:
+    engine = make_engine(url)
+    await upgrade(engine)
+    return Db(url, engine, make_sessionmaker(engine))
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Db]:
+    db = await _make_db(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
+    yield db
+    await db.engine.dispose()
+
+
+@pytest.fixture
+async def pg_db() -> AsyncIterator[Db]:
+    if not PG_URL:
+        pytest.skip(
+            "PostgreSQL tests need CONTACTBOT_TEST_PG_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)"
+        )
+    await reset_pg(PG_URL)
+    db = await _make_db(PG_URL)
+    yield db
+    await db.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db]:
+    """The same test on every supported backend."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+    else:
+        if not PG_URL:
+            pytest.skip(
+                "PostgreSQL tests need CONTACTBOT_TEST_PG_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)"
+            )
+        await reset_pg(PG_URL)
+        url = PG_URL
+    database = await _make_db(url)
+    yield database
+    await database.engine.dispose()
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return Policy()
