@@ -27,7 +27,9 @@ def normalize_phone(raw: str, default_region: str | None = None) -> str | None:
             candidates = [text, "+" + digits]
     for candidate in candidates:
         try:
-            number = phonenumbers.parse(candidate, None if candidate.startswith("+") else default_region)
+            number = phonenumbers.parse(
+                candidate, None if candidate.startswith("+") else default_region
+            )
         except phonenumbers.NumberParseException:
             continue
         if phonenumbers.is_valid_number(number):

@@ -6,6 +6,7 @@ names the offending key. Everything a business may want to tune lives here, not 
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ class Policy(_Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"tiers: names must be unique, got {names}")
         spends = [t.min_spend for t in self.tiers]
-        if any(a <= b for a, b in zip(spends, spends[1:], strict=False)):
+        if any(a <= b for a, b in itertools.pairwise(spends)):
             raise ValueError(
                 "tiers: list tiers from highest to lowest with strictly decreasing min_spend"
             )

@@ -1,0 +1,153 @@
+"""Assembling and running the bot: polling (default) or webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.fsm.storage.base import BaseStorage
+from aiogram.fsm.storage.memory import MemoryStorage
+from aiogram.types import BotCommand, BotCommandScopeDefault
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.desk import Desk
+from bot.handlers import get_routers
+from bot.middlewares import ChatOrderMiddleware, Clock, DbSessionMiddleware
+from routing import db
+from routing.models import ProcessedUpdate
+from routing.policy import Policy
+
+log = logging.getLogger(__name__)
+
+CUSTOMER_COMMANDS = [
+    BotCommand(command="start", description="Identify yourself"),
+    BotCommand(command="menu", description="Self-service topics"),
+    BotCommand(command="human", description="Talk to a person"),
+    BotCommand(command="help", description="Help"),
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_bot(token: str, api_url: str) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_url))
+    return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
+
+
+def make_storage(redis_url: str | None) -> BaseStorage:
+    if not redis_url:
+        return MemoryStorage()
+    from aiogram.fsm.storage.base import DefaultKeyBuilder
+    from aiogram.fsm.storage.redis import RedisStorage
+
+    return RedisStorage.from_url(redis_url, key_builder=DefaultKeyBuilder(with_bot_id=True))
+
+
+def make_dispatcher(
+    sessions: async_sessionmaker[AsyncSession],
+    policy: Policy,
+    bot: Bot,
+    *,
+    storage: BaseStorage | None = None,
+    clock: Clock = utcnow,
+) -> Dispatcher:
+    dp = Dispatcher(storage=storage or MemoryStorage())
+    dp.update.outer_middleware(ChatOrderMiddleware())
+    dp.update.outer_middleware(DbSessionMiddleware(sessions, policy, clock))
+    dp.include_routers(*get_routers())
+    # Workflow data: handlers receive these by parameter name.
+    dp["policy"] = policy
+    dp["clock"] = clock
+    dp["desk"] = Desk(bot, policy, clock)
+    return dp
+
+
+@dataclass
+class App:
+    settings: Settings
+    policy: Policy
+    engine: AsyncEngine
+    bot: Bot
+    dp: Dispatcher
+
+
+async def build_app(settings: Settings, token: str) -> App:
+    policy = settings.load_policy()
+    engine = db.make_engine(settings.database_url)
+    # The schema is brought up to date on every start: a fresh machine needs no extra step.
+    await db.upgrade(engine)
+    sessions = db.make_sessionmaker(engine)
+    async with sessions() as s, s.begin():
+        # Redelivery guard rows only matter for the last few updates.
+        cutoff = utcnow() - timedelta(days=2)
+        await s.execute(delete(ProcessedUpdate).where(ProcessedUpdate.processed_at < cutoff))
+    bot = make_bot(token, settings.telegram_api_url)
+    dp = make_dispatcher(sessions, policy, bot, storage=make_storage(settings.redis_url))
+    return App(settings, policy, engine, bot, dp)
+
+
+async def _set_commands(bot: Bot) -> None:
+    try:
+        await bot.set_my_commands(CUSTOMER_COMMANDS, scope=BotCommandScopeDefault())
+    except Exception as exc:
+        log.warning("could not set the command menu: %s", exc)
+
+
+async def run_polling(settings: Settings, token: str) -> None:
+    app = await build_app(settings, token)
+    try:
+        me = await app.bot.get_me()
+        log.info("contactbot @%s polling %s", me.username, settings.telegram_api_url)
+        await _set_commands(app.bot)
+        await app.bot.delete_webhook(drop_pending_updates=False)
+        await app.dp.start_polling(app.bot, allowed_updates=app.dp.resolve_used_update_types())
+    finally:
+        await app.bot.session.close()
+        await app.engine.dispose()
+
+
+async def run_webhook(settings: Settings, token: str) -> None:
+    from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
+    from aiohttp import web
+
+    if not settings.webhook_url:
+        raise SystemExit(
+            "contactbot: --webhook needs CONTACTBOT_WEBHOOK_URL (the public HTTPS URL)"
+        )
+    if not settings.webhook_secret:
+        raise SystemExit(
+            "contactbot: --webhook needs CONTACTBOT_WEBHOOK_SECRET (Telegram's secret token)"
+        )
+    app = await build_app(settings, token)
+    web_app = web.Application()
+    SimpleRequestHandler(app.dp, app.bot, secret_token=settings.webhook_secret).register(
+        web_app, path="/webhook"
+    )
+    setup_application(web_app, app.dp, bot=app.bot)
+    await _set_commands(app.bot)
+    await app.bot.set_webhook(
+        settings.webhook_url.rstrip("/") + "/webhook",
+        secret_token=settings.webhook_secret,
+        allowed_updates=app.dp.resolve_used_update_types(),
+    )
+    runner = web.AppRunner(web_app)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
+    await site.start()
+    log.info("contactbot webhook on %s:%s", settings.webhook_host, settings.webhook_port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await app.engine.dispose()

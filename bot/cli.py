@@ -1,0 +1,266 @@
+"""The ``contactbot`` command line (also ``python -m bot``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.config import ConfigError, Settings
+from routing import agents, customers, db
+from routing.models import Agent
+from routing.policy import Policy, PolicyError, load_policy
+
+T = TypeVar("T")
+out = Console(highlight=False)
+# soft_wrap: an error stays one line however narrow the terminal.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="contactbot",
+        description="Telegram contact-center bot with priority routing by customer tier.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="start the bot (long polling unless --webhook)")
+    run.add_argument("--webhook", action="store_true", help="serve a webhook instead of polling")
+
+    dbp = sub.add_parser("db", help="database schema")
+    dbsub = dbp.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    dbsub.add_parser("upgrade", help="apply migrations up to the latest schema")
+
+    imp = sub.add_parser("import", help="load CRM data from CSV (idempotent upsert)")
+    impsub = imp.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind in ("customers", "orders"):
+        k = impsub.add_parser(kind, help=f"import {kind}.csv")
+        k.add_argument("file", type=Path, metavar="FILE.csv")
+        k.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+
+    ag = sub.add_parser("agents", help="manage agents")
+    agsub = ag.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
+    add = agsub.add_parser("add", help="register (or update) an agent")
+    add.add_argument("telegram_id", type=int, metavar="TELEGRAM_ID")
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", choices=agents.ROLES, default="agent")
+    add.add_argument("--max-chats", type=int, default=3)
+    agsub.add_parser("list", help="list agents")
+
+    sub.add_parser("score", help="recompute scores and tiers now")
+
+    pol = sub.add_parser("policy", help="the policy file")
+    polsub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    chk = polsub.add_parser("check", help="validate a policy file")
+    chk.add_argument(
+        "file", nargs="?", type=Path, help="default: CONTACTBOT_CONFIG or ./contactbot.toml"
+    )
+    return p
+
+
+async def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    engine = db.make_engine(settings.database_url)
+    try:
+        await db.upgrade(engine)
+        return await work(engine)
+    finally:
+        await engine.dispose()
+
+
+def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.app import run_polling, run_webhook
+
+    token = settings.require_token()
+    settings.load_policy()  # fail fast, before touching the network
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    runner = run_webhook if args.webhook else run_polling
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner(settings, token))
+    return 0
+
+
+def _cmd_db(settings: Settings, _args: argparse.Namespace) -> int:
+    async def work(engine: AsyncEngine) -> None:
+        return None  # _with_engine already upgraded
+
+    asyncio.run(_with_engine(settings, work))
+    out.print(f"database at {_safe_url(settings.database_url)} is up to date")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _print_rescore(result: customers.RescoreResult, policy: Policy, *, limit: int = 50) -> None:
+    table = Table(title=f"Tier distribution ({result.customers} customers)")
+    table.add_column("tier")
+    table.add_column("customers", justify="right")
+    table.add_column("share", justify="right")
+    for tier in policy.tier_names:
+        n = result.distribution.get(tier, 0)
+        share = f"{100 * n / result.customers:.1f}%" if result.customers else "-"
+        table.add_row(tier, str(n), share)
+    out.print(table)
+    if not result.changes:
+        out.print("no tier changes")
+        return
+    changes = Table(title=f"Tier changes: {len(result.changes)}")
+    for col in ("external_id", "name", "from", "to", "spend_12m", "reason"):
+        changes.add_column(col)
+    for c in result.changes[:limit]:
+        changes.add_row(
+            c.external_id or "",
+            c.name or "",
+            c.from_tier,
+            c.to_tier,
+            f"{c.spend_12m:,.2f}",
+            c.reason,
+        )
+    out.print(changes)
+    if len(result.changes) > limit:
+        out.print(f"... and {len(result.changes) - limit} more")
+
+
+async def _rescore(engine: AsyncEngine, policy: Policy) -> customers.RescoreResult:
+    from bot.app import utcnow
+
+    sessions = db.make_sessionmaker(engine)
+    async with sessions() as s, s.begin():
+        return await customers.rescore(s, policy, utcnow())
+
+
+def _cmd_score(settings: Settings, _args: argparse.Namespace) -> int:
+    policy = settings.load_policy()
+    result = asyncio.run(_with_engine(settings, lambda e: _rescore(e, policy)))
+    _print_rescore(result, policy)
+    return 0
+
+
+def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from routing import importer
+
+    policy = settings.load_policy()
+    run = importer.import_customers if args.kind == "customers" else importer.import_orders
+
+    async def work(
+        engine: AsyncEngine,
+    ) -> tuple[importer.ImportReport, customers.RescoreResult | None]:
+        report = await run(db.make_sessionmaker(engine), args.file, policy, dry_run=args.dry_run)
+        # New data can move tiers: rescore at once so routing uses it from the next chat.
+        rescored = None if args.dry_run or report.ok == 0 else await _rescore(engine, policy)
+        return report, rescored
+
+    try:
+        report, rescored = asyncio.run(_with_engine(settings, work))
+    except importer.ImportFileError as exc:
+        err.print(f"contactbot: {exc}")
+        return 2
+    for w in report.warnings:
+        err.print(f"warning: {w}")
+    for e in report.errors:
+        err.print(str(e))
+    verb = "would load" if report.dry_run else "loaded"
+    out.print(
+        f"{args.kind}: {report.rows} rows read, {verb} {report.ok}, "
+        f"{len(report.errors)} rejected ({report.inserted} inserted, {report.updated} updated) "
+        f"in {report.seconds:.2f} s"
+    )
+    if rescored is not None:
+        _print_rescore(rescored, policy, limit=20)
+    return 1 if report.errors else 0
+
+
+def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.app import utcnow
+
+    async def add(engine: AsyncEngine) -> str:
+        async with db.make_sessionmaker(engine)() as s, s.begin():
+            agent, created = await agents.add_agent(
+                s,
+                args.telegram_id,
+                args.name,
+                role=args.role,
+                max_chats=args.max_chats,
+                now=utcnow(),
+            )
+            verb = "added" if created else "updated"
+            return (
+                f"{verb} {agent.role} {agent.name} ({agent.telegram_id}), "
+                f"max {agent.max_chats} chats"
+            )
+
+    async def list_(engine: AsyncEngine) -> list[tuple[Agent, int]]:
+        async with db.make_sessionmaker(engine)() as s, s.begin():
+            return await agents.list_agents(s)
+
+    if args.agents_command == "add":
+        try:
+            out.print(asyncio.run(_with_engine(settings, add)))
+        except agents.AgentError as exc:
+            err.print(f"contactbot: {exc}")
+            return 2
+        return 0
+    rows = asyncio.run(_with_engine(settings, list_))
+    table = Table(title=f"Agents ({len(rows)})")
+    for col in ("telegram_id", "name", "role", "online", "open chats", "max chats"):
+        table.add_column(col)
+    for a, n in rows:
+        table.add_row(
+            str(a.telegram_id),
+            a.name,
+            a.role,
+            "yes" if a.online else "no",
+            str(n),
+            str(a.max_chats),
+        )
+    out.print(table)
+    return 0
+
+
+def _cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
+    path = args.file or settings.policy_path()
+    policy = load_policy(path)
+    source = str(path) if path else "built-in defaults"
+    out.print(
+        f"{source}: OK ({len(policy.tiers)} tiers: {', '.join(policy.tier_names)}; "
+        f"{len(policy.selfservice.faq)} FAQ entries)"
+    )
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "run": _cmd_run,
+    "db": _cmd_db,
+    "import": _cmd_import,
+    "agents": _cmd_agents,
+    "score": _cmd_score,
+    "policy": _cmd_policy,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+        return COMMANDS[args.command](settings, args)
+    except (ConfigError, PolicyError) as exc:
+        err.print(f"contactbot: {exc}", markup=False)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Process settings from the environment (and a ``.env`` file), prefix ``CONTACTBOT_``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiogram.utils.token import TokenValidationError, validate_token
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from routing.db import DEFAULT_DATABASE_URL
+from routing.policy import Policy, load_policy
+
+DEFAULT_POLICY_FILE = "contactbot.toml"
+
+
+class ConfigError(Exception):
+    """A setting that makes the bot unable to start; the message is one line for the user."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CONTACTBOT_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    token: str | None = None
+    database_url: str = DEFAULT_DATABASE_URL
+    telegram_api_url: str = "https://api.telegram.org"
+    redis_url: str | None = None
+    config: str | None = None
+    # Webhook mode (``contactbot run --webhook``).
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = 8080
+
+    def require_token(self) -> str:
+        if not self.token:
+            raise ConfigError(
+                "CONTACTBOT_TOKEN is not set: get a token from @BotFather and export "
+                "CONTACTBOT_TOKEN=123456:ABC..."
+            )
+        try:
+            validate_token(self.token)
+        except TokenValidationError:
+            raise ConfigError(
+                "CONTACTBOT_TOKEN is malformed: expected '<digits>:<secret>' as @BotFather "
+                "gives it, with no spaces"
+            ) from None
+        return self.token
+
+    def policy_path(self) -> Path | None:
+        """The policy file in force: CONTACTBOT_CONFIG, else ./contactbot.toml if present."""
+        if self.config:
+            return Path(self.config)
+        default = Path(DEFAULT_POLICY_FILE)
+        return default if default.is_file() else None
+
+    def load_policy(self) -> Policy:
+        return load_policy(self.policy_path())

@@ -1,0 +1,36 @@
+"""What a Telegram message carries, in the terms the transcript stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiogram.types import Message
+
+
+@dataclass(frozen=True)
+class Content:
+    content_type: str
+    text: str | None
+    file_id: str | None
+
+    def preview(self) -> str:
+        if self.text:
+            return (
+                self.text if self.content_type == "text" else f"[{self.content_type}] {self.text}"
+            )
+        return f"[{self.content_type}]"
+
+
+def content_of(message: Message) -> Content:
+    ctype = str(message.content_type)
+    text = message.text or message.caption
+    file_id: str | None = None
+    if message.photo:
+        file_id = message.photo[-1].file_id  # the largest size
+    else:
+        for attr in ("document", "voice", "video", "audio", "animation", "sticker", "video_note"):
+            media = getattr(message, attr, None)
+            if media is not None:
+                file_id = media.file_id
+                break
+    return Content(ctype, text, file_id)

@@ -1,0 +1,292 @@
+"""Agents: presence, the queue, claims, addressing and relaying, closing."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import keyboards, texts
+from bot.content import content_of
+from bot.desk import Desk
+from bot.filters import IsAgent, IsSupervisor
+from bot.middlewares import Clock
+from routing import conversations, queue
+from routing.conversations import TargetHow
+from routing.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
+from routing.policy import Policy
+
+router = Router(name="agent")
+router.message.filter(IsAgent())
+router.callback_query.filter(IsAgent())
+
+
+def _help(agent: Agent) -> str:
+    suffix = texts.SUPERVISOR_HELP_SUFFIX if agent.role == "supervisor" else ""
+    return texts.AGENT_HELP + suffix
+
+
+@router.message(Command("help", "start"))
+async def help_(message: Message, agent: Agent) -> None:
+    await message.answer(_help(agent))
+
+
+@router.message(Command("online"))
+async def online(message: Message, session: AsyncSession, agent: Agent, desk: Desk) -> None:
+    async with session.begin():
+        agent.online = True
+        session.add(agent)
+    await message.answer(texts.NOW_ONLINE)
+    # Chats that waited while nobody was online are shown at once.
+    await desk.announce_waiting(session, agent)
+
+
+@router.message(Command("offline"))
+async def offline(message: Message, session: AsyncSession, agent: Agent) -> None:
+    async with session.begin():
+        agent.online = False
+        session.add(agent)
+        open_chats = len(await conversations.agent_chats(session, agent))
+    text = texts.NOW_OFFLINE
+    if open_chats:
+        text += "\n" + texts.still_open_chats(open_chats)
+    await message.answer(text)
+
+
+@router.message(Command("queue"))
+async def show_queue(message: Message, session: AsyncSession, policy: Policy) -> None:
+    async with session.begin():
+        items = await queue.waiting(session, policy.queue.queue_page_size)
+        total = await queue.waiting_count(session)
+    if not items:
+        await message.answer(texts.QUEUE_EMPTY)
+        return
+    await message.answer(texts.queue_list(len(items), total), reply_markup=keyboards.queue(items))
+
+
+@router.message(Command("next"))
+async def next_(
+    message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
+) -> None:
+    async with session.begin():
+        conv = await queue.claim_next(session, agent, clock())
+    if conv is None:
+        await message.answer(texts.QUEUE_EMPTY)
+        return
+    await desk.hand_over(session, agent, conv)
+
+
+@router.callback_query(keyboards.ClaimCb.filter())
+async def claim_button(
+    query: CallbackQuery,
+    callback_data: keyboards.ClaimCb,
+    session: AsyncSession,
+    agent: Agent,
+    desk: Desk,
+    clock: Clock,
+) -> None:
+    async with session.begin():
+        result = await queue.claim(session, callback_data.conv, agent, clock())
+        customer = (
+            await session.get(Customer, result.conversation.customer_id)
+            if result.conversation
+            else None
+        )
+    conv = result.conversation
+    if conv is None or customer is None:
+        await query.answer("This chat no longer exists.", show_alert=True)
+        return
+    if result.won:
+        await query.answer()
+        await desk.hand_over(session, agent, conv)
+        return
+    holder = result.holder.name if result.holder else "someone else"
+    if conv.status != ASSIGNED:
+        await query.answer("This chat is already closed.", show_alert=True)
+        return
+    await query.answer(texts.lost_claim(holder), show_alert=True)
+    msg = query.message
+    # Only single-chat notifications are rewritten; a /queue list keeps its other buttons.
+    if (
+        isinstance(msg, Message)
+        and msg.reply_markup is not None
+        and len(msg.reply_markup.inline_keyboard) == 1
+    ):
+        await desk.settle_lost(msg.chat.id, msg.message_id, conv, customer, holder)
+
+
+@router.message(Command("chats"))
+async def chats(message: Message, session: AsyncSession, agent: Agent) -> None:
+    async with session.begin():
+        items = await conversations.agent_chats(session, agent)
+    if not items:
+        await message.answer(texts.NO_OPEN_CHATS)
+        return
+    await message.answer(texts.chats_list(len(items)), reply_markup=keyboards.chats(items))
+
+
+@router.callback_query(keyboards.FocusCb.filter())
+async def focus(
+    query: CallbackQuery, callback_data: keyboards.FocusCb, session: AsyncSession, agent: Agent
+) -> None:
+    async with session.begin():
+        conv = await session.get(Conversation, callback_data.conv)
+        if conv is None or conv.agent_id != agent.id or conv.status != ASSIGNED:
+            await query.answer(texts.NOT_YOURS, show_alert=True)
+            return
+        customer = await session.get(Customer, conv.customer_id)
+        assert customer is not None
+        agent.focus_conversation_id = conv.id
+        session.add(agent)
+    await query.answer()
+    await query.bot.send_message(agent.telegram_id, texts.focused(conv, customer))  # type: ignore[union-attr]
+
+
+async def _close(
+    session: AsyncSession,
+    agent: Agent,
+    conv: Conversation,
+    customer: Customer,
+    policy: Policy,
+    desk: Desk,
+    clock: Clock,
+) -> None:
+    async with session.begin():
+        survey = await conversations.close(session, conv, customer, policy, clock())
+        if agent.focus_conversation_id == conv.id:
+            agent.focus_conversation_id = None
+            session.add(agent)
+    if survey is None:
+        await desk.bot.send_message(agent.telegram_id, "That chat was already closed.")
+        return
+    await desk.bot.send_message(agent.telegram_id, texts.closed_for_agent(conv, customer))
+    if customer.telegram_id is not None:
+        await desk.send_quietly(customer.telegram_id, texts.CONVERSATION_CLOSED_FOR_CUSTOMER)
+
+
+@router.message(Command("close"))
+async def close(
+    message: Message,
+    session: AsyncSession,
+    agent: Agent,
+    policy: Policy,
+    desk: Desk,
+    clock: Clock,
+) -> None:
+    reply_to = message.reply_to_message.message_id if message.reply_to_message else None
+    async with session.begin():
+        target = await conversations.resolve_target(session, agent, reply_to)
+        items = (
+            await conversations.agent_chats(session, agent)
+            if target.how is TargetHow.AMBIGUOUS
+            else []
+        )
+    if target.conversation is not None and target.customer is not None:
+        await _close(session, agent, target.conversation, target.customer, policy, desk, clock)
+    elif target.how is TargetHow.AMBIGUOUS:
+        await message.answer(
+            "Which chat do you want to close?", reply_markup=keyboards.close_choice(items)
+        )
+    elif target.how is TargetHow.NOT_YOURS:
+        await message.answer(texts.NOT_YOURS)
+    else:
+        await message.answer(texts.NO_OPEN_CHATS)
+
+
+@router.callback_query(keyboards.CloseCb.filter())
+async def close_button(
+    query: CallbackQuery,
+    callback_data: keyboards.CloseCb,
+    session: AsyncSession,
+    agent: Agent,
+    policy: Policy,
+    desk: Desk,
+    clock: Clock,
+) -> None:
+    async with session.begin():
+        conv = await session.get(Conversation, callback_data.conv)
+        ok = conv is not None and conv.agent_id == agent.id and conv.status == ASSIGNED
+        customer = await session.get(Customer, conv.customer_id) if ok and conv else None
+    if not ok or conv is None or customer is None:
+        await query.answer(texts.NOT_YOURS, show_alert=True)
+        return
+    await query.answer()
+    await _close(session, agent, conv, customer, policy, desk, clock)
+
+
+@router.message(Command("stats"), IsSupervisor())
+async def stats(message: Message, session: AsyncSession, policy: Policy) -> None:
+    async with session.begin():
+        by_tier = dict(
+            (
+                await session.execute(
+                    select(Conversation.tier, func.count())
+                    .where(Conversation.status == QUEUED)
+                    .group_by(Conversation.tier)
+                )
+            ).all()
+        )
+        online = await session.scalar(
+            select(func.count()).select_from(Agent).where(Agent.online.is_(True))
+        )
+        open_chats = await session.scalar(
+            select(func.count()).select_from(Conversation).where(Conversation.status == ASSIGNED)
+        )
+    ordered = {t: int(by_tier.get(t, 0)) for t in policy.tier_names}
+    await message.answer(texts.stats(ordered, int(online or 0), int(open_chats or 0)))
+
+
+@router.callback_query()
+async def stale_button(query: CallbackQuery) -> None:
+    await query.answer("This button is no longer active.")
+
+
+@router.message(F.text.startswith("/"))
+async def unknown_command(message: Message, agent: Agent) -> None:
+    await message.answer(f"{texts.UNKNOWN_COMMAND}\n\n{_help(agent)}")
+
+
+@router.message()
+async def relay(
+    message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
+) -> None:
+    """An agent's message goes to exactly one customer, or nowhere with a question back."""
+    reply_to = message.reply_to_message.message_id if message.reply_to_message else None
+    async with session.begin():
+        target = await conversations.resolve_target(session, agent, reply_to)
+        items = (
+            await conversations.agent_chats(session, agent)
+            if target.how is TargetHow.AMBIGUOUS
+            else []
+        )
+    conv, customer = target.conversation, target.customer
+    if conv is None or customer is None:
+        if target.how is TargetHow.AMBIGUOUS:
+            await message.answer(texts.ambiguous(len(items)), reply_markup=keyboards.chats(items))
+        elif target.how is TargetHow.NOT_YOURS:
+            await message.answer(texts.NOT_YOURS)
+        else:
+            await message.answer(texts.NO_OPEN_CHATS)
+        return
+    error = await desk.relay_to_customer(customer, message)
+    if error is not None:
+        await message.answer(error)
+        return
+    content = content_of(message)
+    async with session.begin():
+        await conversations.add_message(
+            session,
+            conv,
+            sender="agent",
+            agent_id=agent.id,
+            content_type=content.content_type,
+            text=content.text,
+            file_id=content.file_id,
+            chat_id=message.chat.id,
+            message_id=message.message_id,
+            now=clock(),
+        )
+        # Replying to this agent message later addresses the same chat.
+        await conversations.link(session, agent.telegram_id, message.message_id, conv.id, "sent")

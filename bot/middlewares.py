@@ -1,0 +1,103 @@
+"""Per-update plumbing: one DB session, the sender as agent or customer, and redelivery guard."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from aiogram import BaseMiddleware
+from aiogram.types import Chat, TelegramObject, Update, User
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from routing import agents, customers
+from routing.models import ProcessedUpdate
+from routing.policy import Policy
+
+Clock = Callable[[], datetime]
+
+
+class DbSessionMiddleware(BaseMiddleware):
+    """Registered as ``dp.update.outer_middleware``.
+
+    Gives handlers ``session``, ``agent`` (a registered agent, else None) and ``customer``
+    (everyone else in a private chat: an imported customer or a guest row). Update ids are
+    recorded after handling, so an update Telegram redelivers after a crash is skipped rather
+    than, say, relayed to an agent twice.
+    """
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], policy: Policy, clock: Clock
+    ) -> None:
+        self.sessions = sessions
+        self.policy = policy
+        self.clock = clock
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        assert isinstance(event, Update)
+        user: User | None = data.get("event_from_user")
+        chat: Chat | None = data.get("event_chat")
+        async with self.sessions() as session:
+            async with session.begin():
+                if await session.get(ProcessedUpdate, event.update_id) is not None:
+                    return None
+                agent = customer = None
+                private = chat is None or chat.type == "private"
+                if user is not None and not user.is_bot and private:
+                    agent = await agents.by_telegram_id(session, user.id)
+                    if agent is None:
+                        customer = await customers.ensure_customer(
+                            session,
+                            user.id,
+                            name=user.full_name,
+                            language=user.language_code,
+                            policy=self.policy,
+                            now=self.clock(),
+                        )
+            data["session"] = session
+            data["agent"] = agent
+            data["customer"] = customer
+            result = await handler(event, data)
+            async with session.begin():
+                session.add(ProcessedUpdate(update_id=event.update_id, processed_at=self.clock()))
+            return result
+
+
+class ChatOrderMiddleware(BaseMiddleware):
+    """Handle one chat's updates in arrival order, different chats in parallel.
+
+    aiogram runs updates as concurrent tasks; without this, two quick messages from one
+    customer could be relayed to the agent in the wrong order.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._users: dict[int, int] = {}
+
+    async def __call__(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: TelegramObject,
+        data: dict[str, Any],
+    ) -> Any:
+        chat: Chat | None = data.get("event_chat")
+        if chat is None:
+            return await handler(event, data)
+        key = chat.id
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        try:
+            async with lock:
+                return await handler(event, data)
+        finally:
+            self._users[key] -= 1
+            if self._users[key] == 0:
+                # Drop idle locks so memory does not grow with the number of chats ever seen.
+                del self._users[key]
+                del self._locks[key]
