@@ -22,7 +22,7 @@ class Content:
 
 
 def content_of(message: Message) -> Content:
-    ctype = str(message.content_type)
+    ctype = message.content_type.value
     text = message.text or message.caption
     file_id: str | None = None
     if message.photo:
