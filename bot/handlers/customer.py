@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from html import escape
+
 from aiogram import F, Router
 from aiogram.filters import Command, CommandStart
 from aiogram.fsm.context import FSMContext
@@ -167,7 +169,7 @@ async def faq(query: CallbackQuery, callback_data: keyboards.FaqCb, policy: Poli
     if query.message is not None:
         await query.bot.send_message(  # type: ignore[union-attr]
             query.message.chat.id,
-            f"<b>{entry.question}</b>\n\n{entry.answer}",
+            f"<b>{escape(entry.question)}</b>\n\n{entry.answer}",
             reply_markup=keyboards.after_answer(),
         )
 
