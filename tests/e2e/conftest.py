@@ -157,9 +157,7 @@ async def api() -> AsyncIterator[FakeBotAPI]:
 @pytest.fixture
 async def env(api: FakeBotAPI, tmp_path: Path) -> AsyncIterator[Env]:
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
-    proc_env = {
-        k: v for k, v in os.environ.items() if not k.startswith("CONTACTBOT_")
-    } | {
+    proc_env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTBOT_")} | {
         "CONTACTBOT_TOKEN": DEFAULT_TOKEN,
         "CONTACTBOT_DATABASE_URL": db_url,
         "CONTACTBOT_TELEGRAM_API_URL": api.url,
