@@ -1,0 +1,151 @@
+"""Benchmark: import a generated CRM export into a fresh SQLite database.
+
+    python -m bench.import_orders [--rows 100000] [--customers 10000] [--db PATH]
+
+Generates deterministic (seeded) customers.csv and orders.csv in a temporary directory,
+migrates a fresh SQLite database, then times ``import_customers``, ``import_orders`` and an
+idempotent re-import of the same orders, printing rows, seconds and rows/s for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import random
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from routing.db import make_engine, make_sessionmaker, upgrade
+from routing.importer import ImportReport, import_customers, import_orders
+from routing.models import Customer, Order
+from routing.policy import Policy
+
+SEED = 20260301
+CATEGORIES = ("electronics", "books", "garden", "toys", "grocery", "fashion", "sports")
+STATUSES = ("paid", "shipped", "delivered", "refunded")
+LANGUAGES = ("en", "en-GB", "zh-CN", "de", "fr", "es")
+AREA_CODES = ("212", "646", "718", "415", "312", "617")
+
+
+def write_customers(path: Path, n: int, rng: random.Random) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            [
+                "external_id",
+                "name",
+                "phone",
+                "email",
+                "telegram_id",
+                "language",
+                "account_manager",
+                "tier_override",
+            ]
+        )
+        for i in range(n):
+            phone = f"+1 ({rng.choice(AREA_CODES)}) {rng.randint(200, 999)}-{i % 10000:04d}"
+            w.writerow(
+                [
+                    f"C{i:07d}",
+                    f"Customer {i}",
+                    phone,
+                    f"customer{i}@example.com",
+                    str(100_000_000 + i) if rng.random() < 0.3 else "",
+                    rng.choice(LANGUAGES),
+                    f"agent{rng.randint(1, 20)}",
+                    "VIP" if rng.random() < 0.01 else "",
+                ]
+            )
+
+
+def write_orders(path: Path, n: int, customers: int, rng: random.Random) -> None:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["external_id", "order_id", "amount", "category", "ordered_at", "status"])
+        for i in range(n):
+            when = start + timedelta(seconds=rng.randint(0, 400 * 86400))
+            status = rng.choice(STATUSES)
+            cents = rng.randint(100, 500_000) * (-1 if status == "refunded" else 1)
+            w.writerow(
+                [
+                    f"C{rng.randrange(customers):07d}",
+                    f"O{i:09d}",
+                    f"{cents / 100:.2f}",
+                    rng.choice(CATEGORIES),
+                    when.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if i % 2 else ""),
+                    status,
+                ]
+            )
+
+
+def _line(label: str, report: ImportReport) -> str:
+    rate = report.rows / report.seconds if report.seconds else 0.0
+    return (
+        f"{label:<22} rows={report.rows:>9}  ok={report.ok:>9}  inserted={report.inserted:>9}  "
+        f"updated={report.updated:>9}  errors={len(report.errors):>5}  "
+        f"seconds={report.seconds:8.3f}  rows/s={rate:>10.0f}"
+    )
+
+
+async def run(rows: int, customers: int, db_path: Path, workdir: Path) -> dict[str, float]:
+    rng = random.Random(SEED)
+    customers_csv = workdir / "customers.csv"
+    orders_csv = workdir / "orders.csv"
+    t = time.perf_counter()
+    write_customers(customers_csv, customers, rng)
+    write_orders(orders_csv, rows, customers, rng)
+    print(f"generated {customers} customers and {rows} orders in {time.perf_counter() - t:.2f}s")
+
+    engine = make_engine(f"sqlite+aiosqlite:///{db_path}")
+    try:
+        await upgrade(engine)
+        sessions = make_sessionmaker(engine)
+        policy = Policy()
+        results: dict[str, float] = {}
+        for label, fn, path in (
+            ("import_customers", import_customers, customers_csv),
+            ("import_orders", import_orders, orders_csv),
+            ("reimport_orders", import_orders, orders_csv),
+        ):
+            report = await fn(sessions, path, policy)
+            print(_line(label, report))
+            for warning in report.warnings[:3]:
+                print(f"    warning: {warning}")
+            results[label] = report.rows / report.seconds if report.seconds else 0.0
+        async with sessions() as s:
+            n_customers = await s.scalar(select(func.count()).select_from(Customer))
+            n_orders = await s.scalar(select(func.count()).select_from(Order))
+        print(f"database: {n_customers} customers, {n_orders} orders")
+        return results
+    finally:
+        await engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.import_orders", description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000, help="orders to generate")
+    parser.add_argument("--customers", type=int, default=10_000, help="customers to generate")
+    parser.add_argument("--db", type=Path, help="SQLite file (default: in the temp dir)")
+    args = parser.parse_args(argv)
+    if args.rows < 1 or args.customers < 1:
+        parser.error("--rows and --customers must be positive")
+    with tempfile.TemporaryDirectory(prefix="contactbot-bench-") as tmp:
+        workdir = Path(tmp)
+        db_path = args.db or workdir / "bench.db"
+        for suffix in ("", "-wal", "-shm"):  # a fresh database every run
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        results = asyncio.run(run(args.rows, args.customers, db_path, workdir))
+    for label, rate in results.items():
+        print(f"{label}_rows_per_s: {rate:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
