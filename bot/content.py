@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from aiogram.types import Message
 
@@ -22,7 +23,9 @@ class Content:
 
 
 def content_of(message: Message) -> Content:
-    ctype = message.content_type.value
+    raw = message.content_type
+    # aiogram types it as str but hands out its ContentType enum, whose str() is the member name.
+    ctype = raw.value if isinstance(raw, Enum) else str(raw)
     text = message.text or message.caption
     file_id: str | None = None
     if message.photo:
