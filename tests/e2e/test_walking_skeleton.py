@@ -195,9 +195,15 @@ async def test_agent_with_several_chats_addresses_by_reply_or_focus(env: Env) ->
     await env.add_agent(BOB, "Bob", online=True)
     await env.bot.start()
     api = env.api
-    for tg in (B_TG, B2_TG):
-        await env.say(tg, "/human")
-        await env.say(BOB, "/next")
+    # Beth asks for a person with the menu's button, Ben with /human.
+    menu = await env.say(B_TG, "hi")
+    mark = await env.press(B_TG, menu, "Talk to a person")
+    await api.wait_for(
+        "sendMessage", chat_id=B_TG, since=mark, text_contains="number 1 in the queue"
+    )
+    await env.say(BOB, "/next")
+    await env.say(B2_TG, "/human")
+    await env.say(BOB, "/next")
     mark = api.mark()
     ben_msg = api.user_message(B2_TG, "where is my parcel?")
     relayed = await api.wait_for("copyMessage", chat_id=BOB, since=mark)
