@@ -144,6 +144,18 @@ async def focus(
     await query.bot.send_message(agent.telegram_id, texts.focused(conv, customer))  # type: ignore[union-attr]
 
 
+async def _resolve(
+    session: AsyncSession, agent: Agent, message: Message
+) -> tuple[conversations.Target, list[tuple[Conversation, Customer]]]:
+    """The chat a message or /close addresses, and the choices to offer when ambiguous."""
+    reply_to = message.reply_to_message.message_id if message.reply_to_message else None
+    async with session.begin():
+        target = await conversations.resolve_target(session, agent, reply_to)
+        if target.how is not TargetHow.AMBIGUOUS:
+            return target, []
+        return target, await conversations.agent_chats(session, agent)
+
+
 async def _close(
     session: AsyncSession,
     agent: Agent,
@@ -175,14 +187,7 @@ async def close(
     desk: Desk,
     clock: Clock,
 ) -> None:
-    reply_to = message.reply_to_message.message_id if message.reply_to_message else None
-    async with session.begin():
-        target = await conversations.resolve_target(session, agent, reply_to)
-        items = (
-            await conversations.agent_chats(session, agent)
-            if target.how is TargetHow.AMBIGUOUS
-            else []
-        )
+    target, items = await _resolve(session, agent, message)
     if target.conversation is not None and target.customer is not None:
         await _close(session, agent, target.conversation, target.customer, policy, desk, clock)
     elif target.how is TargetHow.AMBIGUOUS:
@@ -253,14 +258,7 @@ async def relay(
     message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
 ) -> None:
     """An agent's message goes to exactly one customer, or nowhere with a question back."""
-    reply_to = message.reply_to_message.message_id if message.reply_to_message else None
-    async with session.begin():
-        target = await conversations.resolve_target(session, agent, reply_to)
-        items = (
-            await conversations.agent_chats(session, agent)
-            if target.how is TargetHow.AMBIGUOUS
-            else []
-        )
+    target, items = await _resolve(session, agent, message)
     conv, customer = target.conversation, target.customer
     if conv is None or customer is None:
         if target.how is TargetHow.AMBIGUOUS:
