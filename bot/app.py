@@ -15,6 +15,7 @@ from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand, BotCommandScopeDefault
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -104,8 +105,17 @@ async def _set_commands(bot: Bot) -> None:
         log.warning("could not set the command menu: %s", exc)
 
 
+def _start_scheduler(app: App) -> AsyncIOScheduler:
+    from bot.scheduler import make_scheduler
+
+    sched = make_scheduler(db.make_sessionmaker(app.engine), app.policy, app.bot, utcnow)
+    sched.start()
+    return sched
+
+
 async def run_polling(settings: Settings, token: str) -> None:
     app = await build_app(settings, token)
+    sched = _start_scheduler(app)
     try:
         me = await app.bot.get_me()
         log.info("contactbot @%s polling %s", me.username, settings.telegram_api_url)
@@ -113,6 +123,7 @@ async def run_polling(settings: Settings, token: str) -> None:
         await app.bot.delete_webhook(drop_pending_updates=False)
         await app.dp.start_polling(app.bot, allowed_updates=app.dp.resolve_used_update_types())
     finally:
+        sched.shutdown(wait=False)
         await app.bot.session.close()
         await app.engine.dispose()
 
@@ -146,8 +157,10 @@ async def run_webhook(settings: Settings, token: str) -> None:
     site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
     await site.start()
     log.info("contactbot webhook on %s:%s", settings.webhook_host, settings.webhook_port)
+    sched = _start_scheduler(app)
     try:
         await asyncio.Event().wait()
     finally:
+        sched.shutdown(wait=False)
         await runner.cleanup()
         await app.engine.dispose()

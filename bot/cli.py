@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -57,6 +57,17 @@ def _parser() -> argparse.ArgumentParser:
     agsub.add_parser("list", help="list agents")
 
     sub.add_parser("score", help="recompute scores and tiers now")
+
+    cu = sub.add_parser("customers", help="one customer's score, tier and history")
+    cusub = cu.add_subparsers(dest="customers_command", required=True, metavar="ACTION")
+    show = cusub.add_parser("show", help="score by dimension, tier, override and tier history")
+    show.add_argument("external_id", metavar="ID", help="the customer's external_id")
+    ov = cusub.add_parser("override", help="pin a customer's tier (or --clear the pin)")
+    ov.add_argument("external_id", metavar="ID")
+    ov.add_argument("tier", nargs="?", metavar="TIER")
+    ov.add_argument("--by", help="who pins it (required with TIER)")
+    ov.add_argument("--reason", help="why (required with TIER)")
+    ov.add_argument("--clear", action="store_true", help="release the pin: the model decides")
 
     pol = sub.add_parser("policy", help="the policy file")
     polsub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -115,10 +126,11 @@ def _print_rescore(result: customers.RescoreResult, policy: Policy, *, limit: in
         share = f"{100 * n / result.customers:.1f}%" if result.customers else "-"
         table.add_row(tier, str(n), share)
     out.print(table)
-    if not result.changes:
+    total = result.change_count
+    if not total:
         out.print("no tier changes")
         return
-    changes = Table(title=f"Tier changes: {len(result.changes)}")
+    changes = Table(title=f"Tier changes: {total}")
     for col in ("external_id", "name", "from", "to", "spend_12m", "reason"):
         changes.add_column(col)
     for c in result.changes[:limit]:
@@ -128,19 +140,21 @@ def _print_rescore(result: customers.RescoreResult, policy: Policy, *, limit: in
             c.from_tier,
             c.to_tier,
             f"{c.spend_12m:,.2f}",
-            c.reason,
+            f"{c.kind}, score {c.score:.1f}: {c.reason}",
         )
     out.print(changes)
-    if len(result.changes) > limit:
-        out.print(f"... and {len(result.changes) - limit} more")
+    if total > limit:
+        out.print(f"... and {total - limit} more (all in `contactbot customers show ID`)")
 
 
-async def _rescore(engine: AsyncEngine, policy: Policy) -> customers.RescoreResult:
+async def _rescore(
+    engine: AsyncEngine, policy: Policy, trigger: str = "cli"
+) -> customers.RescoreResult:
     from bot.app import utcnow
 
     sessions = db.make_sessionmaker(engine)
     async with sessions() as s, s.begin():
-        return await customers.rescore(s, policy, utcnow())
+        return await customers.rescore(s, policy, utcnow(), trigger=trigger)
 
 
 def _cmd_score(settings: Settings, _args: argparse.Namespace) -> int:
@@ -161,7 +175,9 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     ) -> tuple[importer.ImportReport, customers.RescoreResult | None]:
         report = await run(db.make_sessionmaker(engine), args.file, policy, dry_run=args.dry_run)
         # New data can move tiers: rescore at once so routing uses it from the next chat.
-        rescored = None if args.dry_run or report.ok == 0 else await _rescore(engine, policy)
+        rescored = (
+            None if args.dry_run or report.ok == 0 else await _rescore(engine, policy, "import")
+        )
         return report, rescored
 
     try:
@@ -231,6 +247,91 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_customers(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.app import utcnow
+    from routing import rescoring
+
+    policy = settings.load_policy()
+
+    async def show(engine: AsyncEngine) -> rescoring.CustomerReport:
+        async with db.make_sessionmaker(engine)() as s, s.begin():
+            return await rescoring.customer_report(s, args.external_id, policy, utcnow())
+
+    async def override(engine: AsyncEngine) -> customers.RescoreResult:
+        async with db.make_sessionmaker(engine)() as s, s.begin():
+            return await rescoring.set_override(
+                s,
+                args.external_id,
+                None if args.clear else args.tier,
+                by=args.by,
+                reason=args.reason,
+                policy=policy,
+                now=utcnow(),
+            )
+
+    try:
+        if args.customers_command == "show":
+            _print_report(asyncio.run(_with_engine(settings, show)), policy)
+            return 0
+        if args.clear == bool(args.tier):
+            err.print("contactbot: give a TIER to pin, or --clear (not both)")
+            return 2
+        if args.tier and not (args.by and args.reason):
+            err.print("contactbot: pinning a tier needs --by NAME and --reason TEXT")
+            return 2
+        result = asyncio.run(_with_engine(settings, override))
+    except rescoring.CustomerNotFound:
+        err.print(f"contactbot: no customer with external_id {args.external_id!r}")
+        return 1
+    except ValueError as exc:
+        err.print(f"contactbot: {exc}")
+        return 2
+    if result.changes:
+        c = result.changes[0]
+        out.print(f"{args.external_id}: {c.from_tier} -> {c.to_tier} ({c.reason})")
+    else:
+        out.print(f"{args.external_id}: tier unchanged")
+    return 0
+
+
+def _print_report(rep: Any, policy: Policy) -> None:
+    c = rep.customer
+    out.print(f"[bold]{c.external_id}[/bold] {c.name or ''}", markup=True)
+    out.print(
+        f"tier: {c.tier}   score: {rep.explanation.score:.1f} / 100   mode: {policy.scoring.mode}"
+    )
+    out.print(f"model grade now: {rep.model.tier} ({rep.model.reason})")
+    if c.tier_override:
+        out.print(
+            f"override: {c.tier_override} by {c.tier_override_by or '(CSV import)'}"
+            f" - {c.tier_override_reason or 'no reason given'}"
+        )
+    if c.below_count:
+        out.print(
+            f"held above the model: {c.below_count}/{policy.scoring.downgrade_after} "
+            "evaluations below"
+        )
+    dims = Table(title="Score by dimension")
+    for col in ("dimension", "value", "weight", "points", "from"):
+        dims.add_column(col)
+    for d in rep.explanation.dimensions:
+        dims.add_row(d.name, f"{d.value:.2f}", f"{d.weight:.2f}", f"{d.points:+.1f}", d.note)
+    out.print(dims)
+    hist = Table(title=f"Tier history ({len(rep.history)} latest)")
+    for col in ("when", "from", "to", "kind", "score", "reason"):
+        hist.add_column(col)
+    for h in rep.history:
+        hist.add_row(
+            h.changed_at.strftime("%Y-%m-%d %H:%M"),
+            h.from_tier or "",
+            h.to_tier,
+            h.kind or "",
+            "" if h.score is None else f"{h.score:.1f}",
+            h.reason,
+        )
+    out.print(hist)
+
+
 def _cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
     path = args.file or settings.policy_path()
     policy = load_policy(path)
@@ -248,6 +349,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "import": _cmd_import,
     "agents": _cmd_agents,
     "score": _cmd_score,
+    "customers": _cmd_customers,
     "policy": _cmd_policy,
 }
 

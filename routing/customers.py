@@ -6,18 +6,29 @@ combine several steps into one unit of work.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.models import OPEN_STATUSES, Conversation, Customer, Order, Survey, TierChange
+from routing.models import OPEN_STATUSES, Conversation, Customer, Survey
 from routing.phones import normalize_phone
 from routing.policy import Policy
-from routing.scoring import effective_grade
+from routing.rescoring import RescoreResult, TierChangeView, rescore
+
+__all__ = [
+    "LinkResult",
+    "LinkStatus",
+    "RescoreResult",
+    "TierChangeView",
+    "by_telegram_id",
+    "ensure_customer",
+    "link_by_code",
+    "link_by_phone",
+    "rescore",
+]
 
 
 class LinkStatus(StrEnum):
@@ -152,87 +163,3 @@ async def _absorb_guest(session: AsyncSession, guest: Customer, customer: Custom
     )
     guest.telegram_id = None
     await session.flush()
-
-
-@dataclass(frozen=True)
-class TierChangeView:
-    customer_id: int
-    external_id: str | None
-    name: str | None
-    from_tier: str
-    to_tier: str
-    spend_12m: float
-    reason: str
-
-
-@dataclass
-class RescoreResult:
-    distribution: Counter[str] = field(default_factory=Counter)
-    changes: list[TierChangeView] = field(default_factory=list)
-    customers: int = 0
-
-
-_BATCH = 2000
-
-
-async def rescore(session: AsyncSession, policy: Policy, now: datetime) -> RescoreResult:
-    """Recompute every imported customer's trailing spend and tier, recording changes.
-
-    Spend is aggregated in SQL; grading is the pure ``routing.scoring`` function; changed rows
-    are written back in executemany batches.
-    """
-    since = now - timedelta(days=policy.scoring.window_days)
-    spend = func.coalesce(func.sum(Order.amount_cents), 0)
-    stmt = (
-        select(
-            Customer.id,
-            Customer.external_id,
-            Customer.name,
-            Customer.tier,
-            Customer.tier_override,
-            Customer.spend_12m,
-            spend.label("spend_cents"),
-        )
-        .outerjoin(
-            Order, and_(Order.external_id == Customer.external_id, Order.ordered_at >= since)
-        )
-        .where(Customer.is_guest.is_(False))
-        .group_by(Customer.id)
-        .order_by(Customer.id)
-    )
-    result = RescoreResult()
-    pending: list[dict[str, object]] = []
-    log: list[TierChange] = []
-    for row in (await session.execute(stmt)).all():
-        spend_12m = int(row.spend_cents) / 100
-        grade = effective_grade(spend_12m, row.tier_override, policy)
-        result.customers += 1
-        result.distribution[grade.tier] += 1
-        if grade.tier != row.tier or spend_12m != row.spend_12m:
-            pending.append({"b_id": row.id, "b_tier": grade.tier, "b_spend": spend_12m})
-        if grade.tier != row.tier:
-            result.changes.append(
-                TierChangeView(
-                    row.id, row.external_id, row.name, row.tier, grade.tier, spend_12m, grade.reason
-                )
-            )
-            log.append(
-                TierChange(
-                    customer_id=row.id,
-                    from_tier=row.tier,
-                    to_tier=grade.tier,
-                    spend_12m=spend_12m,
-                    reason=grade.reason,
-                    changed_at=now,
-                )
-            )
-    upd = (
-        update(Customer)
-        .where(Customer.id == bindparam("b_id"))
-        .values(tier=bindparam("b_tier"), spend_12m=bindparam("b_spend"), updated_at=now)
-    )
-    for i in range(0, len(pending), _BATCH):
-        await (await session.connection()).execute(upd, pending[i : i + _BATCH])
-    session.add_all(log)
-    await session.flush()
-    return result

@@ -87,6 +87,22 @@ class Customer(Base):
     is_guest: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Who pinned the tier override, why and when (set through the CLI; NULL from a CSV).
+    tier_override_by: Mapped[str | None] = mapped_column(String(100))
+    tier_override_reason: Mapped[str | None] = mapped_column(String(500))
+    tier_override_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Scoring (routing.scoring): the last score, 0..100, and when it was computed.
+    score: Mapped[float] = mapped_column(default=0.0, server_default=text("0"))
+    scored_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Hysteresis: consecutive evaluations the model put the customer below their tier.
+    below_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    below_since: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Survey feedback: exponentially weighted average 0..1 (NULL: no answers yet), and the
+    # complaint count (detractor answers, escalations) as of complaints_at; it decays.
+    satisfaction: Mapped[float | None] = mapped_column()
+    satisfaction_answers: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    complaints: Mapped[float] = mapped_column(default=0.0, server_default=text("0"))
+    complaints_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Order(Base):
@@ -102,7 +118,14 @@ class Order(Base):
     ordered_at: Mapped[datetime] = mapped_column(UtcDateTime())
     status: Mapped[str | None] = mapped_column(String(32))
 
-    __table_args__ = (Index("ix_orders_external_id_ordered_at", "external_id", "ordered_at"),)
+    __table_args__ = (
+        Index("ix_orders_external_id_ordered_at", "external_id", "ordered_at"),
+        # Covering index for rescoring: the per-customer aggregates read only this index,
+        # in order, instead of one table lookup per order.
+        Index(
+            "ix_orders_scoring", "external_id", "ordered_at", "amount_cents", "category", "status"
+        ),
+    )
 
 
 class Agent(Base):
@@ -219,6 +242,32 @@ class TierChange(Base):
     spend_12m: Mapped[float] = mapped_column()
     reason: Mapped[str] = mapped_column(String(200))
     changed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # initial | upgrade | downgrade | override (routing.scoring); NULL for older rows.
+    kind: Mapped[str | None] = mapped_column(String(16))
+    score: Mapped[float | None] = mapped_column()
+    # The score by dimension at the change (JSON: {dimension: [value, points, note]}).
+    details: Mapped[str | None] = mapped_column(Text)
+    # Notice outbox: pending -> sent | failed; "none" when nobody is to be told.
+    notice: Mapped[str | None] = mapped_column(String(16))
+    notified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_tier_changes_notice", "notice"),)
+
+
+class ScoringRun(Base):
+    """One rescoring of every customer: when, why, and the percentile cutoffs it used."""
+
+    __tablename__ = "scoring_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(32))  # cli | import | schedule | ...
+    mode: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    customers: Mapped[int] = mapped_column(Integer)
+    changes: Mapped[int] = mapped_column(Integer)
+    # JSON list of per-tier minimum scores (percentile mode), else NULL.
+    cutoffs: Mapped[str | None] = mapped_column(Text)
 
 
 class ProcessedUpdate(Base):

@@ -1,0 +1,95 @@
+"""Tier notices: the outbox written by rescoring, swept through a TierNotifier."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from routing import rescoring
+from routing.agents import add_agent
+from routing.models import Customer, Order, TierChange
+from routing.policy import Policy, parse_policy
+from routing.tier_notices import send_pending
+from tests.conftest import Db
+
+NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+class FakeNotifier:
+    def __init__(self, fail: set[int] | None = None) -> None:
+        self.sent: list[tuple[int, str]] = []
+        self.fail = fail or set()
+
+    async def send(self, telegram_id: int, text: str) -> bool:
+        if telegram_id in self.fail:
+            return False
+        self.sent.append((telegram_id, text))
+        return True
+
+
+async def _customer(db: Db, ext: str, **kw: object) -> None:
+    async with db.sessions() as s, s.begin():
+        s.add(Customer(external_id=ext, tier="C", created_at=NOW, updated_at=NOW, **kw))
+        s.add(Order(order_id=f"{ext}-0", external_id=ext, amount_cents=100, ordered_at=NOW))
+
+
+async def _order(db: Db, ext: str, amount: int, n: int = 1) -> None:
+    async with db.sessions() as s, s.begin():
+        s.add(
+            Order(order_id=f"{ext}-{n}", external_id=ext, amount_cents=amount * 100, ordered_at=NOW)
+        )
+
+
+async def _rescore(db: Db, policy: Policy, days: int = 0) -> None:
+    async with db.sessions() as s, s.begin():
+        await rescoring.rescore(s, policy, NOW + timedelta(days=days))
+
+
+async def test_upgrade_tells_the_customer_in_their_language_and_vip_tells_the_manager(
+    db: Db, policy: Policy
+) -> None:
+    async with db.sessions() as s, s.begin():
+        await add_agent(s, 777, "Mia", role="agent", max_chats=3, now=NOW)
+    await _customer(db, "G", name="Greta", telegram_id=501, language="de-AT", account_manager="mia")
+    await _customer(db, "Z", name="Zed", telegram_id=502, language="xx")
+    await _rescore(db, policy)  # first grading: no notices
+    notifier = FakeNotifier()
+    async with db.sessions() as s, s.begin():
+        assert await send_pending(s, notifier, policy, NOW) == 0
+
+    await _order(db, "G", 600_000)
+    await _order(db, "Z", 60_000)
+    await _rescore(db, policy, days=1)
+    async with db.sessions() as s, s.begin():
+        assert await send_pending(s, notifier, policy, NOW + timedelta(days=1)) == 2
+    assert notifier.sent == [
+        (501, "Gute Nachrichten, Greta: Sie sind jetzt VIP-Kunde. Danke für Ihre Treue!"),
+        (777, "Your customer Greta (G) is now VIP (was C)."),
+        (502, "Good news, Zed: you are now a B customer. Thank you for your loyalty!"),
+    ]
+    async with db.sessions() as s:
+        notices = list(await s.scalars(select(TierChange.notice).order_by(TierChange.id)))
+    assert notices.count("sent") == 2
+
+
+async def test_vip_downgrade_tells_only_the_manager_and_stale_notices_are_dropped(
+    db: Db,
+) -> None:
+    policy = parse_policy({"scoring": {"downgrade_after": 1}})
+    await _customer(db, "V", name="Vic", telegram_id=601, account_manager="9001")
+    await _rescore(db, policy)
+    await _order(db, "V", 600_000)
+    await _rescore(db, policy, days=1)
+    # A year and more later the spend has left the window: VIP -> C.
+    await _rescore(db, policy, days=400)
+    notifier = FakeNotifier()
+    async with db.sessions() as s, s.begin():
+        # The upgrade notice is over a week old by now: dropped, not sent.
+        assert await send_pending(s, notifier, policy, NOW + timedelta(days=400)) == 2
+    assert notifier.sent == [(9001, "Your customer Vic (V) is no longer VIP: now C.")]
+    async with db.sessions() as s:
+        rows = list(
+            await s.execute(select(TierChange.to_tier, TierChange.notice).order_by(TierChange.id))
+        )
+    assert [tuple(r) for r in rows] == [("VIP", "failed"), ("C", "sent")]
