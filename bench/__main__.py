@@ -1,0 +1,97 @@
+"""The benchmark suite: ``python -m bench all|pipeline|latency|claims|memory|import``.
+
+    python -m bench all [--size tiny|default] [--json FILE]
+
+Each benchmark prints its progress and figures; the run ends with one summary line per
+figure (``name: value unit (goal ...: met|NOT met)``). ``--json`` writes the same figures
+with the machine, command and date. ``--size tiny`` is the smoke size the tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import claims, latency, memory, pipeline
+from bench.common import Figure, machine, write_json
+
+Runner = Callable[[str], Awaitable[list[Figure]]]
+
+BENCHMARKS: dict[str, Runner] = {
+    "pipeline": pipeline.run,
+    "latency": latency.run,
+    "claims": claims.run,
+    "memory": memory.run,
+}
+
+
+async def _import_orders(size: str) -> list[Figure]:
+    """Another engineer's import benchmark, run through its own ``main`` in a thread."""
+    import contextlib
+    import io
+    import re
+
+    from bench import import_orders
+
+    argv = ["--rows", "2000", "--customers", "200"] if size == "tiny" else []
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        await asyncio.to_thread(import_orders.main, argv)
+    text = out.getvalue()
+    print(text, end="")
+    return [
+        Figure(f"import_{m.group(1)}", float(m.group(2)), "rows/s")
+        for m in re.finditer(r"^(\w+)_rows_per_s: (\d+)", text, re.M)
+    ]
+
+
+BENCHMARKS["import"] = _import_orders
+ALL = ("pipeline", "latency", "claims", "memory", "import")
+
+
+def run(names: list[str], size: str) -> list[Figure]:
+    figures: list[Figure] = []
+    for name in names:
+        print(f"== {name} ({size})", flush=True)
+        t = time.perf_counter()
+        figures += asyncio.run(BENCHMARKS[name](size))
+        print(f"   ({time.perf_counter() - t:.1f}s)", flush=True)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("benchmark", choices=["all", *BENCHMARKS])
+    parser.add_argument("--size", choices=["tiny", "default"], default="default")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    args = parser.parse_args(argv)
+    names = list(ALL) if args.benchmark == "all" else [args.benchmark]
+    started = datetime.now(UTC)
+    figures = run(names, args.size)
+    print("== summary")
+    for f in figures:
+        print(f.line())
+    if args.json:
+        meta = {
+            "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": started.isoformat(timespec="seconds"),
+            "machine": machine(),
+        }
+        write_json(args.json, figures, meta)
+        print(f"figures written to {args.json}")
+    # A missed speed goal is a finding, not a failure; a double claim is a bug.
+    broken = [f for f in figures if "double_claims" in f.name and f.met is False]
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

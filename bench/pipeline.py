@@ -1,0 +1,113 @@
+"""Benchmark 1: update pipeline throughput, ours against a bare aiogram echo bot.
+
+    python -m bench pipeline [--size tiny|default] [--json FILE]
+
+N customer messages (60% self-service, 10% VIPs opening a chat and paging agents, 15%
+customers relaying to their agent, 15% agents relaying back) are queued on the fake Bot API
+at once; the bot (a separate ``python -m bot run`` process on a seeded SQLite file) long-polls
+them over real HTTP. The clock stops when the bot has finished every update (its redelivery
+guard rows). The floor is a bare aiogram bot in its own process that echoes each of the same
+N messages over the same fake; it is done when N echoes arrived. Repetitions alternate the
+two bots, and the figures are medians.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.common import (
+    BenchAPI,
+    Figure,
+    Traffic,
+    bot_process,
+    median,
+    processed_count,
+    seed,
+    wait_done,
+)
+
+
+@dataclass(frozen=True)
+class Size:
+    messages: int
+    customers: int
+    reps: int
+
+
+SIZES = {
+    "tiny": Size(messages=60, customers=400, reps=1),
+    "default": Size(messages=1500, customers=10_000, reps=3),
+}
+
+
+async def run_ours(workdir: Path, size: Size, tag: str) -> tuple[float, int]:
+    """Updates/s of contactbot, and the bot process's peak RSS (KiB)."""
+    world = await seed(workdir / f"pipeline-{tag}.db", size.customers)
+    traffic = Traffic(world).mixed(size.messages)
+    async with (
+        BenchAPI() as api,
+        bot_process(api, workdir / f"pipeline-{tag}.log", db_url=world.db_url) as bot,
+    ):
+        base = processed_count(world.db_path)
+        for user, text, _kind in traffic:
+            api.user_message(user, text)
+        t0 = time.monotonic()
+        end = await wait_done(
+            lambda: processed_count(world.db_path) - base, size.messages, timeout=300
+        )
+        _, peak = bot.rss_kb()
+    return size.messages / (end - t0), peak
+
+
+async def run_bare(workdir: Path, size: Size, tag: str) -> float:
+    """Updates/s of the bare aiogram echo bot over the same transport and messages."""
+    world = await seed(workdir / f"pipeline-bare-{tag}.db", size.customers)
+    traffic = Traffic(world).mixed(size.messages)
+    async with BenchAPI() as api, bot_process(api, workdir / f"bare-{tag}.log", bare=True):
+        mark = api.mark()
+        for user, text, _kind in traffic:
+            api.user_message(user, text)
+        t0 = time.monotonic()
+        end = await wait_done(lambda: api.count("sendMessage", mark), size.messages, timeout=300)
+    return size.messages / (end - t0)
+
+
+async def run(size_name: str = "default", workdir: Path | None = None) -> list[Figure]:
+    size = SIZES[size_name]
+    with tempfile.TemporaryDirectory(prefix="contactbot-bench-") as tmp:
+        wd = workdir or Path(tmp)
+        ours: list[float] = []
+        bare: list[float] = []
+        peaks: list[int] = []
+        for rep in range(size.reps):
+            # Alternate the order so drift on a shared machine hits both alike.
+            order = ("bare", "ours") if rep % 2 == 0 else ("ours", "bare")
+            for which in order:
+                if which == "bare":
+                    bare.append(await run_bare(wd, size, str(rep)))
+                    print(f"  rep {rep}: bare aiogram {bare[-1]:8.1f} updates/s")
+                else:
+                    rate, peak = await run_ours(wd, size, str(rep))
+                    ours.append(rate)
+                    peaks.append(peak)
+                    print(
+                        f"  rep {rep}: contactbot   {rate:8.1f} updates/s"
+                        f"  (peak RSS {peak // 1024} MiB)"
+                    )
+        ratios = [o / b for o, b in zip(ours, bare, strict=True)]
+    ratio = median(ratios)
+    return [
+        Figure("pipeline_contactbot_updates_per_s", median(ours), "updates/s"),
+        Figure("pipeline_bare_aiogram_updates_per_s", median(bare), "updates/s"),
+        Figure("pipeline_ratio", ratio, "ours/bare", goal=">= 0.5", met=ratio >= 0.5),
+        Figure("pipeline_messages", float(size.messages), "messages"),
+    ]
+
+
+def main_async(size_name: str) -> list[Figure]:
+    print(f"pipeline: {SIZES[size_name]}")
+    return asyncio.run(run(size_name))

@@ -1,0 +1,59 @@
+"""Smoke: every benchmark runs at its tiny size and reports its summary figures.
+
+The benchmarks are not tests (their figures are measured by ``python -m bench``); this only
+checks they still run against the current code, and that claims are never doubled. The
+three that start bot processes run side by side to keep this file well under 30 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import latency, memory, pipeline
+from bench.__main__ import main as bench_main
+from bench.common import Figure
+
+
+def _by_name(figures: list[Figure]) -> dict[str, Figure]:
+    return {f.name: f for f in figures}
+
+
+async def test_pipeline_latency_and_memory_tiny(tmp_path: Path) -> None:
+    dirs = [tmp_path / name for name in ("pipeline", "latency", "memory")]
+    for d in dirs:
+        d.mkdir()
+    pipe, lat, (peak, rss) = await asyncio.gather(
+        pipeline.run("tiny", dirs[0]),
+        latency.run("tiny", dirs[1]),
+        # One of memory's two runs (the other differs only in the number of customers).
+        memory.serve(dirs[2], memory.SIZES["tiny"].large, memory.SIZES["tiny"]),
+    )
+    figs = _by_name(pipe)
+    assert figs["pipeline_contactbot_updates_per_s"].value > 0
+    assert figs["pipeline_bare_aiogram_updates_per_s"].value > 0
+    assert figs["pipeline_ratio"].value > 0
+    figs = _by_name(lat)
+    assert figs["latency_vip_missing_pages"].value == 0
+    assert figs["latency_vip_messages"].value == latency.SIZES["tiny"].vips
+    assert 0 < figs["latency_vip_p50_ms"].value <= figs["latency_vip_p99_ms"].value
+    assert figs["latency_vip_p99_ms"].value <= figs["latency_vip_max_ms"].value
+    assert 0 < rss <= peak
+
+
+def test_claims_tiny_through_the_cli_never_double(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "figures.json"
+    assert bench_main(["claims", "--size", "tiny", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "== summary" in printed
+    assert "claims_sqlite_double_claims: 0" in printed
+    figures = json.loads(out.read_text())["figures"]
+    assert figures["claims_sqlite_per_s"]["value"] > 0
+    for name, fig in figures.items():
+        if name.endswith(("_double_claims", "_left_unclaimed")):
+            assert fig["value"] == 0, name
