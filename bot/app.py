@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -19,10 +19,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.clock import Clock, make_clock, utcnow
 from bot.config import Settings
 from bot.desk import Desk
 from bot.handlers import get_routers
-from bot.middlewares import ChatOrderMiddleware, Clock, DbSessionMiddleware
+from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
 from routing import db
 from routing.models import ProcessedUpdate
 from routing.policy import Policy
@@ -35,10 +36,6 @@ CUSTOMER_COMMANDS = [
     BotCommand(command="human", description="Talk to a person"),
     BotCommand(command="help", description="Help"),
 ]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def make_bot(token: str, api_url: str) -> Bot:
@@ -81,6 +78,7 @@ class App:
     engine: AsyncEngine
     bot: Bot
     dp: Dispatcher
+    clock: Clock
 
 
 async def build_app(settings: Settings, token: str) -> App:
@@ -94,8 +92,11 @@ async def build_app(settings: Settings, token: str) -> App:
         cutoff = utcnow() - timedelta(days=2)
         await s.execute(delete(ProcessedUpdate).where(ProcessedUpdate.processed_at < cutoff))
     bot = make_bot(token, settings.telegram_api_url)
-    dp = make_dispatcher(sessions, policy, bot, storage=make_storage(settings.redis_url))
-    return App(settings, policy, engine, bot, dp)
+    clock = make_clock(settings.clock_file)
+    dp = make_dispatcher(
+        sessions, policy, bot, storage=make_storage(settings.redis_url), clock=clock
+    )
+    return App(settings, policy, engine, bot, dp, clock)
 
 
 async def _set_commands(bot: Bot) -> None:
@@ -108,7 +109,7 @@ async def _set_commands(bot: Bot) -> None:
 def _start_scheduler(app: App) -> AsyncIOScheduler:
     from bot.scheduler import make_scheduler
 
-    sched = make_scheduler(db.make_sessionmaker(app.engine), app.policy, app.bot, utcnow)
+    sched = make_scheduler(db.make_sessionmaker(app.engine), app.policy, app.bot, app.clock)
     sched.start()
     return sched
 

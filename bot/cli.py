@@ -150,7 +150,7 @@ def _print_rescore(result: customers.RescoreResult, policy: Policy, *, limit: in
 async def _rescore(
     engine: AsyncEngine, policy: Policy, trigger: str = "cli"
 ) -> customers.RescoreResult:
-    from bot.app import utcnow
+    from bot.clock import utcnow
 
     sessions = db.make_sessionmaker(engine)
     async with sessions() as s, s.begin():
@@ -201,7 +201,7 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.app import utcnow
+    from bot.clock import utcnow
 
     async def add(engine: AsyncEngine) -> str:
         async with db.make_sessionmaker(engine)() as s, s.begin():
@@ -248,7 +248,7 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_customers(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.app import utcnow
+    from bot.clock import utcnow
     from routing import rescoring
 
     policy = settings.load_policy()

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     webhook_host: str = "0.0.0.0"
     webhook_port: int = 8080
+    # Testing hook: read "now" from this file (see bot/clock.py). Unset in production.
+    clock_file: str | None = None
 
     def require_token(self) -> str:
         if not self.token:

@@ -14,8 +14,8 @@ from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
+from bot.clock import Clock
 from bot.content import Content
-from bot.middlewares import Clock
 from routing import agents, conversations, queue
 from routing.models import Agent, Conversation, Customer
 from routing.policy import Policy

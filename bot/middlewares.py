@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.types import Chat, TelegramObject, Update, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.clock import Clock
 from routing import agents, customers
 from routing.models import ProcessedUpdate
 from routing.policy import Policy
-
-Clock = Callable[[], datetime]
 
 
 class DbSessionMiddleware(BaseMiddleware):

@@ -40,12 +40,19 @@ async def open_for_customer(session: AsyncSession, customer_id: int) -> Conversa
 
 
 async def open_conversation(
-    session: AsyncSession, customer: Customer, policy: Policy, origin: str, now: datetime
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    origin: str,
+    now: datetime,
+    *,
+    priority_boost: int = 0,
 ) -> tuple[Conversation, bool]:
     """Queue a conversation for the customer, or return the one already open.
 
     Returns (conversation, created). The tier is frozen at open: a re-grade while waiting
-    does not reorder the queue under the agents' feet.
+    does not reorder the queue under the agents' feet. ``priority_boost`` queues it as if
+    the customer's tier were that many ranks higher (service recovery).
     """
     existing = await open_for_customer(session, customer.id)
     if existing is not None:
@@ -54,7 +61,7 @@ async def open_conversation(
         customer_id=customer.id,
         status=QUEUED,
         tier=customer.tier,
-        priority=policy.rank(customer.tier),
+        priority=max(policy.rank(customer.tier) - priority_boost, 0),
         origin=origin,
         queued_at=now,
     )

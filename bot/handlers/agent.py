@@ -9,10 +9,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
+from bot.clock import Clock
 from bot.content import content_of
 from bot.desk import Desk
 from bot.filters import IsAgent, IsSupervisor
-from bot.middlewares import Clock
 from routing import conversations, queue
 from routing.conversations import TargetHow
 from routing.models import ASSIGNED, QUEUED, Agent, Conversation, Customer

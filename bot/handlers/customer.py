@@ -12,10 +12,10 @@ from aiogram.types import CallbackQuery, Message, ReplyKeyboardRemove
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
+from bot.clock import Clock
 from bot.content import content_of
 from bot.desk import Desk
 from bot.filters import IsCustomer
-from bot.middlewares import Clock
 from routing import conversations, customers, queue
 from routing.customers import LinkStatus
 from routing.models import ASSIGNED, Agent, Customer

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bot.clock import set_file_clock
 from routing.agents import add_agent
 from routing.db import make_engine, make_sessionmaker, upgrade
 from routing.models import Agent, Customer
@@ -108,6 +109,25 @@ class Env:
 
     async def query(self, work: Callable[[Any], Awaitable[Any]]) -> Any:
         return await self.seed(work)
+
+    def use_clock(self, now: datetime) -> None:
+        """Run the bot on a controllable clock starting at ``now`` (call before start)."""
+        path = self.bot.log_path.with_name("clock.txt")
+        set_file_clock(path, now)
+        self.bot.env["CONTACTBOT_CLOCK_FILE"] = str(path)
+        self.now = now
+
+    def set_clock(self, now: datetime) -> None:
+        """Move the running bot's clock (after :meth:`use_clock`)."""
+        set_file_clock(Path(self.bot.env["CONTACTBOT_CLOCK_FILE"]), now)
+        self.now = now
+
+    def policy_file(self, toml: str) -> Path:
+        """Run the bot with this policy file (call before start)."""
+        path = self.bot.log_path.with_name("contactbot.toml")
+        path.write_text(toml, encoding="utf-8")
+        self.bot.env["CONTACTBOT_CONFIG"] = str(path)
+        return path
 
     # --- conversation helpers -------------------------------------------------------
     async def say(self, user_id: int, text: str | None = None, **kw: Any) -> Call:
