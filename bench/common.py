@@ -116,6 +116,10 @@ class BenchAPI(FakeBotAPI):
     def count(self, method: str, since: int = 0) -> int:
         return sum(1 for c in self.calls[since:] if c.method == method)
 
+    def api_calls(self, since: int = 0) -> int:
+        """Bot API calls made in answer to updates (every method but getUpdates)."""
+        return sum(1 for c in self.calls[since:] if c.method != "getUpdates")
+
 
 # ------------------------------------------------------------------ seeding
 
@@ -320,6 +324,11 @@ class BotProcess:
             if key in ("VmRSS", "VmHWM"):
                 fields[key] = int(value.split()[0])
         return fields["VmRSS"], fields["VmHWM"]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the process so far, from /proc (Linux)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

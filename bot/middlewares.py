@@ -11,26 +11,34 @@ from aiogram.types import Chat, TelegramObject, Update, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
-from routing import agents, customers
-from routing.models import ProcessedUpdate
+from routing import customers, senders, sqlite_driver
 from routing.policy import Policy
+from routing.senders import ProcessedLog
+
+_SEEN = object()  # the update was handled before (a redelivery)
 
 
 class DbSessionMiddleware(BaseMiddleware):
     """Registered as ``dp.update.outer_middleware``.
 
     Gives handlers ``session``, ``agent`` (a registered agent, else None) and ``customer``
-    (everyone else in a private chat: an imported customer or a guest row). Update ids are
-    recorded after handling, so an update Telegram redelivers after a crash is skipped rather
-    than, say, relayed to an agent twice.
+    (everyone else in a private chat: an imported customer or a guest row), and
+    ``open_conversation`` (that customer's queued or assigned chat). Handled update
+    ids are recorded (in batches, see :class:`ProcessedLog`), so an update Telegram
+    redelivers after a crash is skipped rather than, say, relayed to an agent twice.
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], policy: Policy, clock: Clock
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        policy: Policy,
+        clock: Clock,
+        processed: ProcessedLog,
     ) -> None:
         self.sessions = sessions
         self.policy = policy
         self.clock = clock
+        self.processed = processed
 
     async def __call__(
         self,
@@ -39,32 +47,47 @@ class DbSessionMiddleware(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         assert isinstance(event, Update)
+        if event.update_id in self.processed:
+            return None
         user: User | None = data.get("event_from_user")
         chat: Chat | None = data.get("event_chat")
+        private = chat is None or chat.type == "private"
+        person = user is not None and not user.is_bot and private
+        with sqlite_driver.inline():
+            result = await self._handle(handler, event, data, user if person else None)
+        if result is _SEEN:
+            return None
+        self.processed.add(event.update_id)
+        return result
+
+    async def _handle(
+        self,
+        handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
+        event: Update,
+        data: dict[str, Any],
+        user: User | None,
+    ) -> Any:
         async with self.sessions() as session:
             async with session.begin():
-                if await session.get(ProcessedUpdate, event.update_id) is not None:
-                    return None
-                agent = customer = None
-                private = chat is None or chat.type == "private"
-                if user is not None and not user.is_bot and private:
-                    agent = await agents.by_telegram_id(session, user.id)
-                    if agent is None:
-                        customer = await customers.ensure_customer(
-                            session,
-                            user.id,
-                            name=user.full_name,
-                            language=user.language_code,
-                            policy=self.policy,
-                            now=self.clock(),
-                        )
+                found = await senders.lookup(session, event.update_id, user.id if user else None)
+                if found.seen:
+                    return _SEEN
+                agent, customer = found.agent, found.customer
+                if user is not None and agent is None and customer is None:
+                    customer = await customers.ensure_customer(
+                        session,
+                        user.id,
+                        name=user.full_name,
+                        language=user.language_code,
+                        policy=self.policy,
+                        now=self.clock(),
+                    )
             data["session"] = session
             data["agent"] = agent
             data["customer"] = customer
-            result = await handler(event, data)
-            async with session.begin():
-                session.add(ProcessedUpdate(update_id=event.update_id, processed_at=self.clock()))
-            return result
+            # Found with the customer (None for a new guest, who has none).
+            data["open_conversation"] = found.conversation
+            return await handler(event, data)
 
 
 class ChatOrderMiddleware(BaseMiddleware):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -64,6 +66,15 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             kwargs.setdefault("pool_size", 1)
             kwargs.setdefault("max_overflow", 0)
             kwargs.setdefault("pool_timeout", 60)
+        if make_url(url).get_driver_name() == "aiosqlite" and "module" not in kwargs:
+            from routing.sqlite_driver import one_trip_dbapi
+
+            dbapi = one_trip_dbapi()
+            if dbapi is not None:
+                kwargs["module"] = dbapi
+                # Statements may run on the loop's thread (sqlite_driver.inline), never at
+                # the same time as the worker's: access is serialised by the pool.
+                kwargs.setdefault("connect_args", {})["check_same_thread"] = False
         engine = create_async_engine(url, **kwargs)
         _tune_sqlite(engine)
         return engine
@@ -73,6 +84,30 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def leader(sessions: async_sessionmaker[AsyncSession], key: int) -> AsyncIterator[bool]:
+    """Yields True if this process should run a periodic job now.
+
+    On PostgreSQL several bot instances share the database, and a sweep run by two of them
+    at once would act twice (two offers, two reminders, reconciling another's live claims):
+    only the instance that holds the advisory lock ``key`` runs it. SQLite means a single
+    process, so it always leads.
+    """
+    engine = sessions.kw.get("bind")
+    if not isinstance(engine, AsyncEngine) or engine.dialect.name != "postgresql":
+        yield True
+        return
+    async with engine.connect() as conn:
+        got = bool(await conn.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}))
+        await conn.commit()  # a session-level lock: it outlives the transaction
+        try:
+            yield got
+        finally:
+            if got:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                await conn.commit()
 
 
 def alembic_config(url: str) -> Any:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import latency, memory, pipeline
+from bench import cpu, latency, memory, pipeline
 from bench.__main__ import main as bench_main
 from bench.common import Figure
 
@@ -23,19 +23,29 @@ def _by_name(figures: list[Figure]) -> dict[str, Figure]:
 
 
 async def test_pipeline_latency_and_memory_tiny(tmp_path: Path) -> None:
-    dirs = [tmp_path / name for name in ("pipeline", "latency", "memory")]
+    dirs = [tmp_path / name for name in ("pipeline", "latency", "memory", "cpu")]
     for d in dirs:
         d.mkdir()
-    pipe, lat, (peak, rss) = await asyncio.gather(
+    pipe, lat, (peak, rss), used = await asyncio.gather(
         pipeline.run("tiny", dirs[0]),
         latency.run("tiny", dirs[1]),
         # One of memory's two runs (the other differs only in the number of customers).
         memory.serve(dirs[2], memory.SIZES["tiny"].large, memory.SIZES["tiny"]),
+        cpu.run("tiny", dirs[3]),
     )
     figs = _by_name(pipe)
     assert figs["pipeline_contactbot_updates_per_s"].value > 0
     assert figs["pipeline_bare_aiogram_updates_per_s"].value > 0
     assert figs["pipeline_ratio"].value > 0
+    assert figs["pipeline_contactbot_cpu_ms_per_update"].value > 0
+    # The mix makes more Bot API calls per update than an echo (VIP pages, hand-offs).
+    assert figs["pipeline_contactbot_api_calls_per_update"].value >= 1
+    figs = _by_name(used)
+    assert (
+        figs["cpu_contactbot_ms_per_update"].value
+        > figs["cpu_bare_aiogram_ms_per_update"].value
+        > 0
+    )
     figs = _by_name(lat)
     assert figs["latency_vip_missing_pages"].value == 0
     assert figs["latency_vip_messages"].value == latency.SIZES["tiny"].vips
