@@ -1,0 +1,110 @@
+"""Agents and the queue: /transfer, and Accept / Pass on offers (offer mode)."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, Message
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import keyboards, texts, texts_queue
+from bot.clock import Clock
+from bot.desk import Desk
+from bot.filters import IsAgent
+from routing import conversations, queue
+from routing.conversations import TargetHow
+from routing.models import Agent, Customer, QueueOffer
+
+router = Router(name="queue")
+router.message.filter(IsAgent())
+router.callback_query.filter(IsAgent())
+
+# `/transfer queue [note]`: back to the queue with a note.
+QUEUE_WORDS = frozenset({"queue", "-"})
+
+
+def split_target(args: str, names: list[str]) -> tuple[str | None, str | None]:
+    """``NAME [note]`` -> (name, note). Names may have spaces: the longest match wins.
+
+    (None, note) means back to the queue; an unknown first word comes back as the name so
+    the agent hears "no agent called ...".
+    """
+    words = args.split()
+    if not words:
+        return None, None
+    if words[0].casefold() in QUEUE_WORDS:
+        return None, " ".join(words[1:]) or None
+    known = {n.casefold() for n in names}
+    for k in range(len(words), 0, -1):
+        candidate = " ".join(words[:k])
+        if candidate.casefold() in known:
+            return candidate, " ".join(words[k:]) or None
+    return words[0], " ".join(words[1:]) or None
+
+
+@router.message(Command("transfer"))
+async def transfer(
+    message: Message, command: CommandObject, session: AsyncSession, agent: Agent, desk: Desk
+) -> None:
+    reply_to = message.reply_to_message.message_id if message.reply_to_message else None
+    async with session.begin():
+        target = await conversations.resolve_target(session, agent, reply_to)
+        names = list(
+            (await session.execute(select(Agent.name).where(Agent.active.is_(True)))).scalars()
+        )
+    conv, customer = target.conversation, target.customer
+    if conv is None or customer is None:
+        if target.how is TargetHow.AMBIGUOUS:
+            await message.answer(texts.ambiguous(2) + "\n\n" + texts_queue.transfer_usage())
+        elif target.how is TargetHow.NOT_YOURS:
+            await message.answer(texts.NOT_YOURS)
+        else:
+            await message.answer(texts.NO_OPEN_CHATS)
+        return
+    name, note = split_target(command.args or "", names)
+    if name is None:
+        await desk.queue.transfer_back(session, agent, conv, customer, note)
+        return
+    error = await desk.queue.transfer_to(session, agent, conv, customer, name, note)
+    if error is not None:
+        await message.answer(error)
+
+
+@router.callback_query(keyboards.OfferCb.filter())
+async def offer_answer(
+    query: CallbackQuery,
+    callback_data: keyboards.OfferCb,
+    session: AsyncSession,
+    agent: Agent,
+    desk: Desk,
+    clock: Clock,
+) -> None:
+    if not callback_data.accept:
+        if await desk.queue.decline(session, callback_data.id, agent):
+            await query.answer()
+        else:
+            await query.answer(texts_queue.offer_gone(), show_alert=True)
+        return
+    async with session.begin():
+        offer = await session.get(QueueOffer, callback_data.id)
+        ok = offer is not None and offer.agent_id == agent.id and offer.outcome == "pending"
+        result = (
+            await queue.claim(session, offer.conversation_id, agent, clock())
+            if ok and offer is not None
+            else None
+        )
+        conv = result.conversation if result is not None else None
+        customer = await session.get(Customer, conv.customer_id) if conv is not None else None
+    if result is None or conv is None or customer is None:
+        await query.answer(texts_queue.offer_gone(), show_alert=True)
+        return
+    refusal = desk.queue.refusal(result, agent)
+    if refusal is not None:
+        await query.answer(refusal, show_alert=True)
+        return
+    if not result.won:
+        await query.answer(texts_queue.offer_gone(), show_alert=True)
+        return
+    await query.answer()
+    await desk.hand_over(session, agent, conv)
