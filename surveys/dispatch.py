@@ -83,6 +83,9 @@ class Result:
     attempts: int  # transport calls made for this push, 429-answered ones included
     reason: str | None = None
     sent_at: float | None = None  # the sender's clock when the successful call returned
+    # What the transport's send returned on success (e.g. the Telegram message id): the
+    # proof of delivery an outbox records with the row.
+    response: Any = None
 
 
 class RetryAfter(Exception):
@@ -106,7 +109,9 @@ class PermanentError(Exception):
 
 
 class Transport(Protocol):
-    async def send(self, push: Push) -> None: ...
+    async def send(self, push: Push) -> object:
+        """Send one push; the return value is reported as :attr:`Result.response`."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -333,12 +338,19 @@ class _Run:
             self._schedule(push.chat_id, chat)
 
     def _schedule(self, chat_id: int, chat: _Chat) -> None:
-        ready = max(chat.next_at, chat.queue[0].not_before)
+        # Never earlier than now: ready chats go in the order they became ready, so a push
+        # retried after a 429 or a backoff is not starved by every push read after it.
+        ready = max(chat.next_at, chat.queue[0].not_before, self.clock())
         self.seq += 1
         heapq.heappush(self.heap, (ready, self.seq, chat_id))
 
     def _finish(
-        self, item: _Item, outcome: Outcome, reason: str | None, sent_at: float | None = None
+        self,
+        item: _Item,
+        outcome: Outcome,
+        reason: str | None,
+        sent_at: float | None = None,
+        response: Any = None,
     ) -> None:
         if outcome is Outcome.SENT:
             self.stats.sent += 1
@@ -348,7 +360,7 @@ class _Run:
             self.stats.failed += 1
         self.pending -= 1
         self.room.set()
-        self.results.put_nowait(Result(item.push, outcome, item.calls, reason, sent_at))
+        self.results.put_nowait(Result(item.push, outcome, item.calls, reason, sent_at, response))
 
     async def _report(self) -> None:
         while (result := await self.results.get()) is not None:
@@ -417,7 +429,7 @@ class _Run:
             self.stats.retries += 1
         retry = False
         try:
-            await self.s.transport.send(item.push)
+            response = await self.s.transport.send(item.push)
         except RetryAfter as error:
             retry = self._on_retry_after(item, error)
         except Unreachable as error:
@@ -429,7 +441,7 @@ class _Run:
                 log.warning("transport raised %r for push %r", error, item.push.key)
             retry = self._on_transient(item, str(error) or type(error).__name__)
         else:
-            self._finish(item, Outcome.SENT, None, self.clock())
+            self._finish(item, Outcome.SENT, None, self.clock(), response)
         finally:
             # From the end of the call: the server saw it before then, so the next send to
             # this chat can't land inside Telegram's per-chat window whatever the latency.

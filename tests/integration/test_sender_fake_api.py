@@ -131,3 +131,34 @@ async def test_render_sends_a_keyboard(bot: Bot, api: FakeBotAPI) -> None:
     call = api.calls_of("sendMessage", 1234)[0]
     assert call.text == "Rate us: order 7"
     assert call.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "csat:42:5"
+
+
+async def test_survey_render_sends_the_packed_keyboard_with_the_bots_defaults(
+    api: FakeBotAPI,
+) -> None:
+    """The fast path (pre-serialised markup, lean sendMessage) sends what ``send_message``
+    would: the bot's default parse mode, and a keyboard whose buttons unpack to this survey."""
+    from aiogram.client.default import DefaultBotProperties
+
+    from bot.handlers.survey import ScoreCb, render
+    from surveys.outbox import SurveyPush
+
+    bot = Bot(
+        api.token,
+        session=_LocalSession(api=TelegramAPIServer.from_base(api.url)),
+        default=DefaultBotProperties(parse_mode="HTML"),
+    )
+    try:
+        transport = AiogramTransport(bot, render)
+        first = await transport.send(Push(1, 555, SurveyPush(77, "nps", 1, None)))
+        second = await transport.send(Push(2, 556, SurveyPush(78, "csat", 2, None)))
+    finally:
+        await bot.session.close()
+    nps, csat = api.calls_of("sendMessage", 555)[0], api.calls_of("sendMessage", 556)[0]
+    assert first == nps.result["message_id"] and second == csat.result["message_id"]
+    assert nps.params["parse_mode"] == "HTML"
+    for call, sid, scores in ((nps, 77, range(11)), (csat, 78, range(1, 6))):
+        buttons = [b for row in call.params["reply_markup"]["inline_keyboard"] for b in row]
+        unpacked = [ScoreCb.unpack(b["callback_data"]) for b in buttons]
+        assert [(cb.id, cb.score) for cb in unpacked] == [(sid, n) for n in scores]
+        assert [b["text"] for b in buttons] == [str(n) for n in scores]

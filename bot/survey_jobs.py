@@ -1,0 +1,80 @@
+"""The survey tick the scheduler runs every ``surveys.sweep_seconds``.
+
+One tick: expire what is overdue, start any campaign run whose cron time has come, then
+sweep the outbox (reconcile, claim, send) until nothing is due. Everything it acts on is
+in the database, so a tick after a restart picks up exactly where the dead process stopped.
+
+Ticks never overlap: a tick that finds the previous one still sending (a large campaign
+takes minutes at Telegram's pace) returns at once. That is also what makes the sweep's
+reconciliation safe: while no tick runs, no row is legitimately ``sending``. With several
+instances on PostgreSQL, a tick runs only in the one holding an advisory lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from aiogram import Bot
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.handlers.survey import render
+from bot.sender import AiogramTransport
+from routing import db
+from routing.policy import Policy
+from surveys import campaigns, outbox
+from surveys.dispatch import Transport
+
+log = logging.getLogger(__name__)
+
+
+# pg_try_advisory_lock key: "surveys" in ASCII.
+_LEADER_KEY = 0x7375727665797300
+
+
+class SurveyJobs:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        policy: Policy,
+        bot: Bot | None,
+        clock: Callable[[], datetime],
+        transport: Transport | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.policy = policy
+        self.clock = clock
+        self.transport = transport or (AiogramTransport(bot, render) if bot else None)
+        self._lock = asyncio.Lock()
+
+    async def tick(self) -> outbox.SweepReport | None:
+        if self._lock.locked():
+            return None
+        async with self._lock, db.leader(self.sessions, _LEADER_KEY) as leader:
+            if not leader:
+                return None  # another instance runs the surveys
+            async with self.sessions() as s, s.begin():
+                expired = await outbox.expire(s, self.policy, self.clock())
+            if expired:
+                log.info("surveys expired: %d", expired)
+            for run in await campaigns.run_due(self.sessions, self.policy, self.clock()):
+                log.info("NPS campaign %s: %d surveys", run.key, run.total)
+            if self.transport is None:
+                return None
+            report = await outbox.sweep(self.sessions, self.policy, self.transport, self.clock)
+            st = report.stats
+            if st is not None and (st.sent or st.failed or st.unreachable):
+                log.info(
+                    "surveys sent %d, unreachable %d, failed %d in %.1fs (%.1f/s); "
+                    "skipped %s, deferred %d",
+                    st.sent,
+                    st.unreachable,
+                    st.failed,
+                    st.elapsed,
+                    st.rate,
+                    report.settled,
+                    report.deferred,
+                )
+            return report

@@ -1,0 +1,138 @@
+"""The ``[surveys]`` section of the policy file (CSAT, NPS campaigns, limits, the sender).
+
+Kept apart from ``routing.policy`` so that the survey machinery's knobs live in one place;
+``routing.policy.Policy`` only holds the field. Pure pydantic: no survey code is imported.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_cron(value: str) -> str:
+    value = " ".join(value.split())
+    if len(value.split()) != 5:
+        raise ValueError("a crontab with 5 fields (minute hour day month day-of-week)")
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValueError(f"bad crontab {value!r}: {exc}") from None
+    return value
+
+
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name, e.g. Europe/Berlin)"
+        ) from None
+    return value
+
+
+class CsatPolicy(_Strict):
+    # When a chat closes, its survey row is written due this many seconds later.
+    delay_seconds: int = Field(default=600, ge=0)
+    # A sent survey not answered within this many hours expires (its buttons stop working);
+    # an unsent one this late after its due time is expired without being sent.
+    expiry_hours: float = Field(default=24, gt=0)
+
+
+class NpsCampaign(_Strict):
+    tier: str = Field(min_length=1, max_length=32)
+    # Crontab (minute hour day month day-of-week) in ``surveys.timezone``.
+    schedule: str
+    # Share of the tier's reachable customers asked on each run (deterministic per run).
+    sample_ratio: float = Field(default=1.0, gt=0, le=1)
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        return _check_cron(value)
+
+
+def _default_campaigns() -> tuple[NpsCampaign, ...]:
+    return (
+        NpsCampaign(tier="VIP", schedule="0 11 1 * *", sample_ratio=1.0),
+        NpsCampaign(tier="A", schedule="0 11 1 1,4,7,10 *", sample_ratio=0.5),
+        NpsCampaign(tier="B", schedule="0 11 1 1,4,7,10 *", sample_ratio=0.2),
+        NpsCampaign(tier="C", schedule="0 11 1 1,4,7,10 *", sample_ratio=0.1),
+    )
+
+
+class NpsPolicy(_Strict):
+    expiry_hours: float = Field(default=72, gt=0)
+    # A run missed while the bot was down is still started if its fire time is at most
+    # this many hours ago (later than that, the next run is awaited).
+    catch_up_hours: float = Field(default=24, ge=0)
+    campaigns: tuple[NpsCampaign, ...] = Field(default_factory=_default_campaigns)
+
+    @field_validator("campaigns")
+    @classmethod
+    def _one_per_tier(cls, campaigns: tuple[NpsCampaign, ...]) -> tuple[NpsCampaign, ...]:
+        tiers = [c.tier for c in campaigns]
+        if len(set(tiers)) != len(tiers):
+            raise ValueError(f"one campaign per tier, got {tiers}")
+        return campaigns
+
+
+class QuietHoursPolicy(_Strict):
+    # No survey is pushed from ``start`` to ``end`` (local time: the customer's time zone when
+    # known, else ``surveys.timezone``); it is deferred to ``end``. start == end: no quiet hours.
+    start: str = "21:00"
+    end: str = "09:00"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not _HHMM.match(value):
+            raise ValueError(f"a time as HH:MM (24 h), got {value!r}")
+        return value
+
+    def times(self) -> tuple[time, time]:
+        return time.fromisoformat(self.start), time.fromisoformat(self.end)
+
+
+class SenderPolicy(_Strict):
+    # Telegram allows a bot about 30 messages/s overall and 1/s per chat.
+    global_rate: float = Field(default=25, gt=0)
+    per_chat_interval: float = Field(default=1.0, ge=0)
+    # Transport calls per push that may fail transiently before it is marked failed.
+    max_attempts: int = Field(default=5, ge=1)
+    backoff_base_seconds: float = Field(default=0.5, gt=0)
+    concurrency: int = Field(default=8, ge=1, le=256)
+
+
+class SurveysPolicy(_Strict):
+    csat: CsatPolicy = CsatPolicy()
+    nps: NpsPolicy = Field(default_factory=NpsPolicy)
+    # Nobody gets more than one survey of any kind within this many days (0: no cap).
+    frequency_cap_days: float = Field(default=14, ge=0)
+    quiet_hours: QuietHoursPolicy = QuietHoursPolicy()
+    # The business time zone: quiet hours and the campaign crons.
+    timezone: str = "UTC"
+    sender: SenderPolicy = SenderPolicy()
+    # Seconds between sweeps of due surveys; rows are claimed claim_batch at a time.
+    sweep_seconds: float = Field(default=5, gt=0)
+    claim_batch: int = Field(default=100, ge=1, le=5000)
+    # Minutes after an answer during which the customer's next text counts as the comment.
+    comment_minutes: float = Field(default=30, ge=0)
+    # A detractor's service-recovery chat is queued as if the tier were this many ranks higher.
+    recovery_priority_boost: int = Field(default=1, ge=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return _check_zone(value)
