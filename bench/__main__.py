@@ -1,4 +1,5 @@
-"""The benchmark suite: ``python -m bench all|pipeline|latency|claims|memory|import``.
+"""The benchmark suite: ``python -m bench all|pipeline|cpu|latency|claims|memory|import|simulate``
+(and ``campaign``, the survey outbox, run on its own).
 
     python -m bench all [--size tiny|default] [--json FILE]
 
@@ -17,16 +18,18 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import claims, latency, memory, pipeline
+from bench import claims, cpu, latency, memory, pipeline, simulate
 from bench.common import Figure, machine, write_json
 
 Runner = Callable[[str], Awaitable[list[Figure]]]
 
 BENCHMARKS: dict[str, Runner] = {
     "pipeline": pipeline.run,
+    "cpu": cpu.run,
     "latency": latency.run,
     "claims": claims.run,
     "memory": memory.run,
+    "simulate": simulate.run,
 }
 
 
@@ -51,7 +54,17 @@ async def _import_orders(size: str) -> list[Figure]:
 
 
 BENCHMARKS["import"] = _import_orders
-ALL = ("pipeline", "latency", "claims", "memory", "import")
+
+
+async def _campaign(size: str) -> list[Figure]:
+    """A survey campaign through the outbox and the sender (``python -m bench.campaign``)."""
+    from bench import campaign
+
+    return await campaign.run_size(size)
+
+
+BENCHMARKS["campaign"] = _campaign
+ALL = ("pipeline", "cpu", "latency", "claims", "memory", "import", "simulate")
 
 
 def run(names: list[str], size: str) -> list[Figure]:
@@ -89,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, figures, meta)
         print(f"figures written to {args.json}")
     # A missed speed goal is a finding, not a failure; a double claim is a bug.
-    broken = [f for f in figures if "double_claims" in f.name and f.met is False]
+    from bench.campaign import CORRECTNESS
+
+    broken = [
+        f
+        for f in figures
+        if ("double_claims" in f.name or f.name in CORRECTNESS) and f.met is False
+    ]
     return 1 if broken else 0
 
 

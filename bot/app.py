@@ -23,10 +23,13 @@ from bot.clock import Clock, make_clock, utcnow
 from bot.config import Settings
 from bot.desk import Desk
 from bot.handlers import get_routers
+from bot.i18n import LocaleMiddleware, make_i18n
 from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
-from routing import db
+from routing import db, queue
+from routing.knowledge import KnowledgeIndex
 from routing.models import ProcessedUpdate
 from routing.policy import Policy
+from routing.senders import ProcessedLog
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,14 @@ CUSTOMER_COMMANDS = [
     BotCommand(command="menu", description="Self-service topics"),
     BotCommand(command="human", description="Talk to a person"),
     BotCommand(command="help", description="Help"),
+    BotCommand(command="stop_surveys", description="Stop receiving surveys"),
 ]
+
+
+# Updates handled at once while polling. Unbounded, a burst of thousands of updates becomes
+# thousands of tasks queueing for one SQLite connection, each holding memory and none
+# finishing sooner; a bound keeps the backlog in Telegram's queue instead.
+POLLING_CONCURRENCY = 64
 
 
 def make_bot(token: str, api_url: str) -> Bot:
@@ -62,12 +72,19 @@ def make_dispatcher(
 ) -> Dispatcher:
     dp = Dispatcher(storage=storage or MemoryStorage())
     dp.update.outer_middleware(ChatOrderMiddleware())
-    dp.update.outer_middleware(DbSessionMiddleware(sessions, policy, clock))
+    processed = ProcessedLog(sessions, clock)
+    dp.update.outer_middleware(DbSessionMiddleware(sessions, policy, clock, processed))
+    # After DbSessionMiddleware: the locale depends on the customer record it loads.
+    i18n = make_i18n(policy.selfservice.default_language)
+    dp.update.outer_middleware(LocaleMiddleware(i18n))
     dp.include_routers(*get_routers())
     # Workflow data: handlers receive these by parameter name.
     dp["policy"] = policy
     dp["clock"] = clock
     dp["desk"] = Desk(bot, policy, clock)
+    dp["processed_log"] = processed
+    # Built once per policy load, not per message.
+    dp["knowledge"] = KnowledgeIndex.build(policy.selfservice.faq, policy.selfservice.search)
     return dp
 
 
@@ -91,6 +108,8 @@ async def build_app(settings: Settings, token: str) -> App:
         # Redelivery guard rows only matter for the last few updates.
         cutoff = utcnow() - timedelta(days=2)
         await s.execute(delete(ProcessedUpdate).where(ProcessedUpdate.processed_at < cutoff))
+        # Chats queued before the queue_key column existed get their place in the order.
+        await queue.rekey_legacy(s, policy)
     bot = make_bot(token, settings.telegram_api_url)
     clock = make_clock(settings.clock_file)
     dp = make_dispatcher(
@@ -122,9 +141,14 @@ async def run_polling(settings: Settings, token: str) -> None:
         log.info("contactbot @%s polling %s", me.username, settings.telegram_api_url)
         await _set_commands(app.bot)
         await app.bot.delete_webhook(drop_pending_updates=False)
-        await app.dp.start_polling(app.bot, allowed_updates=app.dp.resolve_used_update_types())
+        await app.dp.start_polling(
+            app.bot,
+            allowed_updates=app.dp.resolve_used_update_types(),
+            tasks_concurrency_limit=POLLING_CONCURRENCY,
+        )
     finally:
         sched.shutdown(wait=False)
+        await app.dp["processed_log"].close()
         await app.bot.session.close()
         await app.engine.dispose()
 
@@ -163,5 +187,6 @@ async def run_webhook(settings: Settings, token: str) -> None:
         await asyncio.Event().wait()
     finally:
         sched.shutdown(wait=False)
+        await app.dp["processed_log"].close()
         await runner.cleanup()
         await app.engine.dispose()

@@ -54,7 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--name", required=True)
     add.add_argument("--role", choices=agents.ROLES, default="agent")
     add.add_argument("--max-chats", type=int, default=3)
+    add.add_argument(
+        "--tiers", help="comma-separated tiers this agent serves, e.g. VIP,A (default: all)"
+    )
     agsub.add_parser("list", help="list agents")
+
+    sim = sub.add_parser("simulate", help="simulate a day of the queue (capacity planning)")
+    sim.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
+    sim.add_argument("--seed", type=int, help="random seed (default: the scenario's, else 1)")
+    sim.add_argument("--format", choices=("json", "table"), default="table")
+    sim.add_argument(
+        "--recommend",
+        action="store_true",
+        help="find the smallest agent count that meets every tier's SLA at the service level",
+    )
 
     sub.add_parser("score", help="recompute scores and tiers now")
 
@@ -68,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     ov.add_argument("--by", help="who pins it (required with TIER)")
     ov.add_argument("--reason", help="why (required with TIER)")
     ov.add_argument("--clear", action="store_true", help="release the pin: the model decides")
+
+    sv = sub.add_parser("surveys", help="survey progress")
+    svsub = sv.add_subparsers(dest="surveys_command", required=True, metavar="ACTION")
+    st = svsub.add_parser("status", help="sent, answered, pending, failed, response and send rate")
+    st.add_argument("--campaign", metavar="KEY", help="one campaign run (default: all surveys)")
 
     pol = sub.add_parser("policy", help="the policy file")
     polsub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
@@ -213,10 +231,12 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
                 max_chats=args.max_chats,
                 now=utcnow(),
             )
+            if args.tiers is not None:
+                agent.tiers = _agent_tiers(args.tiers, settings.load_policy())
             verb = "added" if created else "updated"
             return (
                 f"{verb} {agent.role} {agent.name} ({agent.telegram_id}), "
-                f"max {agent.max_chats} chats"
+                f"max {agent.max_chats} chats, tiers {agent.tiers or 'all'}"
             )
 
     async def list_(engine: AsyncEngine) -> list[tuple[Agent, int]]:
@@ -232,7 +252,7 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     rows = asyncio.run(_with_engine(settings, list_))
     table = Table(title=f"Agents ({len(rows)})")
-    for col in ("telegram_id", "name", "role", "online", "open chats", "max chats"):
+    for col in ("telegram_id", "name", "role", "online", "open chats", "max chats", "tiers"):
         table.add_column(col)
     for a, n in rows:
         table.add_row(
@@ -242,8 +262,94 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
             "yes" if a.online else "no",
             str(n),
             str(a.max_chats),
+            a.tiers or "all",
         )
     out.print(table)
+    return 0
+
+
+def _agent_tiers(raw: str, policy: Policy) -> str | None:
+    names = [t.strip() for t in raw.split(",") if t.strip()]
+    unknown = [t for t in names if t not in policy.tier_names]
+    if unknown:
+        raise agents.AgentError(
+            f"--tiers: unknown tier(s) {', '.join(unknown)}; "
+            f"the policy's tiers are {', '.join(policy.tier_names)}"
+        )
+    return ",".join(names) or None
+
+
+def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from routing import simulate
+
+    policy = settings.load_policy()
+    try:
+        scenario = simulate.load_scenario(args.scenario, policy)
+    except simulate.ScenarioError as exc:
+        err.print(f"contactbot: {exc}", markup=False)
+        return 2
+    seed = args.seed if args.seed is not None else scenario.seed
+    targets = scenario.sla.first_response_seconds or policy.queue.sla.first_response_seconds
+    extra: dict[str, Any] = {"seed": seed}
+    if args.recommend:
+        rec = simulate.recommend(scenario, policy, seed=seed)
+        sentence = rec.sentence({t: targets[t] for t in scenario.arrivals if t in targets})
+        extra["recommendation"] = {
+            "agents": rec.agents,
+            "service_level": rec.service_level,
+            "tried": {str(k): v for k, v in sorted(rec.tried.items())},
+            "summary": sentence,
+        }
+        if rec.result is None:
+            if args.format == "json":
+                out.print_json(data=extra)
+            else:
+                out.print(sentence)
+            return 1
+        result = rec.result
+    else:
+        result = simulate.simulate(scenario, policy, seed=seed)
+    if args.format == "json":
+        # Plain print: rich would wrap or colour what scripts parse.
+        print(simulate.to_json(result, extra))
+        return 0
+    table = Table(
+        title=f"Simulated {result.simulated_seconds / 3600:.1f} h, {result.agents} agents"
+    )
+    cols = (
+        "tier",
+        "arrived",
+        "served",
+        "gave up",
+        "mean s",
+        "p50 s",
+        "p90 s",
+        "p99 s",
+        "SLA met",
+    )
+    for col in cols:
+        table.add_column(col, justify="left" if col == "tier" else "right")
+
+    def num(v: Any) -> str:
+        return "-" if v is None else f"{v:,.1f}" if isinstance(v, float) else f"{v:,}"
+
+    for tier, st in result.tiers.items():
+        met = st["sla_met_ratio"]
+        table.add_row(
+            tier,
+            num(st["arrivals"]),
+            num(st["served"]),
+            num(st["abandoned"]),
+            num(st["wait_mean_s"]),
+            num(st["wait_p50_s"]),
+            num(st["wait_p90_s"]),
+            num(st["wait_p99_s"]),
+            "-" if met is None else f"{met:.1%}",
+        )
+    out.print(table)
+    out.print(f"agent utilization: {result.agent_utilization:.1%}   seed: {seed}")
+    if args.recommend:
+        out.print(extra["recommendation"]["summary"])
     return 0
 
 
@@ -338,8 +444,54 @@ def _cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
     source = str(path) if path else "built-in defaults"
     out.print(
         f"{source}: OK ({len(policy.tiers)} tiers: {', '.join(policy.tier_names)}; "
-        f"{len(policy.selfservice.faq)} FAQ entries)"
+        f"{len(policy.selfservice.faq)} FAQ entries, {len(policy.selfservice.menus)} menus, "
+        f"{len(policy.selfservice.actions)} actions)"
     )
+    return 0
+
+
+def _cmd_surveys(settings: Settings, args: argparse.Namespace) -> int:
+    from surveys import status
+
+    async def work(engine: AsyncEngine) -> tuple[status.SurveyStatus, list[Any]]:
+        async with db.make_sessionmaker(engine)() as s, s.begin():
+            figures = await status.survey_status(s, args.campaign)
+            runs = [] if args.campaign else await status.campaigns(s)
+            return figures, runs
+
+    figures, runs = asyncio.run(_with_engine(settings, work))
+    if args.campaign and figures.total == 0:
+        err.print(f"contactbot: no surveys in campaign {args.campaign!r}")
+        return 1
+    rate = figures.response_rate
+    speed = figures.send_rate
+    table = Table(title=f"Surveys: {args.campaign or 'all'} ({figures.total})")
+    for col in ("sent", "answered", "pending", "failed", "skipped", "response rate", "rate"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(figures.delivered),
+        str(figures.answered),
+        str(figures.pending),
+        str(figures.failed),
+        str(figures.skipped),
+        "-" if rate is None else f"{rate:.1%}",
+        "-" if speed is None else f"{speed:.1f} msg/s",
+    )
+    out.print(table)
+    out.print("by status: " + ", ".join(f"{k} {v}" for k, v in sorted(figures.by_status.items())))
+    if runs:
+        camp = Table(title="Campaign runs (latest first)")
+        for col in ("key", "tier", "sample", "surveys", "finished"):
+            camp.add_column(col)
+        for r in runs:
+            camp.add_row(
+                r.key,
+                r.tier,
+                f"{r.sample_ratio:g}",
+                str(r.surveys),
+                r.finished_at.strftime("%Y-%m-%d %H:%M") if r.finished_at else "in progress",
+            )
+        out.print(camp)
     return 0
 
 
@@ -351,6 +503,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "score": _cmd_score,
     "customers": _cmd_customers,
     "policy": _cmd_policy,
+    "surveys": _cmd_surveys,
+    "simulate": _cmd_simulate,
 }
 
 

@@ -13,9 +13,10 @@ from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import keyboards, texts
+from bot import keyboards, texts, texts_queue
 from bot.clock import Clock
 from bot.content import Content
+from bot.i18n import for_agents, for_customer
 from routing import agents, conversations, queue
 from routing.models import Agent, Conversation, Customer
 from routing.policy import Policy
@@ -28,28 +29,36 @@ class Desk:
         self.bot = bot
         self.policy = policy
         self.clock = clock
+        from bot.queue_desk import QueueDesk
+
+        # The queue's rules (offers, windows, SLAs, transfers): bot/queue_desk.py.
+        self.queue = QueueDesk(self)
 
     # --- paging ---------------------------------------------------------------------
     async def page(
         self, session: AsyncSession, conv: Conversation, customer: Customer, preview: str | None
     ) -> int:
-        """Notify online agents of a waiting chat, the account manager first.
+        """Route a newly queued chat: notify online agents (the account manager first, or
+        alone for the manager-first window), or offer it in offer mode.
 
-        Returns how many agents were online to be paged (0: nobody is there).
+        Returns how many agents serving its tier were online (0: nobody is there).
         """
-        async with session.begin():
-            targets = await agents.page_targets(session, customer)
-        manager = agents.find_manager(targets, customer.account_manager)
-        for agent in targets:
-            await self._notify(session, agent, conv, customer, preview, agent is manager)
-        return len(targets)
+        return await self.queue.on_queued(session, conv, customer, preview)
 
     async def announce_waiting(self, session: AsyncSession, agent: Agent) -> int:
         """Show an agent who just came online every chat that waited for somebody."""
         async with session.begin():
             items = await queue.waiting(session, self.policy.queue.queue_page_size)
             previews = {c.id: await self._preview(session, c.id) for c, _ in items}
+        now = self.clock()
         for conv, customer in items:
+            # Only chats this agent may take: their tiers, and not held for someone else.
+            if not queue.serves(queue.parse_tiers(agent.tiers), conv.tier) or (
+                conv.reserved_agent_id not in (None, agent.id)
+                and conv.reserved_until is not None
+                and conv.reserved_until > now
+            ):
+                continue
             is_manager = agents.find_manager([agent], customer.account_manager) is not None
             await self._notify(session, agent, conv, customer, previews[conv.id], is_manager)
         return len(items)
@@ -72,12 +81,12 @@ class Desk:
         preview: str | None,
         manager: bool,
     ) -> None:
+        # Paged while handling the customer's update: speak the desk's language, not theirs.
+        with for_agents():
+            note = texts.notification(conv, customer, preview, manager)
+            claim = keyboards.claim(conv.id)
         try:
-            sent = await self.bot.send_message(
-                agent.telegram_id,
-                texts.notification(conv, customer, preview, manager),
-                reply_markup=keyboards.claim(conv.id),
-            )
+            sent = await self.bot.send_message(agent.telegram_id, note, reply_markup=claim)
         except TelegramAPIError as exc:
             log.warning("could not page agent %s: %s", agent.telegram_id, exc)
             return
@@ -87,17 +96,24 @@ class Desk:
             )
 
     # --- claims ---------------------------------------------------------------------
-    async def hand_over(self, session: AsyncSession, agent: Agent, conv: Conversation) -> None:
-        """After a won claim: settle every notification, brief the agent, greet the customer."""
+    async def hand_over(
+        self, session: AsyncSession, agent: Agent, conv: Conversation, *, greet: bool = True
+    ) -> None:
+        """After a won claim: settle every notification, brief the agent, greet the customer.
+
+        A transferred chat also shows the transfer note and the whole transcript so far.
+        """
         async with session.begin():
             customer = await session.get(Customer, conv.customer_id)
             assert customer is not None
             notes = await conversations.notifications(session, conv.id)
+            transferred = conv.transferred_by is not None
             backlog = [
                 m
                 for m in await conversations.transcript(session, conv.id)
-                if m.sender == "customer"
+                if transferred or m.sender == "customer"
             ]
+            by = await session.get(Agent, conv.transferred_by) if transferred else None
         for note in notes:
             text = (
                 texts.you_took(conv, customer)
@@ -109,6 +125,11 @@ class Desk:
         try:
             head = await self.bot.send_message(agent.telegram_id, texts.you_took(conv, customer))
             links.append((head.message_id, "header"))
+            if by is not None:
+                brief = await self.bot.send_message(
+                    agent.telegram_id, texts_queue.transfer_note(by.name, conv.transfer_note)
+                )
+                links.append((brief.message_id, "header"))
             for m in backlog:
                 copy = await self.bot.copy_message(agent.telegram_id, m.chat_id, m.message_id)
                 links.append((copy.message_id, "relay"))
@@ -120,8 +141,10 @@ class Desk:
             fresh = await session.get(Agent, agent.id)
             if fresh is not None:
                 fresh.last_inbound_conversation_id = conv.id
-        if customer.telegram_id is not None:
-            await self.send_quietly(customer.telegram_id, texts.agent_joined(agent.name))
+        if greet and customer.telegram_id is not None:
+            with for_customer(customer):
+                joined = texts.agent_joined(agent.name)
+            await self.send_quietly(customer.telegram_id, joined)
 
     async def settle_lost(
         self, chat_id: int, message_id: int, conv: Conversation, customer: Customer, holder: str

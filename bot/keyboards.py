@@ -11,8 +11,8 @@ from aiogram.types import (
 )
 
 from bot import texts
+from bot.i18n import _
 from routing.models import Conversation, Customer
-from routing.policy import Policy
 
 
 class ClaimCb(CallbackData, prefix="claim"):
@@ -39,6 +39,41 @@ class MenuCb(CallbackData, prefix="menu"):
     pass
 
 
+class NodeCb(CallbackData, prefix="ss"):
+    """A self-service node (menu, FAQ entry or action) by id: at most 3 + 40 bytes."""
+
+    id: str
+
+
+class HelpedCb(CallbackData, prefix="helped"):
+    """The answer to "did this help?" about FAQ entry ``id``."""
+
+    id: str
+    yes: bool
+
+
+class OfferCb(CallbackData, prefix="offer"):
+    """Offer mode: accept (or pass on) queue offer ``id``."""
+
+    id: int
+    accept: bool
+
+
+def offer(offer_id: int, accept_text: str, decline_text: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=accept_text, callback_data=OfferCb(id=offer_id, accept=True).pack()
+                ),
+                InlineKeyboardButton(
+                    text=decline_text, callback_data=OfferCb(id=offer_id, accept=False).pack()
+                ),
+            ]
+        ]
+    )
+
+
 def share_phone() -> ReplyKeyboardMarkup:
     return ReplyKeyboardMarkup(
         keyboard=[[KeyboardButton(text=texts.SHARE_PHONE_BUTTON, request_contact=True)]],
@@ -47,24 +82,33 @@ def share_phone() -> ReplyKeyboardMarkup:
     )
 
 
-def menu(policy: Policy) -> InlineKeyboardMarkup:
-    rows = [
-        [InlineKeyboardButton(text=f.question, callback_data=FaqCb(id=f.id).pack())]
-        for f in policy.selfservice.faq
+def node_button(text: str, node_id: str) -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=text, callback_data=NodeCb(id=node_id).pack())
+
+
+def human_button() -> InlineKeyboardButton:
+    return InlineKeyboardButton(text=texts.HUMAN_BUTTON, callback_data=HumanCb().pack())
+
+
+def rows(
+    buttons: list[InlineKeyboardButton], nav: list[InlineKeyboardButton]
+) -> InlineKeyboardMarkup:
+    """One button per row (labels can be long), the navigation row last."""
+    grid = [[b] for b in buttons]
+    if nav:
+        grid.append(nav)
+    return InlineKeyboardMarkup(inline_keyboard=grid)
+
+
+def helped(entry_id: str) -> list[InlineKeyboardButton]:
+    return [
+        InlineKeyboardButton(
+            text=texts.HELPED_YES, callback_data=HelpedCb(id=entry_id, yes=True).pack()
+        ),
+        InlineKeyboardButton(
+            text=texts.HELPED_NO, callback_data=HelpedCb(id=entry_id, yes=False).pack()
+        ),
     ]
-    rows.append([InlineKeyboardButton(text=texts.HUMAN_BUTTON, callback_data=HumanCb().pack())])
-    return InlineKeyboardMarkup(inline_keyboard=rows)
-
-
-def after_answer() -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(text=texts.BACK_BUTTON, callback_data=MenuCb().pack()),
-                InlineKeyboardButton(text=texts.HUMAN_BUTTON, callback_data=HumanCb().pack()),
-            ]
-        ]
-    )
 
 
 def claim(conv_id: int) -> InlineKeyboardMarkup:
@@ -99,7 +143,7 @@ def chats(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMarkup:
                 InlineKeyboardButton(
                     text=f"🎯 {texts.conv_label(c, cu)}", callback_data=FocusCb(conv=c.id).pack()
                 ),
-                InlineKeyboardButton(text="Close", callback_data=CloseCb(conv=c.id).pack()),
+                InlineKeyboardButton(text=_("Close"), callback_data=CloseCb(conv=c.id).pack()),
             ]
             for c, cu in items
         ]
@@ -111,7 +155,8 @@ def close_choice(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMa
         inline_keyboard=[
             [
                 InlineKeyboardButton(
-                    text=f"Close {texts.conv_label(c, cu)}", callback_data=CloseCb(conv=c.id).pack()
+                    text=_("Close {label}").format(label=texts.conv_label(c, cu)),
+                    callback_data=CloseCb(conv=c.id).pack(),
                 )
             ]
             for c, cu in items

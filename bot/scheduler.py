@@ -15,6 +15,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.desk import Desk
+from bot.survey_jobs import SurveyJobs
 from bot.tier_notices import BotTierNotifier
 from routing import rescoring, tier_notices
 from routing.policy import Policy
@@ -54,6 +56,17 @@ async def notices_job(
         log.info("tier notices handled: %d", n)
 
 
+async def queue_job(sessions: async_sessionmaker[AsyncSession], desk: Desk) -> None:
+    """Offers, manager windows, SLA alerts, silent agents, inactivity, position updates."""
+    from bot.queue_desk import leader
+
+    async with leader(sessions) as lead:
+        if not lead:
+            return
+        async with sessions() as s:
+            await desk.queue.sweep(s)
+
+
 def make_scheduler(
     sessions: async_sessionmaker[AsyncSession],
     policy: Policy,
@@ -72,6 +85,27 @@ def make_scheduler(
             misfire_grace_time=3600,
         )
     if bot is not None:
+        # The queue's timers: all their state lives in the conversations and offers tables.
+        sched.add_job(
+            queue_job,
+            "interval",
+            seconds=policy.queue.sweep_seconds,
+            args=(sessions, Desk(bot, policy, clock)),
+            id="queue",
+            max_instances=1,
+            coalesce=True,
+        )
+        # Surveys: expiry, campaign runs and the outbox sweep, all read from the database.
+        sched.add_job(
+            SurveyJobs(sessions, policy, bot, clock).tick,
+            "interval",
+            seconds=policy.surveys.sweep_seconds,
+            id="surveys",
+            # The first tick at start-up: it reconciles what a dead process left behind.
+            next_run_time=datetime.now(sched.timezone),
+            max_instances=2,  # a tick that finds one running returns at once (SurveyJobs)
+            coalesce=True,
+        )
         sched.add_job(
             notices_job,
             "interval",

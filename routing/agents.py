@@ -105,6 +105,12 @@ async def page_targets(session: AsyncSession, customer: Customer) -> list[Agent]
     return [manager, *(a for a in online if a.id != manager.id)]
 
 
+async def by_name(session: AsyncSession, ref: str) -> Agent | None:
+    """An active agent by name (any case) or Telegram id, for /transfer NAME."""
+    active = list((await session.execute(select(Agent).where(Agent.active.is_(True)))).scalars())
+    return find_manager(active, ref)
+
+
 def find_manager(agents: list[Agent], account_manager: str | None) -> Agent | None:
     """Match the CRM's ``account_manager`` value: an agent's Telegram id, else their name."""
     if not account_manager:

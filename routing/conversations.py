@@ -23,6 +23,7 @@ from routing.models import (
     Survey,
 )
 from routing.policy import Policy
+from routing.priority import effective_rank, queue_key_at
 
 # Why a conversation entered the human queue.
 ORIGIN_VIP = "human_first"
@@ -57,13 +58,16 @@ async def open_conversation(
     existing = await open_for_customer(session, customer.id)
     if existing is not None:
         return existing, False
+    rank = effective_rank(policy.rank(customer.tier), priority_boost)
     conv = Conversation(
         customer_id=customer.id,
         status=QUEUED,
         tier=customer.tier,
-        priority=max(policy.rank(customer.tier) - priority_boost, 0),
+        priority=rank,
         origin=origin,
         queued_at=now,
+        # Virtual arrival (routing.priority): the queue's order, fixed at open like the tier.
+        queue_key=queue_key_at(rank, now, policy.queue.aging_outrank_seconds),
     )
     try:
         async with session.begin_nested():
@@ -102,8 +106,18 @@ async def add_message(
         created_at=now,
     )
     session.add(msg)
-    if sender == "agent" and conv.first_response_at is None:
-        conv.first_response_at = now
+    if sender == "agent":
+        # First response (SLA) is the agent's first relayed message.
+        if conv.first_response_at is None:
+            conv.first_response_at = now
+        conv.last_agent_at = now
+        if agent_id is not None:
+            await session.execute(
+                update(Agent).where(Agent.id == agent_id).values(last_active_at=now)
+            )
+    elif sender == "customer":
+        conv.last_customer_at = now
+        conv.inactivity_warned_at = None
     await session.flush()
     return msg
 
@@ -221,6 +235,10 @@ async def close(
         agent_id=conv.agent_id,
         created_at=now,
         due_at=now + timedelta(seconds=policy.surveys.csat.delay_seconds),
+        # Not sent by then (the bot was down, quiet hours): it is too late to ask.
+        expires_at=now
+        + timedelta(seconds=policy.surveys.csat.delay_seconds)
+        + timedelta(hours=policy.surveys.csat.expiry_hours),
         # Guests cannot be asked about a service we cannot attribute to a customer record.
         status="skipped" if customer.is_guest else "scheduled",
         reason="guest" if customer.is_guest else None,

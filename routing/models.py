@@ -103,6 +103,11 @@ class Customer(Base):
     satisfaction_answers: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     complaints: Mapped[float] = mapped_column(default=0.0, server_default=text("0"))
     complaints_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Surveys (surveys/): opted out with /stop_surveys; unreachable since Telegram said the
+    # chat is blocked or gone (cleared when they write again); IANA zone for quiet hours.
+    surveys_opt_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    unreachable_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    timezone: Mapped[str | None] = mapped_column(String(64))
 
 
 class Order(Base):
@@ -143,6 +148,10 @@ class Agent(Base):
     # Which customer the agent last saw a relayed message from: a header is shown on switches.
     last_inbound_conversation_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Queue (routing.queue): tiers this agent serves, comma-separated (NULL: all), and their
+    # last action (claim, reply, /online) for the silent-agent rule.
+    tiers: Mapped[str | None] = mapped_column(String(200))
+    last_active_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Conversation(Base):
@@ -160,6 +169,24 @@ class Conversation(Base):
     assigned_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     first_response_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Queue (routing.priority): the virtual arrival the queue is ordered by (smaller first).
+    queue_key: Mapped[float] = mapped_column(default=0.0, server_default=text("0"))
+    # Manager-first / sticky window: only this agent may take it until reserved_until.
+    reserved_agent_id: Mapped[int | None] = mapped_column(Integer)
+    reserved_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Offer mode: the agent the chat is offered to now, until when.
+    offered_agent_id: Mapped[int | None] = mapped_column(Integer)
+    offer_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Transfers: the note for the next agent, and who wrote it.
+    transfer_note: Mapped[str | None] = mapped_column(Text)
+    transferred_by: Mapped[int | None] = mapped_column(Integer)
+    # Inactivity: the last message each side sent, and when the customer was warned.
+    last_customer_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    last_agent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    inactivity_warned_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # What the waiting customer was last told: position and estimated-wait bucket.
+    told_position: Mapped[int | None] = mapped_column(Integer)
+    told_eta_bucket: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         # At most one open conversation per customer, enforced by the database so that two
@@ -171,8 +198,43 @@ class Conversation(Base):
             sqlite_where=text("status != 'closed'"),
             postgresql_where=text("status != 'closed'"),
         ),
-        Index("ix_conversations_queue", "status", "priority", "queued_at", "id"),
+        Index("ix_conversations_queue", "status", "queue_key", "queued_at", "id"),
     )
+
+
+class SlaEvent(Base):
+    """A recorded SLA warning or breach; one per conversation, kind and level."""
+
+    __tablename__ = "sla_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # first_response | resolution
+    level: Mapped[str] = mapped_column(String(8))  # warn | breach
+    tier: Mapped[str] = mapped_column(String(32))
+    target_seconds: Mapped[float] = mapped_column()
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        UniqueConstraint("conversation_id", "kind", "level", name="uq_sla_events_once"),
+    )
+
+
+class QueueOffer(Base):
+    """Offer mode: one offer of a chat to an agent, and how it ended."""
+
+    __tablename__ = "queue_offers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    agent_id: Mapped[int] = mapped_column(Integer)
+    offered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # pending | accepted | declined | expired | withdrawn
+    outcome: Mapped[str] = mapped_column(String(16), default="pending")
+    # The offer message in the agent's chat (edited when the offer ends).
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Message(Base):
@@ -225,11 +287,42 @@ class Survey(Base):
     score: Mapped[int | None] = mapped_column(Integer)
     comment: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(String(200))
+    # NPS campaign run (survey_campaigns.key); NULL for CSAT.
+    campaign: Mapped[str | None] = mapped_column(String(64))
+    # Past this instant an unsent row is not sent, and a sent one no longer takes answers.
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Outbox bookkeeping (surveys.outbox): who claimed the row for sending and when, when
+    # the Telegram call was about to be made, and the message Telegram created.
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    attempted_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # "asked": the customer's next text (within surveys.comment_minutes) is the comment.
+    comment_state: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         UniqueConstraint("conversation_id", "kind", name="uq_surveys_conversation_kind"),
+        # One row per customer per campaign run: a crashed run re-creates nothing twice.
+        UniqueConstraint("campaign", "customer_id", name="uq_surveys_campaign_customer"),
         Index("ix_surveys_status_due", "status", "due_at"),
+        Index("ix_surveys_customer_sent", "customer_id", "sent_at"),
     )
+
+
+class SurveyCampaign(Base):
+    """One run of an NPS campaign: written before its rows, finished when all are written."""
+
+    __tablename__ = "survey_campaigns"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    tier: Mapped[str] = mapped_column(String(32))
+    fire_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    sample_ratio: Mapped[float] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    surveys: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class TierChange(Base):
@@ -277,3 +370,30 @@ class ProcessedUpdate(Base):
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     processed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class SelfServiceSession(Base):
+    """One customer's self-service episode (menu, answers, searches) and how it ended.
+
+    outcome: NULL while open; ``resolved`` (the customer said an answer helped),
+    ``handoff`` (they went to a person), ``expired`` (quiet for ``session_minutes`` after an
+    answer), ``abandoned`` (quiet, no answer shown). Resolved and expired are deflected.
+    """
+
+    __tablename__ = "selfservice_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    tier: Mapped[str] = mapped_column(String(32))
+    language: Mapped[str | None] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    answers: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    searches: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        Index("ix_selfservice_sessions_customer", "customer_id", "outcome"),
+        Index("ix_selfservice_sessions_started", "started_at"),
+    )

@@ -13,6 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from routing.queue_policy import QueuePolicy
+from routing.selfservice import FaqEntry, SelfServicePolicy, default_selfservice
+from routing.survey_policy import SurveysPolicy
+
 
 class _Strict(BaseModel):
     # Unknown keys are almost always typos; silently ignoring them hides a misconfiguration.
@@ -169,40 +173,6 @@ class IdentificationPolicy(_Strict):
     default_region: str | None = Field(default=None, pattern=r"^[A-Z]{2}$")
 
 
-class QueuePolicy(_Strict):
-    # How many waiting chats /queue shows at once (Telegram caps a keyboard's size).
-    queue_page_size: int = Field(default=10, ge=1, le=50)
-
-
-class FaqEntry(_Strict):
-    id: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
-    question: str = Field(min_length=1, max_length=64)
-    answer: str = Field(min_length=1, max_length=4000)
-
-
-class SelfServicePolicy(_Strict):
-    greeting: str = "Hello! Pick a topic below, or talk to a person."
-    faq: tuple[FaqEntry, ...] = ()
-
-    @field_validator("faq")
-    @classmethod
-    def _unique_ids(cls, faq: tuple[FaqEntry, ...]) -> tuple[FaqEntry, ...]:
-        seen: set[str] = set()
-        for entry in faq:
-            if entry.id in seen:
-                raise ValueError(f"duplicate faq id {entry.id!r}")
-            seen.add(entry.id)
-        return faq
-
-
-class CsatPolicy(_Strict):
-    delay_seconds: int = Field(default=600, ge=0)
-
-
-class SurveysPolicy(_Strict):
-    csat: CsatPolicy = CsatPolicy()
-
-
 def _default_tiers() -> tuple[TierPolicy, ...]:
     return (
         TierPolicy(name="VIP", min_spend=500_000, human_first=True, share=0.10),
@@ -212,35 +182,13 @@ def _default_tiers() -> tuple[TierPolicy, ...]:
     )
 
 
-def _default_selfservice() -> SelfServicePolicy:
-    return SelfServicePolicy(
-        faq=(
-            FaqEntry(
-                id="hours",
-                question="Opening hours",
-                answer="Our team answers chats Monday to Friday, 9:00-18:00.",
-            ),
-            FaqEntry(
-                id="delivery",
-                question="Delivery times",
-                answer="Orders ship within 2 business days; delivery takes 3-5 days.",
-            ),
-            FaqEntry(
-                id="returns",
-                question="Returns",
-                answer="You can return any item within 30 days of delivery.",
-            ),
-        )
-    )
-
-
 class Policy(_Strict):
     tiers: tuple[TierPolicy, ...] = Field(default_factory=_default_tiers)
     scoring: ScoringPolicy = ScoringPolicy()
     identification: IdentificationPolicy = IdentificationPolicy()
     queue: QueuePolicy = QueuePolicy()
-    selfservice: SelfServicePolicy = Field(default_factory=_default_selfservice)
-    surveys: SurveysPolicy = SurveysPolicy()
+    selfservice: SelfServicePolicy = Field(default_factory=default_selfservice)
+    surveys: SurveysPolicy = Field(default_factory=SurveysPolicy)
 
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:
@@ -270,6 +218,7 @@ class Policy(_Strict):
             total = sum(t.share or 0 for t in self.tiers[:-1])
             if total > 1 + 1e-9:
                 raise ValueError(f"tiers: shares add up to {total:g}, more than 1")
+        self.selfservice.check_tiers(names)
         ceiling = self.scoring.raise_ceiling
         if ceiling is not None and ceiling not in names:
             raise ValueError(f"scoring.raise_ceiling: {ceiling!r} is not a tier ({names})")
@@ -301,7 +250,7 @@ class Policy(_Strict):
         return any(t.name == tier_name and t.human_first for t in self.tiers)
 
     def faq(self, faq_id: str) -> FaqEntry | None:
-        return next((f for f in self.selfservice.faq if f.id == faq_id), None)
+        return self.selfservice.entry(faq_id)
 
 
 class PolicyError(Exception):

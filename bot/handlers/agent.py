@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import keyboards, texts
+from bot import keyboards, texts, texts_queue, texts_survey
 from bot.clock import Clock
 from bot.content import content_of
 from bot.desk import Desk
 from bot.filters import IsAgent, IsSupervisor
-from routing import conversations, queue
+from bot.i18n import for_customer
+from routing import conversations, deflection, queue
 from routing.conversations import TargetHow
 from routing.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
 from routing.policy import Policy
+from surveys import status as survey_status
 
 router = Router(name="agent")
 router.message.filter(IsAgent())
@@ -37,22 +41,26 @@ async def help_(message: Message, agent: Agent) -> None:
 async def online(message: Message, session: AsyncSession, agent: Agent, desk: Desk) -> None:
     async with session.begin():
         agent.online = True
+        agent.last_active_at = desk.clock()
         session.add(agent)
     await message.answer(texts.NOW_ONLINE)
-    # Chats that waited while nobody was online are shown at once.
-    await desk.announce_waiting(session, agent)
+    # Chats that waited while nobody was online are shown (claim mode) or offered at once.
+    if desk.policy.queue.routing_mode == "offer":
+        await desk.queue.route(session)
+    else:
+        await desk.announce_waiting(session, agent)
 
 
 @router.message(Command("offline"))
-async def offline(message: Message, session: AsyncSession, agent: Agent) -> None:
+async def offline(message: Message, session: AsyncSession, agent: Agent, desk: Desk) -> None:
     async with session.begin():
         agent.online = False
         session.add(agent)
-        open_chats = len(await conversations.agent_chats(session, agent))
-    text = texts.NOW_OFFLINE
-    if open_chats:
-        text += "\n" + texts.still_open_chats(open_chats)
-    await message.answer(text)
+    await message.answer(texts.NOW_OFFLINE)
+    # Open chats do not wait for an agent who left: back to the front of their tier.
+    requeued = await desk.queue.requeue_agent(session, agent)
+    if requeued:
+        await message.answer(texts_queue.requeued_chats(requeued))
 
 
 @router.message(Command("queue"))
@@ -71,7 +79,12 @@ async def next_(
     message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
 ) -> None:
     async with session.begin():
-        conv = await queue.claim_next(session, agent, clock())
+        # Checked first rather than caught: a rollback would expire `agent` for what follows.
+        full = not queue.has_capacity(await queue.load(session, agent.id), agent.max_chats)
+        conv = None if full else await queue.claim_next(session, agent, clock())
+    if full:
+        await message.answer(texts_queue.at_capacity(agent.max_chats))
+        return
     if conv is None:
         await message.answer(texts.QUEUE_EMPTY)
         return
@@ -97,6 +110,10 @@ async def claim_button(
     conv = result.conversation
     if conv is None or customer is None:
         await query.answer("This chat no longer exists.", show_alert=True)
+        return
+    refusal = desk.queue.refusal(result, agent)
+    if refusal is not None:
+        await query.answer(refusal, show_alert=True)
         return
     if result.won:
         await query.answer()
@@ -175,7 +192,9 @@ async def _close(
         return
     await desk.bot.send_message(agent.telegram_id, texts.closed_for_agent(conv, customer))
     if customer.telegram_id is not None:
-        await desk.send_quietly(customer.telegram_id, texts.CONVERSATION_CLOSED_FOR_CUSTOMER)
+        with for_customer(customer):
+            closed = texts.CONVERSATION_CLOSED_FOR_CUSTOMER
+        await desk.send_quietly(customer.telegram_id, closed)
 
 
 @router.message(Command("close"))
@@ -222,7 +241,7 @@ async def close_button(
 
 
 @router.message(Command("stats"), IsSupervisor())
-async def stats(message: Message, session: AsyncSession, policy: Policy) -> None:
+async def stats(message: Message, session: AsyncSession, policy: Policy, clock: Clock) -> None:
     async with session.begin():
         by_tier = dict(
             (
@@ -239,8 +258,17 @@ async def stats(message: Message, session: AsyncSession, policy: Policy) -> None
         open_chats = await session.scalar(
             select(func.count()).select_from(Conversation).where(Conversation.status == ASSIGNED)
         )
+        csat = await survey_status.agent_csat(session)
+        idle = timedelta(minutes=policy.selfservice.session_minutes)
+        selfserve = await deflection.deflection(session, clock(), idle)
     ordered = {t: int(by_tier.get(t, 0)) for t in policy.tier_names}
-    await message.answer(texts.stats(ordered, int(online or 0), int(open_chats or 0)))
+    await message.answer(
+        texts.stats(ordered, int(online or 0), int(open_chats or 0))
+        + "\n\n"
+        + texts_survey.agent_csat(csat)
+        + "\n\n"
+        + texts.deflection(selfserve.deflected, selfserve.ended, selfserve.handoff, selfserve.live)
+    )
 
 
 @router.callback_query()

@@ -1,14 +1,20 @@
-"""Customers: identification, self-service menu, queueing for a person, relay to the agent."""
+"""Customers: identification, the self-service tree and search, queueing for a person, relay."""
 
 from __future__ import annotations
 
-from html import escape
+from datetime import timedelta
 
-from aiogram import F, Router
+from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
-from aiogram.types import CallbackQuery, Message, ReplyKeyboardRemove
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyKeyboardRemove,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
@@ -16,10 +22,12 @@ from bot.clock import Clock
 from bot.content import content_of
 from bot.desk import Desk
 from bot.filters import IsCustomer
-from routing import conversations, customers, queue
+from routing import conversations, customers, deflection, orders, queue
 from routing.customers import LinkStatus
-from routing.models import ASSIGNED, Agent, Customer
+from routing.knowledge import KnowledgeIndex, Match, decide, tokens
+from routing.models import ASSIGNED, Agent, Conversation, Customer
 from routing.policy import Policy
+from routing.selfservice import HUMAN, FaqEntry, SelfServicePolicy
 
 router = Router(name="customer")
 router.message.filter(IsCustomer())
@@ -30,23 +38,255 @@ class Identify(StatesGroup):
     waiting = State()
 
 
-async def _menu(message: Message, policy: Policy) -> None:
-    await message.answer(policy.selfservice.greeting, reply_markup=keyboards.menu(policy))
+class SelfService(StatesGroup):
+    order_id = State()
 
 
-async def _welcome(message: Message, customer: Customer, policy: Policy, *, back: bool) -> None:
+def _timeout(policy: Policy) -> timedelta:
+    return timedelta(minutes=policy.selfservice.session_minutes)
+
+
+def _chat_id(query: CallbackQuery) -> int:
+    assert query.message is not None
+    return query.message.chat.id
+
+
+# --- the menu tree ----------------------------------------------------------------------
+def _label(ss: SelfServicePolicy, node_id: str, locale: str) -> str:
+    if node_id in ss.menus:
+        return ss.text(ss.menus[node_id].title, locale)
+    if node_id in ss.actions:
+        return ss.text(ss.actions[node_id].title, locale)
+    entry = ss.entry(node_id)
+    return ss.text(entry.question, locale) if entry else node_id
+
+
+def _nav(ss: SelfServicePolicy, node_id: str, tier: str) -> list[InlineKeyboardButton]:
+    """Back (to the node's menu) and Home, except at the tier's own top menu."""
+    home = ss.root_for(tier)
+    if node_id == home:
+        return []
+    parent = ss.parents().get(node_id, home)
+    nav = []
+    if parent != home and ss.visible(parent, tier):
+        nav.append(keyboards.node_button(texts.BACK_BUTTON, parent))
+    nav.append(keyboards.node_button(texts.HOME_BUTTON, home))
+    return nav
+
+
+def _menu_view(
+    ss: SelfServicePolicy, menu_id: str, customer: Customer, locale: str, *, handoff: bool = False
+) -> tuple[str, InlineKeyboardMarkup]:
+    tier = customer.tier
+    menu = ss.menus[menu_id]
+    buttons = []
+    for item in menu.items:
+        if not ss.visible(item, tier):
+            continue
+        if item == HUMAN:
+            # "after_selfservice" tiers get the hand-off once an answer did not help.
+            if ss.access(tier).human == "always" or handoff:
+                buttons.append(keyboards.human_button())
+            continue
+        buttons.append(keyboards.node_button(_label(ss, item, locale), item))
+    return ss.text(menu.text, locale), keyboards.rows(buttons, _nav(ss, menu_id, tier))
+
+
+async def _send_menu(
+    bot: Bot,
+    chat_id: int,
+    policy: Policy,
+    customer: Customer,
+    locale: str,
+    menu_id: str | None,
+    *,
+    intro: str | None = None,
+    handoff: bool = False,
+) -> None:
+    ss = policy.selfservice
+    node = menu_id if menu_id in ss.menus else ss.root_for(customer.tier)
+    text, markup = _menu_view(ss, node, customer, locale, handoff=handoff)
+    await bot.send_message(chat_id, f"{intro}\n\n{text}" if intro else text, reply_markup=markup)
+
+
+async def _menu(message: Message, policy: Policy, customer: Customer, locale: str) -> None:
+    assert message.bot is not None
+    await _send_menu(message.bot, message.chat.id, policy, customer, locale, None)
+
+
+async def _step(
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    clock: Clock,
+    locale: str,
+    *,
+    answered: bool = False,
+    searched: bool = False,
+) -> None:
+    async with session.begin():
+        await deflection.step(
+            session,
+            customer,
+            clock(),
+            _timeout(policy),
+            language=locale,
+            answered=answered,
+            searched=searched,
+        )
+
+
+async def _send_answer(
+    bot: Bot, chat_id: int, ss: SelfServicePolicy, entry: FaqEntry, customer: Customer, locale: str
+) -> None:
+    text = texts.answer(ss.text(entry.question, locale), ss.text(entry.answer, locale))
+    buttons: list[InlineKeyboardButton] = []
+    if entry.link:
+        buttons.append(InlineKeyboardButton(text=texts.LINK_BUTTON, url=entry.link))
+    grid = [[b] for b in buttons] + [keyboards.helped(entry.id)]
+    nav = _nav(ss, entry.id, customer.tier)
+    if nav:
+        grid.append(nav)
+    markup = InlineKeyboardMarkup(inline_keyboard=grid)
+    if entry.image:
+        await bot.send_photo(chat_id, entry.image, caption=text[:1024], reply_markup=markup)
+    else:
+        await bot.send_message(chat_id, text, reply_markup=markup)
+
+
+def _offer(
+    ss: SelfServicePolicy, matches: list[Match], customer: Customer, locale: str, *, human: bool
+) -> InlineKeyboardMarkup:
+    buttons = [keyboards.node_button(_label(ss, m.entry_id, locale), m.entry_id) for m in matches]
+    if human and ss.access(customer.tier).human != "never":
+        buttons.append(keyboards.human_button())
+    return keyboards.rows(
+        buttons, [keyboards.node_button(texts.HOME_BUTTON, ss.root_for(customer.tier))]
+    )
+
+
+async def _open_node(
+    bot: Bot,
+    chat_id: int,
+    node_id: str,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    clock: Clock,
+    locale: str,
+    state: FSMContext,
+) -> bool:
+    """Show a node; False when it does not exist (any more) or the tier may not see it."""
+    ss = policy.selfservice
+    if node_id == HUMAN or not ss.visible(node_id, customer.tier):
+        return False
+    if node_id in ss.menus:
+        await _step(session, customer, policy, clock, locale)
+        await _send_menu(bot, chat_id, policy, customer, locale, node_id)
+        return True
+    if node_id in ss.actions:
+        await _step(session, customer, policy, clock, locale, answered=True)
+        await _action(
+            bot,
+            chat_id,
+            ss.actions[node_id].action,
+            node_id,
+            session,
+            customer,
+            policy,
+            locale,
+            state,
+        )
+        return True
+    entry = ss.entry(node_id)
+    if entry is None:
+        return False
+    await _step(session, customer, policy, clock, locale, answered=True)
+    await _send_answer(bot, chat_id, ss, entry, customer, locale)
+    return True
+
+
+# --- actions on the customer's own data -------------------------------------------------
+async def _action(
+    bot: Bot,
+    chat_id: int,
+    action: str,
+    node_id: str,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    locale: str,
+    state: FSMContext,
+) -> None:
+    ss = policy.selfservice
+    nav = keyboards.rows([], _nav(ss, node_id, customer.tier))
+    if action == "my_tier":
+        if customer.is_guest:
+            text = texts.guest_tier(customer.tier)
+        else:
+            text = texts.my_tier(customer.tier, ss.text(ss.access(customer.tier).benefits, locale))
+        await bot.send_message(chat_id, text, reply_markup=nav)
+        return
+    if customer.is_guest:
+        await bot.send_message(chat_id, texts.GUEST_NO_ORDERS, reply_markup=nav)
+        return
+    if action == "order_status":
+        await state.set_state(SelfService.order_id)
+        await bot.send_message(chat_id, texts.ASK_ORDER_ID, reply_markup=nav)
+        return
+    async with session.begin():
+        recent = await orders.recent_orders(session, customer, ss.recent_orders)
+    if not recent:
+        await bot.send_message(chat_id, texts.NO_ORDERS, reply_markup=nav)
+        return
+    lines = [texts.order_line(o.order_id, o.ordered_at, o.amount_cents, o.status) for o in recent]
+    await bot.send_message(chat_id, texts.my_orders(lines), reply_markup=nav)
+
+
+@router.message(SelfService.order_id, F.text, ~F.text.startswith("/"))
+async def order_id_given(
+    message: Message,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    locale: str,
+    state: FSMContext,
+) -> None:
+    assert message.text is not None
+    async with session.begin():
+        found = await orders.order_status(session, customer, message.text)
+    nav = keyboards.rows([], _nav(policy.selfservice, "order_status", customer.tier))
+    if found is None:
+        # Another customer's order reads exactly like a non-existent one.
+        await message.answer(
+            texts.order_not_found(orders.clean_order_id(message.text)), reply_markup=nav
+        )
+        return
+    await state.clear()
+    await message.answer(
+        texts.order_status(found.order_id, found.ordered_at, found.status, found.amount_cents),
+        reply_markup=nav,
+    )
+
+
+# --- identification --------------------------------------------------------------------
+async def _welcome(
+    message: Message, customer: Customer, policy: Policy, locale: str, *, back: bool
+) -> None:
     vip = policy.is_human_first(customer.tier)
     text = texts.welcome_back(customer, vip) if back else texts.identified(customer, vip)
     await message.answer(text, reply_markup=ReplyKeyboardRemove())
     if not vip:
-        await _menu(message, policy)
+        await _menu(message, policy, customer, locale)
 
 
 @router.message(CommandStart())
-async def start(message: Message, customer: Customer, policy: Policy, state: FSMContext) -> None:
+async def start(
+    message: Message, customer: Customer, policy: Policy, locale: str, state: FSMContext
+) -> None:
     if not customer.is_guest:
         await state.clear()
-        await _welcome(message, customer, policy, back=True)
+        await _welcome(message, customer, policy, locale, back=True)
         return
     await state.set_state(Identify.waiting)
     await message.answer(texts.ASK_IDENTIFY, reply_markup=keyboards.share_phone())
@@ -56,8 +296,10 @@ async def start(message: Message, customer: Customer, policy: Policy, state: FSM
 async def shared_contact(
     message: Message,
     session: AsyncSession,
+    customer: Customer,
     policy: Policy,
     clock: Clock,
+    locale: str,
     state: FSMContext,
 ) -> None:
     contact = message.contact
@@ -72,15 +314,20 @@ async def shared_contact(
         )
     if result.status is LinkStatus.LINKED and result.customer is not None:
         await state.clear()
-        await _welcome(message, result.customer, policy, back=False)
+        await _welcome(message, result.customer, policy, locale, back=False)
         return
     await message.answer(texts.PHONE_NOT_FOUND, reply_markup=ReplyKeyboardRemove())
-    await _menu(message, policy)
+    await _menu(message, policy, customer, locale)
 
 
 @router.message(Identify.waiting, F.text, ~F.text.startswith("/"))
 async def customer_code(
-    message: Message, session: AsyncSession, policy: Policy, clock: Clock, state: FSMContext
+    message: Message,
+    session: AsyncSession,
+    policy: Policy,
+    clock: Clock,
+    locale: str,
+    state: FSMContext,
 ) -> None:
     assert message.from_user is not None and message.text is not None
     async with session.begin():
@@ -89,7 +336,7 @@ async def customer_code(
         )
     if result.status is LinkStatus.LINKED and result.customer is not None:
         await state.clear()
-        await _welcome(message, result.customer, policy, back=False)
+        await _welcome(message, result.customer, policy, locale, back=False)
     elif result.status is LinkStatus.TAKEN:
         await message.answer(texts.CODE_TAKEN, reply_markup=keyboards.share_phone())
     else:
@@ -97,9 +344,18 @@ async def customer_code(
 
 
 @router.message(Command("menu"))
-async def menu(message: Message, policy: Policy, state: FSMContext) -> None:
+async def menu(
+    message: Message,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    clock: Clock,
+    locale: str,
+    state: FSMContext,
+) -> None:
     await state.clear()
-    await _menu(message, policy)
+    await _step(session, customer, policy, clock, locale)
+    await _menu(message, policy, customer, locale)
 
 
 @router.message(Command("help"))
@@ -107,26 +363,49 @@ async def help_(message: Message) -> None:
     await message.answer(texts.CUSTOMER_HELP)
 
 
+# --- a person --------------------------------------------------------------------------
 async def _request_human(
     session: AsyncSession,
     customer: Customer,
     policy: Policy,
     desk: Desk,
     clock: Clock,
-) -> str:
-    """Queue the customer for a person; returns what to tell them."""
+) -> tuple[str, bool]:
+    """Queue the customer for a person, if the tier's policy allows it now.
+
+    Returns what to tell them, and whether the request was refused (then the menu follows).
+    """
+    ss = policy.selfservice
+    access = ss.access(customer.tier)
+    vip = not customer.is_guest and policy.is_human_first(customer.tier)
+    now = clock()
+    if not vip and access.human == "never":
+        return texts.HUMAN_NEVER, True
     async with session.begin():
+        if not vip and access.human == "after_selfservice":
+            tried = await deflection.tried_selfservice(session, customer, now, _timeout(policy))
+            if not tried:
+                return texts.HUMAN_AFTER_SELFSERVICE, True
+        await deflection.end(session, customer, deflection.HANDOFF, now, _timeout(policy))
         conv, created = await conversations.open_conversation(
-            session, customer, policy, conversations.ORIGIN_REQUEST, clock()
+            session, customer, policy, conversations.ORIGIN_REQUEST, now
         )
         if conv.status == ASSIGNED and conv.agent_id is not None:
             agent = await session.get(Agent, conv.agent_id)
-            return texts.already_with_agent(agent.name if agent else "an agent")
+            return texts.already_with_agent(agent.name if agent else None), False
         pos = await queue.position(session, conv)
     if not created:
-        return texts.already_queued(pos)
+        return texts.already_queued(pos), False
+    if not access.is_open(now):
+        # Recorded in the queue; agents see it on /online or /queue when they are back.
+        return _out_of_hours(policy, customer), False
     online = await desk.page(session, conv, customer, None)
-    return texts.queued(pos, online)
+    return texts.queued(pos, online), False
+
+
+def _out_of_hours(policy: Policy, customer: Customer) -> str:
+    access = policy.selfservice.access(customer.tier)
+    return texts.out_of_hours(texts.opening_hours(list(access.hours), access.timezone))
 
 
 @router.message(Command("human"))
@@ -137,10 +416,14 @@ async def human(
     policy: Policy,
     desk: Desk,
     clock: Clock,
+    locale: str,
     state: FSMContext,
 ) -> None:
     await state.clear()
-    await message.answer(await _request_human(session, customer, policy, desk, clock))
+    reply, refused = await _request_human(session, customer, policy, desk, clock)
+    await message.answer(reply)
+    if refused:
+        await _menu(message, policy, customer, locale)
 
 
 @router.callback_query(keyboards.HumanCb.filter())
@@ -151,46 +434,178 @@ async def human_button(
     policy: Policy,
     desk: Desk,
     clock: Clock,
+    locale: str,
 ) -> None:
     await query.answer()
-    reply = await _request_human(session, customer, policy, desk, clock)
-    if query.message is not None:
-        await query.bot.send_message(query.message.chat.id, reply)  # type: ignore[union-attr]
+    if query.message is None or query.bot is None:
+        return
+    reply, refused = await _request_human(session, customer, policy, desk, clock)
+    await query.bot.send_message(_chat_id(query), reply)
+    if refused:
+        await _send_menu(query.bot, _chat_id(query), policy, customer, locale, None)
+
+
+# --- buttons ---------------------------------------------------------------------------
+@router.callback_query(keyboards.NodeCb.filter())
+async def node_button(
+    query: CallbackQuery,
+    callback_data: keyboards.NodeCb,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    clock: Clock,
+    locale: str,
+    state: FSMContext,
+) -> None:
+    if query.message is None or query.bot is None:
+        await query.answer()
+        return
+    await state.clear()
+    shown = await _open_node(
+        query.bot,
+        _chat_id(query),
+        callback_data.id,
+        session,
+        customer,
+        policy,
+        clock,
+        locale,
+        state,
+    )
+    # A button from before a policy change, or a node this tier may not open.
+    await query.answer(None if shown else texts.TOPIC_GONE, show_alert=not shown)
 
 
 @router.callback_query(keyboards.FaqCb.filter())
-async def faq(query: CallbackQuery, callback_data: keyboards.FaqCb, policy: Policy) -> None:
-    entry = policy.faq(callback_data.id)
-    if entry is None:
-        # A button from before a policy change.
-        await query.answer("This topic is no longer available.", show_alert=True)
+async def faq(
+    query: CallbackQuery,
+    callback_data: keyboards.FaqCb,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    clock: Clock,
+    locale: str,
+    state: FSMContext,
+) -> None:
+    """FAQ buttons sent before the menu tree existed."""
+    if query.message is None or query.bot is None:
+        await query.answer()
         return
-    await query.answer()
-    if query.message is not None:
-        await query.bot.send_message(  # type: ignore[union-attr]
-            query.message.chat.id,
-            f"<b>{escape(entry.question)}</b>\n\n{entry.answer}",
-            reply_markup=keyboards.after_answer(),
-        )
+    shown = await _open_node(
+        query.bot,
+        _chat_id(query),
+        callback_data.id,
+        session,
+        customer,
+        policy,
+        clock,
+        locale,
+        state,
+    )
+    await query.answer(None if shown else texts.TOPIC_GONE, show_alert=not shown)
 
 
 @router.callback_query(keyboards.MenuCb.filter())
-async def menu_button(query: CallbackQuery, policy: Policy) -> None:
+async def menu_button(
+    query: CallbackQuery, customer: Customer, policy: Policy, locale: str
+) -> None:
     await query.answer()
-    if query.message is not None:
-        await query.bot.send_message(  # type: ignore[union-attr]
-            query.message.chat.id, policy.selfservice.greeting, reply_markup=keyboards.menu(policy)
-        )
+    if query.message is not None and query.bot is not None:
+        await _send_menu(query.bot, _chat_id(query), policy, customer, locale, None)
+
+
+@router.callback_query(keyboards.HelpedCb.filter())
+async def helped(
+    query: CallbackQuery,
+    callback_data: keyboards.HelpedCb,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    clock: Clock,
+    knowledge: KnowledgeIndex,
+    locale: str,
+) -> None:
+    await query.answer()
+    if query.message is None or query.bot is None:
+        return
+    ss = policy.selfservice
+    if callback_data.yes:
+        async with session.begin():
+            await deflection.end(session, customer, deflection.RESOLVED, clock(), _timeout(policy))
+        await query.bot.send_message(_chat_id(query), texts.GLAD_TO_HELP)
+        return
+    await _step(session, customer, policy, clock, locale, searched=True)
+    entry = ss.entry(callback_data.id)
+    query_text = " ".join(ss.text(entry.question, lang) for lang in ss.languages) if entry else ""
+    matches = knowledge.search(query_text, visible=lambda e: ss.visible(e, customer.tier))
+    others = decide(matches, ss.search, exclude=callback_data.id).suggestions
+    text = texts.NOT_HELPED if others else texts.NOT_HELPED_NO_MORE
+    await query.bot.send_message(
+        _chat_id(query), text, reply_markup=_offer(ss, others, customer, locale, human=True)
+    )
 
 
 @router.callback_query()
 async def stale_button(query: CallbackQuery) -> None:
-    await query.answer("This button is no longer active.")
+    await query.answer(texts.BUTTON_GONE)
 
 
 @router.message(F.text.startswith("/"))
 async def unknown_command(message: Message) -> None:
     await message.answer(f"{texts.UNKNOWN_COMMAND}\n\n{texts.CUSTOMER_HELP}")
+
+
+# --- free text, and everything else ----------------------------------------------------
+async def _search(
+    message: Message,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    clock: Clock,
+    knowledge: KnowledgeIndex,
+    locale: str,
+) -> None:
+    assert message.text is not None and message.bot is not None
+    ss = policy.selfservice
+    if not tokens(message.text):
+        # "hi", "hello?": nothing to search for; the menu is the answer.
+        await _step(session, customer, policy, clock, locale)
+        await _menu(message, policy, customer, locale)
+        return
+    matches = knowledge.search(message.text, visible=lambda e: ss.visible(e, customer.tier))
+    result = decide(matches, ss.search)
+    if result.best is not None:
+        entry = ss.entry(result.best.entry_id)
+        assert entry is not None
+        await _step(session, customer, policy, clock, locale, answered=True, searched=True)
+        await _send_answer(message.bot, message.chat.id, ss, entry, customer, locale)
+        return
+    await _step(session, customer, policy, clock, locale, searched=True)
+    if not result.suggestions:
+        await _send_menu(
+            message.bot, message.chat.id, policy, customer, locale, None,
+            intro=texts.NO_MATCH, handoff=True,
+        )  # fmt: skip
+        return
+    await message.answer(
+        texts.SUGGESTIONS,
+        reply_markup=_offer(ss, result.suggestions, customer, locale, human=True),
+    )
+
+
+async def _self_service(
+    message: Message,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    clock: Clock,
+    knowledge: KnowledgeIndex,
+    locale: str,
+) -> None:
+    if message.text:
+        await _search(message, session, customer, policy, clock, knowledge, locale)
+    else:
+        await _menu(message, policy, customer, locale)
 
 
 @router.message()
@@ -201,10 +616,18 @@ async def converse(
     policy: Policy,
     desk: Desk,
     clock: Clock,
+    knowledge: KnowledgeIndex,
+    locale: str,
+    open_conversation: Conversation | None,
 ) -> None:
     """Any other message: into the open conversation, a new VIP conversation, or self-service."""
     content = content_of(message)
     human_first = not customer.is_guest and policy.is_human_first(customer.tier)
+    if open_conversation is None and not human_first:
+        # Self-service, most messages: the middleware's lookup already found no open chat,
+        # so there is nothing to store here and no transaction to open.
+        await _self_service(message, session, customer, policy, clock, knowledge, locale)
+        return
     async with session.begin():
         conv = await conversations.open_for_customer(session, customer.id)
         created = False
@@ -225,8 +648,11 @@ async def converse(
                 now=clock(),
             )
     if conv is None:
-        await _menu(message, policy)
+        await _self_service(message, session, customer, policy, clock, knowledge, locale)
     elif created:
+        if not policy.selfservice.access(customer.tier).is_open(clock()):
+            await message.answer(_out_of_hours(policy, customer))
+            return
         online = await desk.page(session, conv, customer, content.preview())
         await message.answer(texts.vip_queued(online))
     elif conv.status == ASSIGNED:

@@ -22,6 +22,7 @@ from routing.models import Agent, Customer
 from tests.fakes.bot_api import DEFAULT_TOKEN, Call, FakeBotAPI
 
 ROOT = Path(__file__).resolve().parents[2]
+NO_CAMPAIGNS = "\n[surveys.nps]\ncampaigns = []\n"
 
 
 @dataclass
@@ -34,7 +35,7 @@ class BotProcess:
     proc: asyncio.subprocess.Process | None = None
     _log: Any = field(default=None, repr=False)
 
-    async def start(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+    async def start(self, timeout: float = 90.0) -> None:  # noqa: ASYNC109
         mark = self.api.mark()
         self._log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
@@ -123,8 +124,14 @@ class Env:
         self.now = now
 
     def policy_file(self, toml: str) -> Path:
-        """Run the bot with this policy file (call before start)."""
+        """Run the bot with this policy file (call before start).
+
+        NPS campaigns are off unless the file configures them: with the built-in crons a
+        run on the 1st of a month would survey the seeded customers mid-test.
+        """
         path = self.bot.log_path.with_name("contactbot.toml")
+        if "surveys.nps" not in toml:
+            toml += NO_CAMPAIGNS
         path.write_text(toml, encoding="utf-8")
         self.bot.env["CONTACTBOT_CONFIG"] = str(path)
         return path
@@ -185,6 +192,7 @@ async def env(api: FakeBotAPI, tmp_path: Path) -> AsyncIterator[Env]:
     }
     bot = BotProcess(proc_env, tmp_path / "bot.log", api)
     e = Env(api, db_url, bot)
+    e.policy_file("")
     # The schema exists before seeding, as after `contactbot db upgrade`.
     await e.seed(lambda s: asyncio.sleep(0))
     yield e

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from routing.models import Conversation, Customer, Message, Survey
+from routing.models import Agent, Conversation, Customer, Message, Survey
 from tests.e2e.conftest import Env, buttons, message_id
 
 VIP_TG, B_TG, B2_TG = 601, 701, 702
@@ -75,6 +75,8 @@ async def test_vip_instant_queue_paging_claim_relay_and_close(env: Env) -> None:
     )
     await env.add_agent(BOB, "Bob", online=True)
     await env.add_agent(MIA, "Mia", online=True)
+    # Without the manager-first window (tests/e2e/test_queue.py covers it), everyone is paged.
+    env.policy_file("[queue]\nmanager_window_seconds = 0\n")
     await env.bot.start()
     api = env.api
 
@@ -249,7 +251,8 @@ async def test_restart_after_sigkill_keeps_queued_and_assigned_chats(env: Env) -
     # Beth gets an agent; then Bob goes offline and Victor queues with nobody there.
     await env.say(B_TG, "/human")
     await env.say(BOB, "/next")
-    await env.say(BOB, "/offline")
+    # Bob stops taking new chats but keeps Beth's (/offline would requeue it: issue 5).
+    await env.seed(lambda s: s.execute(update(Agent).values(online=False)))
     told = await env.say(VIP_TG, "please call me")
     assert "No agent is online" in (told.text or "")
 

@@ -1,0 +1,73 @@
+"""Self-service on the database: own orders only, and session outcomes / deflection counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from routing import deflection, orders
+from routing.models import Customer, Order
+from tests.conftest import Db
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+IDLE = timedelta(minutes=30)
+
+
+def _customer(ext: str | None, tg: int, *, guest: bool = False) -> Customer:
+    return Customer(
+        external_id=ext, telegram_id=tg, tier="C", is_guest=guest, created_at=NOW, updated_at=NOW
+    )
+
+
+async def test_orders_are_scoped_to_the_customer(db: Db) -> None:
+    async with db.sessions() as s, s.begin():
+        ann, bob, guest = _customer("ANN", 1), _customer("BOB", 2), _customer(None, 3, guest=True)
+        s.add_all([ann, bob, guest])
+        for i, (oid, ext) in enumerate([("O-1", "ANN"), ("O-2", "ANN"), ("O-3", "BOB")]):
+            s.add(
+                Order(
+                    order_id=oid,
+                    external_id=ext,
+                    amount_cents=100,
+                    ordered_at=NOW - timedelta(days=10 - i),
+                    status="shipped",
+                )
+            )
+        await s.flush()
+        assert [o.order_id for o in await orders.recent_orders(s, ann, 5)] == ["O-2", "O-1"]
+        assert [o.order_id for o in await orders.recent_orders(s, ann, 1)] == ["O-2"]
+        found = await orders.order_status(s, ann, " #O-1 ")
+        assert found is not None and found.order_id == "O-1"
+        # Bob's order does not exist for Ann; guests have no orders at all.
+        assert await orders.order_status(s, ann, "O-3") is None
+        assert await orders.order_status(s, ann, "") is None
+        assert await orders.recent_orders(s, guest, 5) == []
+        assert await orders.order_status(s, guest, "O-1") is None
+
+
+async def test_session_outcomes_and_deflection_count(db: Db) -> None:
+    async with db.sessions() as s, s.begin():
+        people = [_customer(f"C{i}", 10 + i) for i in range(5)]
+        s.add_all(people)
+        await s.flush()
+        resolved, handed, quiet, live, browser = people
+        for c in people[:4]:
+            await deflection.step(s, c, NOW, IDLE, language="en", answered=True)
+        # Opened the menu and left: not a deflection.
+        await deflection.step(s, browser, NOW, IDLE, language="en")
+        assert await deflection.end(s, resolved, deflection.RESOLVED, NOW, IDLE)
+        assert await deflection.end(s, handed, deflection.HANDOFF, NOW, IDLE)
+        # Ending twice finds no live session.
+        assert not await deflection.end(s, handed, deflection.HANDOFF, NOW, IDLE)
+        later = NOW + timedelta(minutes=20)
+        await deflection.step(s, live, later, IDLE, language="en", searched=True)
+        assert await deflection.tried_selfservice(s, live, later, IDLE)
+        # 40 minutes on: the quiet customer's session has expired, the live one has not.
+        check = NOW + timedelta(minutes=40)
+        counts = await deflection.deflection(s, check, IDLE)
+        assert (counts.resolved, counts.handoff, counts.expired, counts.live) == (1, 1, 1, 1)
+        assert counts.abandoned == 1
+        assert counts.deflected == 2 and counts.ended == 4
+        # A step after expiry opens a new session rather than reviving the old one.
+        fresh = await deflection.step(s, quiet, check, IDLE, language="zh_Hans")
+        assert fresh.answers == 0 and fresh.language == "zh_Hans"
+        assert not await deflection.tried_selfservice(s, quiet, check, IDLE)

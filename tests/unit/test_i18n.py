@@ -1,0 +1,84 @@
+"""Catalogs: complete in Simplified Chinese, compiled; the locale chosen per update."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aiogram.types import User
+
+from bot import i18n, texts
+from bot.i18n import FIX_HINT, LocaleMiddleware, choose_locale, make_i18n
+
+
+def test_every_source_string_has_a_chinese_translation_and_the_mo_files_are_current() -> None:
+    problems = i18n.problems()
+    assert not problems, (
+        f"{len(problems)} catalog problem(s):\n" + "\n".join(problems) + (f"\nTo fix: {FIX_HINT}.")
+    )
+
+
+def test_extraction_finds_strings_across_bot() -> None:
+    ids = {m.id for m in i18n.extract() if m.id}
+    assert "🙋 Talk to a person" in ids  # a N_() marker in bot/texts.py
+    assert "Close {label}" in ids  # an _() call in bot/keyboards.py
+    assert "NO_OPEN_CHATS" not in ids  # names are not messages
+
+
+@pytest.mark.parametrize(
+    ("record", "guest", "telegram", "expected"),
+    [
+        ("zh-CN", False, "en", "zh_Hans"),  # the CRM record wins for customers
+        ("en", False, "zh", "en"),
+        (None, False, "zh-Hans", "zh_Hans"),  # else Telegram's language_code
+        ("en", True, "zh-CN", "zh_Hans"),  # a guest follows Telegram's current setting
+        ("de", False, "fr", "en"),  # else the default
+        (None, True, None, "en"),
+    ],
+)
+def test_locale_choice(
+    record: str | None, guest: bool, telegram: str | None, expected: str
+) -> None:
+    got = choose_locale(
+        record_language=record,
+        is_guest=guest,
+        telegram_language=telegram,
+        available=("en", "zh_Hans"),
+        default="en",
+    )
+    assert got == expected
+
+
+async def test_middleware_translates_inside_the_handler() -> None:
+    mw = LocaleMiddleware(make_i18n("en"))
+    seen: list[str] = []
+
+    async def handler(event: Any, data: dict[str, Any]) -> None:
+        seen.append(texts.HUMAN_BUTTON)
+        seen.append(data["locale"])
+
+    user = User(id=1, is_bot=False, first_name="Z", language_code="zh-CN")
+    customer = SimpleNamespace(language=None, is_guest=True)
+    await mw(handler, SimpleNamespace(), {"event_from_user": user, "customer": customer})  # type: ignore[arg-type]
+    assert seen == ["🙋 联系人工客服", "zh_Hans"]
+    # Agents get the desk's default language whatever their Telegram setting.
+    seen.clear()
+    agent_data = {"event_from_user": user, "agent": object(), "customer": None}
+    await mw(handler, SimpleNamespace(), agent_data)  # type: ignore[arg-type]
+    assert seen == ["🙋 Talk to a person", "en"]
+    # Outside any update: English source text, no crash.
+    assert texts.HUMAN_BUTTON == "🙋 Talk to a person"
+
+
+def test_speaking_a_customers_language_outside_an_update() -> None:
+    with i18n.for_customer(SimpleNamespace(language="zh")):
+        assert texts.CONVERSATION_CLOSED_FOR_CUSTOMER.startswith("本次会话已结束")
+    assert texts.CONVERSATION_CLOSED_FOR_CUSTOMER.startswith("This conversation")
+
+
+def test_speaking_normalises_a_raw_language_tag() -> None:
+    with i18n.speaking("zh-CN"):
+        assert texts.HUMAN_BUTTON == "🙋 联系人工客服"
+    with i18n.speaking("de-AT"):  # no German catalog: the default language
+        assert texts.HUMAN_BUTTON == "🙋 Talk to a person"
