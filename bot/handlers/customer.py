@@ -457,23 +457,8 @@ async def node_button(
     locale: str,
     state: FSMContext,
 ) -> None:
-    if query.message is None or query.bot is None:
-        await query.answer()
-        return
     await state.clear()
-    shown = await _open_node(
-        query.bot,
-        _chat_id(query),
-        callback_data.id,
-        session,
-        customer,
-        policy,
-        clock,
-        locale,
-        state,
-    )
-    # A button from before a policy change, or a node this tier may not open.
-    await query.answer(None if shown else texts.TOPIC_GONE, show_alert=not shown)
+    await _show_node(query, callback_data.id, session, customer, policy, clock, locale, state)
 
 
 @router.callback_query(keyboards.FaqCb.filter())
@@ -488,20 +473,26 @@ async def faq(
     state: FSMContext,
 ) -> None:
     """FAQ buttons sent before the menu tree existed."""
+    await _show_node(query, callback_data.id, session, customer, policy, clock, locale, state)
+
+
+async def _show_node(
+    query: CallbackQuery,
+    node_id: str,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    clock: Clock,
+    locale: str,
+    state: FSMContext,
+) -> None:
     if query.message is None or query.bot is None:
         await query.answer()
         return
     shown = await _open_node(
-        query.bot,
-        _chat_id(query),
-        callback_data.id,
-        session,
-        customer,
-        policy,
-        clock,
-        locale,
-        state,
+        query.bot, _chat_id(query), node_id, session, customer, policy, clock, locale, state
     )
+    # A button from before a policy change, or a node this tier may not open.
     await query.answer(None if shown else texts.TOPIC_GONE, show_alert=not shown)
 
 
