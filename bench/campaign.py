@@ -43,7 +43,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from sqlalchemy import func, insert, select
 
-from bench.common import Figure, machine, write_json
+from bench.common import Figure, judged, machine, write_json
 from bot.handlers.survey import render
 from bot.sender import AiogramTransport
 from routing.db import make_engine, make_sessionmaker, upgrade
@@ -254,14 +254,6 @@ async def _phase(
     return phase, blocked, unreachable
 
 
-def _figure(name: str, value: float, unit: str = "", goal: str | None = None) -> Figure:
-    met = None
-    if goal is not None:
-        op, bound = goal.split()
-        met = {">=": value >= float(bound), "==": value == float(bound)}[op]
-    return Figure(name, value, unit, goal, met)
-
-
 async def run(
     customers: int = 20_000,
     rate: float = 500.0,
@@ -327,22 +319,22 @@ async def run(
         + left
     )
     return [
-        _figure("campaign_rows_per_s", clean.rows / clean.created_s, "rows/s"),
-        _figure("campaign_rate", st.rate, "msg/s"),
-        _figure("campaign_rate_ratio", round(ratio, 3), goal=">= 0.95"),
-        _figure("campaign_bench_cpu_share", round(clean.bench_busy, 2)),
-        _figure("campaign_fake_cpu_share", round(clean.fake_busy, 2)),
-        _figure("campaign_429", clean.count_429, goal="== 0"),
-        _figure("campaign_clean_lost", lost, goal="== 0"),
-        _figure("campaign_duplicates", clean.duplicates + faults.duplicates, goal="== 0"),
-        _figure("campaign_faults_rate", ft.rate, "msg/s"),
-        _figure(
+        judged("campaign_rows_per_s", clean.rows / clean.created_s, "rows/s"),
+        judged("campaign_rate", st.rate, "msg/s"),
+        judged("campaign_rate_ratio", round(ratio, 3), goal=">= 0.95"),
+        judged("campaign_bench_cpu_share", round(clean.bench_busy, 2)),
+        judged("campaign_fake_cpu_share", round(clean.fake_busy, 2)),
+        judged("campaign_429", clean.count_429, goal="== 0"),
+        judged("campaign_clean_lost", lost, goal="== 0"),
+        judged("campaign_duplicates", clean.duplicates + faults.duplicates, goal="== 0"),
+        judged("campaign_faults_rate", ft.rate, "msg/s"),
+        judged(
             "campaign_faults_unplanned_429",
             faults.count_429 - faults.injected_429,
             goal="== 0",
         ),
-        _figure("campaign_faults_not_exactly_once", not_once, goal="== 0"),
-        _figure("campaign_faults_wrong_rows", wrong_rows, goal="== 0"),
+        judged("campaign_faults_not_exactly_once", not_once, goal="== 0"),
+        judged("campaign_faults_wrong_rows", wrong_rows, goal="== 0"),
     ]
 
 

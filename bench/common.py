@@ -66,6 +66,15 @@ class Figure:
         return f"{self.name}: {value}{unit}{goal}"
 
 
+def judged(name: str, value: float, unit: str = "", goal: str | None = None) -> Figure:
+    """A figure checked against a goal written as ``">= 0.95"`` or ``"== 0"``."""
+    met = None
+    if goal is not None:
+        op, bound = goal.split()
+        met = {">=": value >= float(bound), "==": value == float(bound)}[op]
+    return Figure(name, value, unit, goal, met)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

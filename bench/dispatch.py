@@ -37,7 +37,7 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
-from bench.common import Figure, machine, write_json
+from bench.common import Figure, judged, machine, write_json
 from bot.sender import AiogramTransport
 from surveys.dispatch import Outcome, Push, Result, Sender, SenderConfig, Stats
 from tests.fakes.bot_api import FakeBotAPI
@@ -176,14 +176,6 @@ def _line(f: Figure) -> str:
     return f.line()
 
 
-def _figure(name: str, value: float, unit: str = "", goal: str | None = None) -> Figure:
-    met = None
-    if goal is not None:
-        op, bound = goal.split()
-        met = {">=": value >= float(bound), "==": value == float(bound)}[op]
-    return Figure(name, value, unit, goal, met)
-
-
 async def run(
     customers: int = 20_000,
     rate: float = 500.0,
@@ -228,15 +220,15 @@ async def run(
     lost = int(faults.notes[1].rsplit(":", 1)[1])
     misreported = int(faults.notes[2].rsplit(":", 1)[1])
     return [
-        _figure("dispatch_rate", s.rate, "msg/s"),
-        _figure("dispatch_rate_ratio", round(ratio, 3), goal=">= 0.95"),
-        _figure("dispatch_429", clean.count_429, goal="== 0"),
-        _figure("dispatch_faults_rate", f.rate, "msg/s"),
-        _figure(
+        judged("dispatch_rate", s.rate, "msg/s"),
+        judged("dispatch_rate_ratio", round(ratio, 3), goal=">= 0.95"),
+        judged("dispatch_429", clean.count_429, goal="== 0"),
+        judged("dispatch_faults_rate", f.rate, "msg/s"),
+        judged(
             "dispatch_faults_unplanned_429", faults.count_429 - faults.injected_429, goal="== 0"
         ),
-        _figure("dispatch_faults_lost", lost + misreported, goal="== 0"),
-        _figure("dispatch_duplicates", _duplicates(clean) + _duplicates(faults), goal="== 0"),
+        judged("dispatch_faults_lost", lost + misreported, goal="== 0"),
+        judged("dispatch_duplicates", _duplicates(clean) + _duplicates(faults), goal="== 0"),
     ]
 
 
