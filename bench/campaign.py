@@ -44,6 +44,7 @@ from aiogram.client.telegram import TelegramAPIServer
 from sqlalchemy import func, insert, select
 
 from bench.common import Figure, judged, machine, write_json
+from bot.app import settle_heap
 from bot.handlers.survey import render
 from bot.sender import AiogramTransport
 from routing.db import make_engine, make_sessionmaker, upgrade
@@ -219,6 +220,7 @@ async def _phase(
                     DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(url))
                 )
                 try:
+                    settle_heap()  # as the bot does once it is up
                     cpu, wall = time.process_time(), time.perf_counter()
                     report = await outbox.sweep(
                         sessions, policy, AiogramTransport(bot, render), lambda: FIRE

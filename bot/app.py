@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -118,6 +119,17 @@ async def build_app(settings: Settings, token: str) -> App:
     return App(settings, policy, engine, bot, dp, clock)
 
 
+def settle_heap() -> None:
+    """Move everything alive after start-up out of the garbage collector's sight.
+
+    Imports leave hundreds of thousands of long-lived objects (aiogram's and pydantic's
+    models above all) that every full collection would walk again: about 0.2 s with the
+    event loop stopped, which in a survey campaign is a hundred messages not sent. Called
+    once per process, when it is up: frozen objects are never collected."""
+    gc.collect()
+    gc.freeze()
+
+
 async def _set_commands(bot: Bot) -> None:
     try:
         await bot.set_my_commands(CUSTOMER_COMMANDS, scope=BotCommandScopeDefault())
@@ -141,6 +153,7 @@ async def run_polling(settings: Settings, token: str) -> None:
         log.info("contactbot @%s polling %s", me.username, settings.telegram_api_url)
         await _set_commands(app.bot)
         await app.bot.delete_webhook(drop_pending_updates=False)
+        settle_heap()
         await app.dp.start_polling(
             app.bot,
             allowed_updates=app.dp.resolve_used_update_types(),
@@ -183,6 +196,7 @@ async def run_webhook(settings: Settings, token: str) -> None:
     await site.start()
     log.info("contactbot webhook on %s:%s", settings.webhook_host, settings.webhook_port)
     sched = _start_scheduler(app)
+    settle_heap()
     try:
         await asyncio.Event().wait()
     finally:

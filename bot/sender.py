@@ -14,6 +14,7 @@ link previews, protect content) as ``send_message`` would.
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any, ClassVar, cast
 
 from aiogram import Bot
@@ -84,11 +85,12 @@ def _text_only(push: Push) -> tuple[str, InlineKeyboardMarkup | None]:
 
 
 class AiogramTransport:
-    """:class:`surveys.dispatch.Transport` over ``bot.send_message``."""
+    """:class:`surveys.dispatch.Transport` over the bot's ``sendMessage``."""
 
     def __init__(self, bot: Bot, render: Render | None = None) -> None:
         self.bot = bot
         self.render = render or _text_only
+        self._defaults: dict[str, Any] | None = None
 
     async def send(self, push: Push) -> int:
         """Send the push; returns the new message's id (the outbox records it)."""
@@ -98,10 +100,8 @@ class AiogramTransport:
             packed = markup
         else:
             packed = self.bot.session.prepare_value(markup, bot=self.bot, files={})
-        # Fields are plain values we built: validating them would only cost time.
-        method = _SendPacked.model_construct(chat_id=push.chat_id, text=text, reply_markup=packed)
         try:
-            sent = await self._call(method)
+            return await self._call(push.chat_id, text, packed)
         except TelegramRetryAfter as error:
             raise RetryAfter(error.retry_after, error.message) from error
         except TelegramForbiddenError as error:
@@ -119,27 +119,44 @@ class AiogramTransport:
             raise PermanentError(error.message) from error
         except TelegramAPIError as error:  # network, 5xx (RestartingTelegram too), the rest
             raise TransientError(error.message) from error
-        return sent.message_id
 
-    async def _call(self, method: _SendPacked) -> _Sent:
-        """``bot(method)``, with the body as JSON instead of a url-encoded form.
+    def _default_fields(self) -> dict[str, Any]:
+        """The bot's defaults (parse mode, link previews, protect content) as the request
+        fields aiogram's own form would carry. Resolved once: a bot's defaults are fixed
+        when it is built, and resolving them per push was a tenth of a push's CPU."""
+        if self._defaults is None:
+            session = self.bot.session
+            method = _SendPacked.model_construct(chat_id=0, text="")
+            fields: dict[str, Any] = {}
+            for key, value in method.model_dump(warnings=False).items():
+                if key in ("chat_id", "text", "reply_markup"):
+                    continue
+                prepared = session.prepare_value(value, bot=self.bot, files={})
+                if prepared:  # what AiohttpSession.build_form_data leaves out, we leave out
+                    fields[key] = prepared
+            self._defaults = fields
+        return self._defaults
+
+    async def _call(self, chat_id: int, text: str, markup: str | None) -> int:
+        """``bot(sendMessage)``, with the body as JSON and a successful answer read for the
+        message id alone.
 
         aiohttp percent-encodes a form byte by byte in Python, which for a keyboard was a
         fifth of a push's CPU; ``json.dumps`` is C. The fields are the ones aiogram's own
-        form would carry (same values, same defaults resolved), and the answer goes through
-        aiogram's ``check_response``, so errors map exactly as for any other call. Any other
-        session (or session middleware, which the bot does not use) takes the normal path.
+        form would carry (same values, same defaults resolved). Any answer but a plain
+        success goes through aiogram's ``check_response``, so errors map exactly as for any
+        other call. Any other session (or session middleware, which the bot does not use)
+        takes the normal path.
         """
         session = self.bot.session
         if not isinstance(session, AiohttpSession) or len(session.middleware):
-            return await self.bot(method)
-        fields: dict[str, Any] = {}
-        for key, value in method.model_dump(warnings=False).items():
-            prepared = session.prepare_value(value, bot=self.bot, files={})
-            if prepared:  # what AiohttpSession.build_form_data leaves out, we leave out
-                fields[key] = prepared
+            method = _SendPacked.model_construct(chat_id=chat_id, text=text, reply_markup=markup)
+            return (await self.bot(method)).message_id
+        fields = {**self._default_fields(), "chat_id": str(chat_id), "text": text}
+        if markup:
+            fields["reply_markup"] = markup
         client = await session.create_session()
-        url = session.api.api_url(token=self.bot.token, method=method.__api_method__)
+        url = session.api.api_url(token=self.bot.token, method=_SendPacked.__api_method__)
         try:
             async with client.post(
                 url,
@@ -149,11 +166,40 @@ class AiogramTransport:
             ) as resp:
                 raw = await resp.text()
         except TimeoutError as error:
-            raise TelegramNetworkError(method=method, message="Request timeout error") from error
+            raise TelegramNetworkError(
+                method=self._method(chat_id, text, markup), message="Request timeout error"
+            ) from error
         except ClientError as error:
             message = f"{type(error).__name__}: {error}"
-            raise TelegramNetworkError(method=method, message=message) from error
+            raise TelegramNetworkError(
+                method=self._method(chat_id, text, markup), message=message
+            ) from error
+        if resp.status == HTTPStatus.OK:
+            message_id = _message_id(session.json_loads, raw)
+            if message_id is not None:
+                return message_id
         response = session.check_response(
-            bot=self.bot, method=method, status_code=resp.status, content=raw
+            bot=self.bot,
+            method=self._method(chat_id, text, markup),
+            status_code=resp.status,
+            content=raw,
         )
-        return cast(_Sent, response.result)
+        return cast(_Sent, response.result).message_id
+
+    @staticmethod
+    def _method(chat_id: int, text: str, markup: str | None) -> _SendPacked:
+        """The method object, for aiogram's errors (built only when one is raised)."""
+        return _SendPacked.model_construct(chat_id=chat_id, text=text, reply_markup=markup)
+
+
+def _message_id(loads: Callable[[str], Any], raw: str) -> int | None:
+    """The message id of a plain successful answer; None for anything else."""
+    try:
+        data = loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("ok") is not True:
+        return None
+    result = data.get("result")
+    message_id = result.get("message_id") if isinstance(result, dict) else None
+    return message_id if type(message_id) is int else None

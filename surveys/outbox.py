@@ -356,6 +356,18 @@ class _Journal:
         self._results: list[Result] = []
         self._flusher: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
+        # Core and built once: this runs for every few messages of a campaign, and the ORM's
+        # bulk-update bookkeeping per call cost more than the UPDATE itself.
+        self._stamp = (
+            update(_T)
+            .where(
+                _T.c.id.in_(bindparam("ids", expanding=True)),
+                _T.c.status == SENDING,
+                _T.c.claim_token == token,
+            )
+            .values(attempted_at=bindparam("now"))
+            .returning(_T.c.id)
+        )
 
     async def attempted(self, survey_id: int, *, undo: bool = False) -> bool:
         """Stamp the row; False if it is no longer this sweep's to send (e.g. opted out).
@@ -373,20 +385,8 @@ class _Journal:
             if survey_id not in self._marked:
                 batch, self._marks = self._marks, []
                 async with self.sessions() as s, s.begin():
-                    ok = set(
-                        (
-                            await s.execute(
-                                update(Survey)
-                                .where(
-                                    Survey.id.in_(batch),
-                                    Survey.status == SENDING,
-                                    Survey.claim_token == self.token,
-                                )
-                                .values(attempted_at=self.clock())
-                                .returning(Survey.id)
-                            )
-                        ).scalars()
-                    )
+                    result = await s.execute(self._stamp, {"ids": batch, "now": self.clock()})
+                    ok = set(result.scalars())
                 for sid in batch:
                     self._marked[sid] = sid in ok
         return self._marked.pop(survey_id)
