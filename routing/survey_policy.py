@@ -112,6 +112,7 @@ class SenderPolicy(_Strict):
     # Transport calls per push that may fail transiently before it is marked failed.
     max_attempts: int = Field(default=5, ge=1)
     backoff_base_seconds: float = Field(default=0.5, gt=0)
+    # Sends in flight; Telegram may see global_rate + concurrency in one second after a stall.
     concurrency: int = Field(default=8, ge=1, le=256)
 
 
