@@ -7,6 +7,7 @@ Telegram calls outside them, so a slow API call never holds SQLite's write lock.
 from __future__ import annotations
 
 import logging
+from html import escape
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
@@ -111,7 +112,9 @@ class Desk:
             backlog = [
                 m
                 for m in await conversations.transcript(session, conv.id)
-                if transferred or m.sender == "customer"
+                if transferred
+                or m.sender == "customer"
+                or m.content_type == conversations.CONTENT_SURVEY
             ]
             by = await session.get(Agent, conv.transferred_by) if transferred else None
         for note in notes:
@@ -131,6 +134,12 @@ class Desk:
                 )
                 links.append((brief.message_id, "header"))
             for m in backlog:
+                if m.content_type == conversations.CONTENT_SURVEY:
+                    # The answer that opened a service-recovery chat: its text, since copying
+                    # would bring the customer's survey question instead.
+                    answer = await self.bot.send_message(agent.telegram_id, escape(m.text or ""))
+                    links.append((answer.message_id, "header"))
+                    continue
                 copy = await self.bot.copy_message(agent.telegram_id, m.chat_id, m.message_id)
                 links.append((copy.message_id, "relay"))
         except TelegramAPIError as exc:

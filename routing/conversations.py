@@ -28,6 +28,8 @@ from routing.priority import effective_rank, queue_key_at
 # Why a conversation entered the human queue.
 ORIGIN_VIP = "human_first"
 ORIGIN_REQUEST = "customer_request"
+# A transcript entry that is a note for agents (a survey answer), not a message to copy.
+CONTENT_SURVEY = "survey"
 
 
 async def open_for_customer(session: AsyncSession, customer_id: int) -> Conversation | None:

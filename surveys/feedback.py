@@ -143,7 +143,7 @@ async def _recover(
         session,
         conv,
         sender="bot",
-        content_type="survey",
+        content_type=conversations.CONTENT_SURVEY,
         text=summary,
         file_id=None,
         chat_id=survey.chat_id or customer.telegram_id or 0,

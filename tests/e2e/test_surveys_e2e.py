@@ -13,7 +13,7 @@ from sqlalchemy import select
 from routing import conversations
 from routing.models import Agent, Conversation, Customer, Survey
 from routing.policy import Policy
-from tests.e2e.conftest import Env, buttons
+from tests.e2e.conftest import Env, buttons, message_id
 
 NOON = datetime(2026, 11, 23, 12, 0, 30, tzinfo=UTC)
 FAST = """
@@ -117,6 +117,47 @@ async def test_csat_buttons_comment_double_press_expiry_opt_out_and_stats(env: E
 
     c = await env.query(customer)
     assert c.satisfaction_answers == 1 and c.satisfaction is not None
+
+
+async def test_a_detractor_is_paged_and_the_agent_who_claims_sees_the_answer(env: Env) -> None:
+    api = env.api
+    env.use_clock(NOON)
+    env.policy_file(FAST)
+    dora = await env.add_customer(external_id="D-1", name="Dora", tier="C", telegram_id=811)
+    await env.add_agent(9200, "Zed", online=True)
+
+    async def seed(s: Any) -> None:
+        s.add(
+            Survey(
+                kind="nps", customer_id=dora, status="scheduled", due_at=NOON,
+                created_at=NOON, expires_at=NOON + timedelta(hours=72),
+            )
+        )  # fmt: skip
+
+    await env.seed(seed)
+    await env.bot.start()
+    nps = await api.wait_for("sendMessage", chat_id=811, text_contains="recommend")
+    mark = await env.press(811, nps, "3")
+    # A detractor: a service-recovery chat is queued and the online agent is paged.
+    page = await api.wait_for("sendMessage", chat_id=9200, since=mark)
+    assert "Survey answer: NPS 3" in (page.text or "")
+    await api.wait_for("editMessageText", chat_id=811, since=mark)  # "anything to add?"
+    comment = await env.say(811, "Nobody answered me for two days")
+    assert "Thank you for your feedback" in (comment.text or "")
+
+    # The agent who claims it gets the answer itself, then the customer's comment.
+    mark = await env.press(9200, page)
+    took = await api.wait_for("sendMessage", chat_id=9200, since=mark, text_contains="You took")
+    note = await api.wait_for(
+        "sendMessage", chat_id=9200, since=mark, text_contains="Survey answer: NPS 3"
+    )
+    copy = await api.wait_for("copyMessage", chat_id=9200, since=mark)
+    assert copy.params["from_chat_id"] == 811
+    assert took.index < note.index < copy.index
+    # The survey question itself is never copied to the agent.
+    assert not [
+        c for c in api.calls_of("copyMessage") if c.params.get("message_id") == message_id(nps)
+    ]
 
 
 CAMPAIGN = """
