@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import json
 import re
 import time
@@ -35,6 +36,7 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, Generic, Literal, TextIO, TypeVar, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import (
     BigInteger,
@@ -84,6 +86,9 @@ CUSTOMER_COLUMNS = (
     "language",
     "account_manager",
     "tier_override",
+    # Optional beyond the original contract: the customer's own zone, so survey quiet hours
+    # follow their night rather than the business's.
+    "timezone",
 )
 CUSTOMER_REQUIRED = ("external_id",)
 ORDER_COLUMNS = ("external_id", "order_id", "amount", "category", "ordered_at", "status")
@@ -145,6 +150,7 @@ class CustomerRow:
     language: str | None = None  # lowercase, '-' separated
     account_manager: str | None = None
     tier_override: str | None = None  # in the policy's spelling
+    timezone: str | None = None  # an IANA name
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +246,12 @@ def parse_customer_row(row: dict[str, str], line: int, policy: Policy) -> Custom
             valid = ", ".join(policy.tier_names)
             problems.append(f"unknown tier {_show(raw_tier)} (valid tiers: {valid})")
 
+    timezone = _text(row, "timezone", 64, problems)
+    if timezone is not None and not _zone_ok(timezone):
+        problems.append(
+            f"bad timezone {_show(timezone)} (expected an IANA name, e.g. Asia/Shanghai)"
+        )
+
     if problems:
         return RowError(line, "; ".join(problems))
     return CustomerRow(
@@ -252,7 +264,17 @@ def parse_customer_row(row: dict[str, str], line: int, policy: Policy) -> Custom
         language=language,
         account_manager=account_manager,
         tier_override=tier_override,
+        timezone=timezone,
     )
+
+
+@functools.cache
+def _zone_ok(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):  # ValueError: e.g. a path, not a key
+        return False
+    return True
 
 
 def _parse_amount(raw: str, problems: list[str]) -> int:
@@ -685,6 +707,7 @@ class _CustomerImporter(_Importer[CustomerRow]):
                 "language": r.language,
                 "account_manager": r.account_manager,
                 "tier_override": r.tier_override,
+                "timezone": r.timezone,
                 "tier": r.tier_override or self.policy.lowest_tier,
                 "spend_12m": 0.0,
                 "is_guest": False,

@@ -724,12 +724,45 @@ def test_parse_customer_row_normalises(policy: Policy) -> None:
         ("language", "e", "bad language 'e' (expected e.g. en, zh-CN, zh-hans)"),
         ("name", "n" * 201, "name longer than 200 characters"),
         ("phone", "x" * 50, f"bad phone '{'x' * 37}...'"),
+        (
+            "timezone",
+            "Mars/Olympus",
+            "bad timezone 'Mars/Olympus' (expected an IANA name, e.g. Asia/Shanghai)",
+        ),
+        ("timezone", "../etc", "bad timezone '../etc' (expected an IANA name, e.g. Asia/Shanghai)"),
     ],
 )
 def test_parse_customer_row_rejects(policy: Policy, field: str, value: str, reason: str) -> None:
     row = {"external_id": "C1", field: value}
     assert parse_customer_row(row, 9, policy) == RowError(9, reason)
     assert str(RowError(9, reason)) == f"line 9: {reason}"
+
+
+async def test_timezone_column_sets_the_zone_survey_quiet_hours_use(
+    db: Db, policy: Policy, tmp_path: Path
+) -> None:
+    from surveys.outbox import zone_of
+
+    path = csv_file(
+        tmp_path,
+        lines("external_id,timezone", "C1,Asia/Shanghai", "C2,", "C3,Nowhere/Else"),
+    )
+    report = await import_customers(db.sessions, path, policy, now=NOW)
+    assert errors(report) == [
+        "line 4: bad timezone 'Nowhere/Else' (expected an IANA name, e.g. Asia/Shanghai)"
+    ]
+    assert not report.warnings  # a known column, not an ignored extra one
+    async with db.sessions() as s:
+        rows = {c.external_id: c for c in (await s.scalars(select(Customer))).all()}
+    assert rows["C1"].timezone == "Asia/Shanghai" and rows["C2"].timezone is None
+    assert str(zone_of(rows["C1"], policy)) == "Asia/Shanghai"
+    assert str(zone_of(rows["C2"], policy)) == policy.surveys.timezone
+    # A file without the column leaves the zone alone.
+    again = csv_file(tmp_path, lines("external_id,name", "C1,Ann"), "again.csv")
+    await import_customers(db.sessions, again, policy, now=LATER)
+    async with db.sessions() as s:
+        ann = (await s.scalars(select(Customer).where(Customer.external_id == "C1"))).one()
+    assert (ann.name, ann.timezone) == ("Ann", "Asia/Shanghai")
 
 
 def test_parse_order_row(policy: Policy) -> None:
