@@ -118,7 +118,7 @@ class QueueDesk:
                 log.warning("could not offer #%s to %s: %s", n.conversation.id, n.agent.id, exc)
                 continue
             async with session.begin():
-                offer = await session.get(QueueOffer, n.offer.id)
+                offer = await session.get(QueueOffer, n.offer.id, populate_existing=True)
                 if offer is not None:
                     offer.chat_id, offer.message_id = sent.chat.id, sent.message_id
                 # A notification link: hand_over rewrites it when anyone takes the chat.
@@ -126,6 +126,10 @@ class QueueDesk:
                     session, n.agent.telegram_id, sent.message_id, n.conversation.id,
                     "notification",
                 )  # fmt: skip
+            if offer is not None and offer.outcome in ("expired", "withdrawn"):
+                # It ended (another instance's sweep, a jump of the clock) while the message
+                # was on its way, when there was no message id to edit yet.
+                await self._end_offer_message(offer, n.conversation, n.customer, offer.outcome)
 
     async def _end_offer_message(
         self, offer: QueueOffer, conv: Conversation, customer: Customer, outcome: str
