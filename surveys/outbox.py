@@ -36,7 +36,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import CursorResult, Table, and_, bindparam, func, or_, select, update
@@ -104,6 +104,7 @@ R_NO_ANSWER = "not answered in time"
 
 Clock = Callable[[], datetime]
 _T: Table = Survey.__table__  # type: ignore[assignment]
+_C: Table = Customer.__table__  # type: ignore[assignment]
 
 
 def rowcount(result: object) -> int:
@@ -142,7 +143,12 @@ def sender_config(policy: Policy) -> SenderConfig:
 # ------------------------------------------------------------------------ quiet hours
 
 
-def zone_of(customer: Customer | None, policy: Policy) -> ZoneInfo:
+class _Zoned(Protocol):
+    id: int
+    timezone: str | None
+
+
+def zone_of(customer: _Zoned | None, policy: Policy) -> ZoneInfo:
     name = customer.timezone if customer is not None and customer.timezone else None
     if name:
         try:
@@ -229,21 +235,26 @@ class Claim:
 async def claim_due(
     session: AsyncSession, policy: Policy, now: datetime, token: str, limit: int
 ) -> Claim:
-    """Claim up to ``limit`` due rows for ``token`` and decide which may be sent now."""
+    """Claim up to ``limit`` due rows for ``token`` and decide which may be sent now.
+
+    Core statements and only the customer columns the decision needs: a claim holds the
+    database's write lock, and every send of a running campaign waits for it to stamp its
+    row, so a claim's length is a gap in the sending (ORM objects made it 40-90 ms)."""
+    t, c = _T.c, _C.c
     pick = (
-        select(Survey.id)
-        .where(Survey.status == SCHEDULED, Survey.due_at <= now)
-        .order_by(Survey.due_at, Survey.id)
+        select(t.id)
+        .where(t.status == SCHEDULED, t.due_at <= now)
+        .order_by(t.due_at, t.id)
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
     claimed = (
         await session.execute(
-            update(Survey)
-            .where(Survey.id.in_(pick.scalar_subquery()))
+            update(_T)
+            .where(t.id.in_(pick.scalar_subquery()))
             .values(status=SENDING, claim_token=token, claimed_at=now, attempted_at=None)
-            .returning(Survey.id, Survey.kind, Survey.customer_id, Survey.due_at, Survey.expires_at)
+            .returning(t.id, t.kind, t.customer_id, t.due_at, t.expires_at)
         )
     ).all()
     claim = Claim(claimed=len(claimed))
@@ -252,10 +263,9 @@ async def claim_due(
     rows = sorted(claimed, key=lambda r: (r.due_at, r.id))
     ids = [r.id for r in rows]
     cids = {r.customer_id for r in rows}
-    customers = {
-        c.id: c
-        for c in (await session.execute(select(Customer).where(Customer.id.in_(cids)))).scalars()
-    }
+    wanted = (c.id, c.is_guest, c.telegram_id, c.surveys_opt_out, c.unreachable_at, c.timezone,
+              c.language)  # fmt: skip
+    customers = {r.id: r for r in await session.execute(select(*wanted).where(c.id.in_(cids)))}
     capped: set[int] = set()
     cap_days = policy.surveys.frequency_cap_days
     if cap_days > 0:
@@ -263,14 +273,14 @@ async def claim_due(
         capped = set(
             (
                 await session.execute(
-                    select(Survey.customer_id)
+                    select(t.customer_id)
                     .where(
-                        Survey.customer_id.in_(cids),
-                        Survey.id.not_in(ids),
+                        t.customer_id.in_(cids),
+                        t.id.not_in(ids),
                         or_(
-                            Survey.sent_at >= cutoff,
+                            t.sent_at >= cutoff,
                             # Live claims (orphans were reconciled before this sweep).
-                            Survey.status == SENDING,
+                            t.status == SENDING,
                         ),
                     )
                     .distinct()
@@ -278,34 +288,38 @@ async def claim_due(
             ).scalars()
         )
     start, end = policy.surveys.quiet_hours.times()
+    zones: dict[str | None, ZoneInfo] = {}
     changes: list[dict[str, Any]] = []
     for r in rows:
-        c = customers.get(r.customer_id)
+        cu = customers.get(r.customer_id)
         reason: str | None = None
         status = SKIPPED
         if r.expires_at is not None and r.expires_at <= now:
             status, reason = EXPIRED, R_LATE
-        elif c is None or c.is_guest:
+        elif cu is None or cu.is_guest:
             reason = R_GUEST
-        elif c.telegram_id is None:
+        elif cu.telegram_id is None:
             reason = R_NO_CHAT
-        elif c.surveys_opt_out:
+        elif cu.surveys_opt_out:
             reason = R_OPTED_OUT
-        elif c.unreachable_at is not None:
+        elif cu.unreachable_at is not None:
             reason = R_UNREACHABLE
-        elif c.id in capped:
+        elif cu.id in capped:
             reason = R_CAP
         if reason is not None:
-            changes.append({"id": r.id, "status": status, "reason": reason, "claim_token": None})
+            changes.append({"_id": r.id, "status": status, "reason": reason, "claim_token": None})
             claim.settled[reason] = claim.settled.get(reason, 0) + 1
             continue
-        assert c is not None and c.telegram_id is not None
-        until = quiet_until(now, zone_of(c, policy), start, end)
+        assert cu is not None and cu.telegram_id is not None
+        zone = zones.get(cu.timezone)
+        if zone is None:
+            zone = zones[cu.timezone] = zone_of(cu, policy)
+        until = quiet_until(now, zone, start, end)
         if until is not None:
             # Back to the queue, due when the quiet period ends; not counted as a survey.
             changes.append(
                 {
-                    "id": r.id,
+                    "_id": r.id,
                     "status": SCHEDULED,
                     "due_at": until,
                     "reason": R_QUIET,
@@ -316,15 +330,22 @@ async def claim_due(
             claim.deferred += 1
             continue
         if cap_days > 0:
-            capped.add(c.id)  # a second row for the same customer in this batch waits 14 days
-        changes.append({"id": r.id, "chat_id": c.telegram_id})
-        claim.pushes.append(Push(r.id, c.telegram_id, SurveyPush(r.id, r.kind, c.id, c.language)))
-    # Bulk UPDATE by primary key, grouped by key set.
+            capped.add(cu.id)  # a second row for the same customer in this batch waits 14 days
+        changes.append({"_id": r.id, "chat_id": cu.telegram_id})
+        claim.pushes.append(
+            Push(r.id, cu.telegram_id, SurveyPush(r.id, r.kind, cu.id, cu.language))
+        )
+    # One executemany UPDATE by primary key per set of columns.
     by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for ch in changes:
         by_keys.setdefault(tuple(sorted(ch)), []).append(ch)
-    for group in by_keys.values():
-        await session.execute(update(Survey), group)
+    for keys, group in by_keys.items():
+        stmt = (
+            update(_T)
+            .where(t.id == bindparam("_id"))
+            .values({k: bindparam(k) for k in keys if k != "_id"})
+        )
+        await session.execute(stmt, group)
     return claim
 
 
