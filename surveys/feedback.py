@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing import conversations
@@ -25,7 +25,7 @@ from routing.models import QUEUED, Conversation, Customer, Survey
 from routing.policy import Policy
 from routing.satisfaction import SatisfactionUpdate, update_satisfaction
 from routing.scoring import CSAT
-from surveys.outbox import ANSWERED, EXPIRED, SENT, rowcount
+from surveys.outbox import ANSWERED, EXPIRED, SENDING, SENT, rowcount
 
 __all__ = [
     "ORIGIN_RECOVERY",
@@ -103,8 +103,22 @@ async def answer(
     won = (
         await session.execute(
             update(Survey)
-            .where(Survey.id == survey_id, Survey.status == SENT, Survey.expires_at > now)
-            .values(status=ANSWERED, score=score, answered_at=now, comment_state=ASKED)
+            .where(
+                Survey.id == survey_id,
+                or_(
+                    and_(Survey.status == SENT, Survey.expires_at > now),
+                    # Pressed before the sweep wrote the send's outcome: the press itself
+                    # proves delivery (the sweep fills in the message id after).
+                    and_(Survey.status == SENDING, Survey.attempted_at.is_not(None)),
+                ),
+            )
+            .values(
+                status=ANSWERED,
+                score=score,
+                answered_at=now,
+                comment_state=ASKED,
+                sent_at=func.coalesce(Survey.sent_at, literal(now, Survey.sent_at.type)),
+            )
             .returning(Survey.id)
         )
     ).scalar_one_or_none()

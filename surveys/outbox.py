@@ -39,7 +39,18 @@ from datetime import datetime, time, timedelta
 from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import CursorResult, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from routing.models import Customer, Survey
@@ -464,13 +475,25 @@ class _Journal:
         )
         async with self.sessions() as s, s.begin():
             if sent:
+                # A row the customer already answered (pressed before this write) keeps its
+                # answer and gets its message id.
+                sending = _T.c.status == SENDING
                 await s.execute(
                     update(_T)
-                    .where(mine)
+                    .where(
+                        _T.c.id == bindparam("sid"),
+                        # Not IN (...): SQLAlchemy expands that per call, which rules
+                        # out executemany.
+                        or_(sending, _T.c.status == ANSWERED),
+                        _T.c.claim_token == self.token,
+                    )
                     .values(
-                        status=SENT,
-                        sent_at=now,
-                        expires_at=bindparam("exp"),
+                        status=case((sending, SENT), else_=_T.c.status),
+                        sent_at=func.coalesce(_T.c.sent_at, literal(now, _T.c.sent_at.type)),
+                        expires_at=case(
+                            (sending, bindparam("exp", type_=_T.c.expires_at.type)),
+                            else_=_T.c.expires_at,
+                        ),
                         message_id=bindparam("mid"),
                         reason=None,
                     ),

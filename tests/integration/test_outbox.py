@@ -381,3 +381,42 @@ async def test_a_crash_while_paused_by_a_429_requeues_the_refused_survey(
     assert (report.reconciled.requeued, report.reconciled.unknown) == (1, 0)
     assert [p.chat_id for p in t.calls] == [1501]
     assert (await rows(db))[sid].status == "sent"
+
+
+async def test_a_press_before_the_send_is_recorded_counts_and_the_send_is_still_recorded(
+    db: Db, policy: Policy
+) -> None:
+    from surveys import feedback
+    from surveys.feedback import AnswerStatus
+
+    cid = await customer(db, 1501)
+    sid = await survey(db, cid, NOON)
+    for i in range(40):  # others in the same sweep: outcomes are written many at a time
+        await survey(db, await customer(db, 1600 + i), NOON)
+    clock = Clock(NOON)
+    answers: list[Any] = []
+
+    class PressedAtOnce(FakeTransport):
+        async def send(self, push: Push) -> int:
+            message_id = await super().send(push)
+            if push.key == sid:
+                # The customer presses while the sweep has yet to write the outcome.
+                async with db.sessions() as s, s.begin():
+                    answers.append(await feedback.answer(s, sid, cid, 9, clock.now, policy))
+                self.pressed = message_id
+            return message_id
+
+    transport = PressedAtOnce()
+    await sweep(db, policy, transport, clock)
+    assert [a.status for a in answers] == [AnswerStatus.RECORDED]
+    everything = await rows(db)
+    row = everything.pop(sid)
+    assert (row.status, row.score, row.message_id) == ("answered", 9, transport.pressed)
+    assert {r.status for r in everything.values()} == {"sent"}
+    assert row.sent_at == NOON and row.expires_at == NOON + timedelta(hours=24)
+    # A survey never attempted can't have been pressed: nothing is recorded for it.
+    other_cid = await customer(db, 1502)
+    other = await survey(db, other_cid, NOON + timedelta(hours=1))
+    async with db.sessions() as s, s.begin():
+        late = await feedback.answer(s, other, other_cid, 9, NOON, policy)
+    assert late.status is AnswerStatus.UNKNOWN
