@@ -268,7 +268,7 @@ def parse_customer_row(row: dict[str, str], line: int, policy: Policy) -> Custom
     )
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4096)  # a huge file of junk zones must not grow it forever
 def _zone_ok(name: str) -> bool:
     try:
         ZoneInfo(name)
