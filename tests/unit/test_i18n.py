@@ -82,3 +82,27 @@ def test_speaking_normalises_a_raw_language_tag() -> None:
         assert texts.HUMAN_BUTTON == "🙋 联系人工客服"
     with i18n.speaking("de-AT"):  # no German catalog: the default language
         assert texts.HUMAN_BUTTON == "🙋 Talk to a person"
+
+
+def test_a_catalog_compiled_by_another_babel_release_counts_as_current() -> None:
+    """The .mo header records Babel's version and the date: a fresh install with a newer Babel
+    must not make the committed catalogs look stale. Content still counts."""
+    import io
+
+    from babel.messages.mofile import read_mo, write_mo
+
+    current = i18n.compiled("zh_Hans")
+    catalog = read_mo(io.BytesIO(current))
+    catalog.version = "other"
+    catalog._set_mime_headers([("Generated-By", "Babel 99.0.0"), ("Project-Id-Version", "x")])
+    other_header = io.BytesIO()
+    write_mo(other_header, catalog)
+    assert other_header.getvalue() != current
+    assert i18n._mo_content(other_header.getvalue()) == i18n._mo_content(current)
+
+    changed = read_mo(io.BytesIO(current))
+    first = next(m for m in changed if m.id)
+    first.string = "something else"
+    edited = io.BytesIO()
+    write_mo(edited, changed)
+    assert i18n._mo_content(edited.getvalue()) != i18n._mo_content(current)
