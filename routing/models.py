@@ -241,6 +241,19 @@ class Message(Base):
     """The transcript: every message of a conversation, in either direction."""
 
     __tablename__ = "messages"
+    __table_args__ = (
+        # A person's Telegram message enters a transcript once: a redelivered update (after a
+        # crash) finds its row and is not relayed again. This is the relay's guard, taken in
+        # the same transaction as its effect (the row and its delivery).
+        Index(
+            "uq_messages_source",
+            "chat_id",
+            "message_id",
+            unique=True,
+            sqlite_where=text("sender IN ('customer', 'agent')"),
+            postgresql_where=text("sender IN ('customer', 'agent')"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
@@ -363,13 +376,72 @@ class ScoringRun(Base):
     cutoffs: Mapped[str | None] = mapped_column(Text)
 
 
-class ProcessedUpdate(Base):
-    """Telegram update ids already handled: a redelivery after a crash is not acted on twice."""
+# Inbox statuses.
+INBOX_PENDING = "pending"  # stored, confirmed to Telegram, not yet handled
+INBOX_DONE = "done"  # handled: a redelivery is a no-op
+INBOX_QUARANTINED = "quarantined"  # could not be parsed or kept failing: kept, not retried
 
-    __tablename__ = "processed_updates"
+
+class InboundUpdate(Base):
+    """The inbox: every update Telegram gave us, stored before it is confirmed.
+
+    Polling confirms an offset, and the webhook answers 200, only once the raw update is
+    committed here, so a crash never loses an update: pending rows are handled on the next
+    start. The row is also the redelivery guard (a ``done`` update id is not handled again).
+    """
+
+    __tablename__ = "inbound_updates"
+    __table_args__ = (Index("ix_inbound_updates_status", "status", "update_id"),)
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    processed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The chat (else the user) the update belongs to: its updates are handled in order.
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    payload: Mapped[str] = mapped_column(Text)  # the raw JSON, as Telegram sent it
+    status: Mapped[str] = mapped_column(String(16), default=INBOX_PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    handled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+# Delivery statuses.
+DELIVERY_PENDING = "pending"
+DELIVERY_SENT = "sent"
+DELIVERY_FAILED = "failed"
+TO_AGENT = "to_agent"
+TO_CUSTOMER = "to_customer"
+
+
+class Delivery(Base):
+    """The per-chat delivery queue: a conversation message on its way to the other side.
+
+    Written in the same transaction as the transcript row it carries, so what a customer or
+    agent wrote is never lost between Telegram and us; sent in order per destination with
+    backoff that honours Telegram's ``retry_after``.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_status", "status", "next_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(16))  # to_agent | to_customer
+    # to_agent: the agent it is for; None means whoever holds the conversation when sent.
+    agent_id: Mapped[int | None] = mapped_column(Integer)
+    # The destination chat, once known (to_customer: at once; to_agent: when sent).
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16))  # copy | text
+    from_chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    message_ids: Mapped[str | None] = mapped_column(Text)  # JSON list: an album is several
+    media_group_id: Mapped[str | None] = mapped_column(String(64))
+    text: Mapped[str | None] = mapped_column(Text)
+    link_kind: Mapped[str | None] = mapped_column(String(16))  # relay | header
+    status: Mapped[str] = mapped_column(String(16), default=DELIVERY_PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class SelfServiceSession(Base):
