@@ -437,7 +437,7 @@ class Delivery(Base):
     text: Mapped[str | None] = mapped_column(Text)
     link_kind: Mapped[str | None] = mapped_column(String(16))  # relay | header
     status: Mapped[str] = mapped_column(String(16), default=DELIVERY_PENDING)
-    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_at: Mapped[datetime] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
