@@ -11,6 +11,7 @@ from aiogram import Bot, Dispatcher, F, Router
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
+    ClientDecodeError,
     TelegramBadRequest,
     TelegramConflictError,
     TelegramForbiddenError,
@@ -24,9 +25,15 @@ from aiogram.types import (
     CallbackQuery,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaDocument,
+    InputMediaPhoto,
     Message,
     ReplyParameters,
+    Update,
 )
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+from pydantic import ValidationError
 
 from tests.fakes.bot_api import FakeBotAPI
 
@@ -360,3 +367,266 @@ async def test_wait_idle_returns_once_the_bot_is_quiet(bot: Bot, api: FakeBotAPI
     await bot.send_message(USER, "x")
     await api.wait_idle(quiet=0.05, timeout=1)
     assert api.mark() == 1
+
+
+# ---------------------------------------------------------------- albums and copyMessages
+
+
+async def test_user_album_arrives_as_separate_updates_sharing_a_group(
+    bot: Bot, api: FakeBotAPI
+) -> None:
+    album = api.user_album(USER, 3, caption="my receipts")
+    updates = await bot.get_updates()
+    messages = [u.message for u in updates if u.message]
+    assert [m.message_id for m in messages] == [m["message_id"] for m in album] == [1, 2, 3]
+    groups = {m.media_group_id for m in messages}
+    assert len(groups) == 1 and None not in groups
+    assert [m.caption for m in messages] == ["my receipts", None, None]
+    assert all(m.photo for m in messages)
+    assert len({m.photo[-1].file_id for m in messages if m.photo}) == 3
+    single = api.user_message(USER, photo=True, media_group_id="77")
+    assert single["media_group_id"] == "77"
+    videos = api.user_album(USER, 2, kind="video")
+    assert all("video" in m for m in videos)
+    with pytest.raises(ValueError):
+        api.user_album(USER, 11)
+
+
+async def test_copy_messages_copies_an_album_in_one_call(bot: Bot, api: FakeBotAPI) -> None:
+    album = api.user_album(USER, 3, caption="receipts")
+    note = api.user_message(USER, "and a note")
+    ids = [m["message_id"] for m in album] + [note["message_id"]]
+    copies = await bot.copy_messages(OTHER, from_chat_id=USER, message_ids=ids)
+    assert [c.message_id for c in copies] == [1, 2, 3, 4]
+    stored = [api.message(OTHER, c.message_id) for c in copies]
+    new_groups = {m.get("media_group_id") for m in stored[:3]}
+    assert len(new_groups) == 1 and None not in new_groups
+    assert new_groups != {album[0]["media_group_id"]}  # the copy is a new album
+    assert "media_group_id" not in stored[3] and stored[3]["text"] == "and a note"
+    assert [m["photo"][-1]["file_id"] for m in stored[:3]] == [
+        m["photo"][-1]["file_id"] for m in album
+    ]
+    assert stored[0]["caption"] == "receipts" and stored[0]["from"]["is_bot"] is True
+    call = api.calls_of("copyMessages")[-1]
+    assert call.params["message_ids"] == ids and call.result == [
+        {"message_id": i} for i in (1, 2, 3, 4)
+    ]
+    assert [c.method for c in api.sent_to(OTHER)] == ["copyMessages"]
+
+    again = await bot.copy_messages(
+        OTHER, from_chat_id=USER, message_ids=ids[:3], remove_caption=True, protect_content=True
+    )
+    first = api.message(OTHER, again[0].message_id)
+    assert "caption" not in first and first["has_protected_content"] is True
+    assert first["media_group_id"] not in new_groups  # every copy gets its own group
+
+
+async def test_copy_messages_errors_like_telegram(bot: Bot, api: FakeBotAPI) -> None:
+    a, b = api.user_message(USER, "a"), api.user_message(USER, "b")
+    with pytest.raises(TelegramBadRequest, match="strictly increasing order"):
+        await bot.copy_messages(OTHER, USER, [b["message_id"], a["message_id"]])
+    with pytest.raises(TelegramBadRequest, match="message identifiers are not specified"):
+        await bot.copy_messages(OTHER, USER, [])
+    with pytest.raises(TelegramBadRequest, match="too many message identifiers"):
+        await bot.copy_messages(OTHER, USER, list(range(1, 102)))
+    # Telegram skips ids it can't find; only nothing to copy at all is an error
+    copies = await bot.copy_messages(OTHER, USER, [a["message_id"], 40, 41])
+    assert len(copies) == 1 and api.message(OTHER, copies[0].message_id)["text"] == "a"
+    with pytest.raises(TelegramBadRequest, match="there are no messages to forward"):
+        await bot.copy_messages(OTHER, USER, [40, 41])
+    api.blocked.add(OTHER)
+    with pytest.raises(TelegramForbiddenError, match="bot was blocked by the user"):
+        await bot.copy_messages(OTHER, USER, [a["message_id"]])
+    assert len(api.sent_to(OTHER)) == 1
+
+
+async def test_copy_messages_is_one_rate_limited_call() -> None:
+    async with FakeBotAPI(per_chat_rate=1) as api:
+        bot = make_bot(api)
+        try:
+            album = api.user_album(USER, 5)
+            ids = [m["message_id"] for m in album]
+            assert len(await bot.copy_messages(OTHER, USER, ids)) == 5
+            with pytest.raises(TelegramRetryAfter) as caught:
+                await bot.copy_messages(OTHER, USER, ids)
+            assert caught.value.retry_after >= 1
+            assert api.count_429 == 1
+            assert len(api.messages_in(OTHER)) == 5
+        finally:
+            await bot.session.close()
+
+
+async def test_burst_to_one_chat_under_telegram_like_limit() -> None:
+    async with FakeBotAPI(per_chat_rate=1) as api:
+        bot = make_bot(api)
+        try:
+            source = api.user_message(USER, "forward me")
+            results = await asyncio.gather(
+                *(bot.copy_message(OTHER, USER, source["message_id"]) for _ in range(10)),
+                return_exceptions=True,
+            )
+            limited = [r for r in results if isinstance(r, TelegramRetryAfter)]
+            assert len(limited) == 9 and all(r.retry_after >= 1 for r in limited)
+            assert len(api.sent_to(OTHER)) == 1 and api.count_429 == 9
+        finally:
+            await bot.session.close()
+
+
+async def test_send_media_group(bot: Bot, api: FakeBotAPI) -> None:
+    upload = BufferedInputFile(b"\x89PNG fake", filename="scan.png")
+    sent = await bot.send_media_group(
+        USER,
+        [
+            InputMediaPhoto(media=upload, caption="<b>Scans</b>", parse_mode="HTML"),
+            InputMediaPhoto(media="AgACAgIAAxk-existing", has_spoiler=True),
+        ],
+    )
+    assert [m.message_id for m in sent] == [1, 2]
+    assert sent[0].media_group_id is not None
+    assert sent[0].media_group_id == sent[1].media_group_id
+    assert sent[0].caption == "Scans" and sent[1].caption is None
+    assert sent[1].photo is not None and sent[1].photo[-1].file_id == "AgACAgIAAxk-existing"
+    assert sent[1].has_media_spoiler is True
+    assert [c.method for c in api.sent_to(USER)] == ["sendMediaGroup"]
+
+    doc = InputMediaDocument(media="doc-file-id")
+    with pytest.raises(TelegramBadRequest, match="document can't be mixed"):
+        await bot.send_media_group(USER, [doc, InputMediaPhoto(media="p")])
+    with pytest.raises(TelegramBadRequest, match="too many messages to send as an album"):
+        await bot.send_media_group(USER, [InputMediaPhoto(media="p")] * 11)
+    assert len(api.messages_in(USER)) == 2
+
+
+# ---------------------------------------------------------------- outages
+
+
+async def test_outage_answers_bad_gateway_to_every_method(bot: Bot, api: FakeBotAPI) -> None:
+    api.begin_outage()
+    assert api.in_outage
+    with pytest.raises(TelegramServerError, match="Bad Gateway"):
+        await bot.send_message(USER, "hello?")
+    with pytest.raises(TelegramServerError, match="Bad Gateway"):
+        await bot.get_updates(timeout=0)
+    base = f"{api.url}/bot{api.token}"
+    async with aiohttp.ClientSession() as http, http.post(f"{base}/getMe") as resp:
+        assert resp.status == 502
+        assert await resp.json() == {"ok": False, "error_code": 502, "description": "Bad Gateway"}
+    failed = api.outage_calls()
+    assert [c.method for c in failed] == ["sendMessage", "getUpdates", "getMe"]
+    assert all(not c.ok and c.error_code == 502 for c in failed)
+    assert api.calls_of("sendMessage")[0].outage
+    assert api.sent_to(USER) == []
+
+    api.end_outage()
+    assert (await bot.send_message(USER, "back")).message_id == 1
+    assert len(api.outage_calls("sendMessage")) == 1
+
+
+async def test_outage_can_spare_get_updates_and_pick_methods(bot: Bot, api: FakeBotAPI) -> None:
+    api.begin_outage(503, include_get_updates=False, methods={"sendMessage"})
+    api.user_message(USER, "hi")
+    assert len(await bot.get_updates(timeout=0)) == 1
+    assert (await bot.send_photo(USER, "photo-id")).message_id == 2
+    with pytest.raises(TelegramServerError, match="Service Unavailable"):
+        await bot.send_message(USER, "x")
+    with pytest.raises(ValueError):
+        api.begin_outage(429)
+
+
+async def test_outage_fails_a_waiting_long_poll_and_ends_by_itself(
+    bot: Bot, api: FakeBotAPI
+) -> None:
+    poll = asyncio.create_task(bot.get_updates(timeout=5))
+    await asyncio.sleep(0.05)
+    api.outage(0.2)
+    with pytest.raises(TelegramServerError):
+        await asyncio.wait_for(poll, 1)
+    await asyncio.sleep(0.3)
+    assert not api.in_outage
+    assert (await bot.send_message(USER, "ok")).message_id == 1
+
+
+async def test_outage_html_page_is_not_json(bot: Bot, api: FakeBotAPI) -> None:
+    api.begin_outage(html=True)
+    with pytest.raises(ClientDecodeError):
+        await bot.get_me()
+    assert api.outage_calls("getMe")[0].error_code == 502
+
+
+# ---------------------------------------------------------------- raw and unparseable updates
+
+
+async def test_unparseable_update_breaks_aiogram_deserialisation(bot: Bot, api: FakeBotAPI) -> None:
+    api.user_message(USER, "before")
+    update = api.unparseable_update(USER)
+    assert update["update_id"] == 2 and update["message"]["message_id"] == 2
+    with pytest.raises(ValidationError):
+        Update.model_validate(update)
+    with pytest.raises(ClientDecodeError):
+        await bot.get_updates()
+    # the raw stream still carries it, and confirming past it drops it
+    base = f"{api.url}/bot{api.token}"
+    async with aiohttp.ClientSession() as http, http.get(f"{base}/getUpdates") as resp:
+        raw = (await resp.json())["result"]
+    assert [u["update_id"] for u in raw] == [1, 2]
+    assert "options" not in raw[1]["message"]["poll"]
+    assert await bot.get_updates(offset=3, timeout=0) == []
+
+
+async def test_queue_raw_update_takes_any_payload(bot: Bot, api: FakeBotAPI) -> None:
+    broken = {"message_id": 1, "date": 0, "chat": "not-an-object", "text": "hi"}
+    queued = api.queue_raw_update({"update_id": 999, "message": broken})
+    assert queued == {"update_id": 1, "message": broken}
+    with pytest.raises(ValidationError):
+        Update.model_validate(queued)
+    with pytest.raises(ClientDecodeError):
+        await bot.get_updates()
+    api.user_message(USER, "fine")
+    assert [u.update_id for u in await bot.get_updates(offset=2)] == [2]
+    with pytest.raises(ValueError):
+        api.queue_raw_update({"update_id": 5})
+
+
+# ---------------------------------------------------------------- webhook delivery
+
+
+async def test_post_update_reaches_an_aiogram_webhook(api: FakeBotAPI) -> None:
+    router = Router()
+
+    @router.message(CommandStart())
+    async def start(message: Message) -> None:
+        await message.answer("hello from webhook")
+
+    dp = Dispatcher()
+    dp.include_router(router)
+    bot = make_bot(api)
+    app = web.Application()
+    SimpleRequestHandler(dp, bot, handle_in_background=False, secret_token="s3cret").register(
+        app, path="/hook"
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    try:
+        update = {
+            "message": {
+                "message_id": 1,
+                "date": 0,
+                "chat": {"id": USER, "type": "private", "first_name": "A"},
+                "from": {"id": USER, "is_bot": False, "first_name": "A"},
+                "text": "/start",
+                "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+            }
+        }
+        assert await api.post_update(url, update, secret="wrong") == 401
+        assert await api.post_update(url, update) == 401
+        assert api.calls_of("sendMessage") == []
+        assert await api.post_update(url, update, secret="s3cret") == 200
+        reply = await api.wait_for("sendMessage", chat_id=USER, timeout=2)
+        assert reply.text == "hello from webhook"
+        assert api.pending_updates == []  # getUpdates' queue is not involved
+    finally:
+        await runner.cleanup()
+        await bot.session.close()
