@@ -20,12 +20,14 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot import errors
 from bot.clock import Clock, make_clock, utcnow
 from bot.config import Settings
 from bot.desk import Desk
 from bot.handlers import get_routers
 from bot.i18n import LocaleMiddleware, make_i18n
 from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
+from bot.throttle import ThrottleMiddleware
 from routing import db, queue
 from routing.knowledge import KnowledgeIndex
 from routing.models import ProcessedUpdate
@@ -75,6 +77,9 @@ def make_dispatcher(
     dp.update.outer_middleware(ChatOrderMiddleware())
     processed = ProcessedLog(sessions, clock)
     dp.update.outer_middleware(DbSessionMiddleware(sessions, policy, clock, processed))
+    # After DbSessionMiddleware: it needs agent / customer / open_conversation.
+    dp.update.outer_middleware(ThrottleMiddleware.from_policy(policy))
+    errors.register(dp)  # 429 / 403 on a reply: one log line, no traceback
     # After DbSessionMiddleware: the locale depends on the customer record it loads.
     i18n = make_i18n(policy.selfservice.default_language)
     dp.update.outer_middleware(LocaleMiddleware(i18n))
