@@ -81,15 +81,42 @@ async def test_vip_downgrade_tells_only_the_manager_and_stale_notices_are_droppe
     await _rescore(db, policy)
     await _order(db, "V", 600_000)
     await _rescore(db, policy, days=1)
-    # A year and more later the spend has left the window: VIP -> C.
-    await _rescore(db, policy, days=400)
     notifier = FakeNotifier()
     async with db.sessions() as s, s.begin():
-        # The upgrade notice is over a week old by now: dropped, not sent.
-        assert await send_pending(s, notifier, policy, NOW + timedelta(days=400)) == 2
-    assert notifier.sent == [(9001, "Your customer Vic (V) is no longer VIP: now C.")]
+        # Nine days on (the bot was down): the upgrade is old news, dropped, not sent.
+        assert await send_pending(s, notifier, policy, NOW + timedelta(days=9)) == 1
+    assert notifier.sent == []
+    await _order(db, "V", 600_000, n=2)
+    await _rescore(db, policy, days=10)  # still VIP: no change, no notice
+    # A year and more later the spend has left the window: VIP -> C. Nobody was told of
+    # the VIP tier, so there is nothing to tell of its loss either.
+    await _rescore(db, policy, days=400)
+    async with db.sessions() as s, s.begin():
+        assert await send_pending(s, notifier, policy, NOW + timedelta(days=400)) == 1
+    assert notifier.sent == []
+
+    # Told of the VIP tier when it came, the manager (only) is told of its loss.
+    async with db.sessions() as s, s.begin():
+        at = NOW + timedelta(days=401)
+        s.add(Order(order_id="V-3", external_id="V", amount_cents=60_000_000, ordered_at=at))
+    await _rescore(db, policy, days=401)
+    async with db.sessions() as s, s.begin():
+        assert await send_pending(s, notifier, policy, NOW + timedelta(days=401)) == 1
+    await _rescore(db, policy, days=800)  # the order left the window
+    async with db.sessions() as s, s.begin():
+        assert await send_pending(s, notifier, policy, NOW + timedelta(days=800)) == 1
+    assert notifier.sent == [
+        (601, "Good news, Vic: you are now a VIP customer. Thank you for your loyalty!"),
+        (9001, "Your customer Vic (V) is now VIP (was C)."),
+        (9001, "Your customer Vic (V) is no longer VIP: now C."),
+    ]
     async with db.sessions() as s:
         rows = list(
             await s.execute(select(TierChange.to_tier, TierChange.notice).order_by(TierChange.id))
         )
-    assert [tuple(r) for r in rows] == [("VIP", "failed"), ("C", "sent")]
+    assert [tuple(r) for r in rows] == [
+        ("VIP", "stale"),
+        ("C", "unchanged"),
+        ("VIP", "sent"),
+        ("C", "sent"),
+    ]
