@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import signal
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,22 +19,21 @@ from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand, BotCommandScopeDefault
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import errors
 from bot.clock import Clock, make_clock, utcnow
 from bot.config import Settings
+from bot.delivery import Deliverer
 from bot.desk import Desk
 from bot.handlers import get_routers
 from bot.i18n import LocaleMiddleware, make_i18n
+from bot.intake import Intake
 from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
 from bot.throttle import ThrottleMiddleware
-from routing import db, queue
+from routing import db, inbox, queue
 from routing.knowledge import KnowledgeIndex
-from routing.models import ProcessedUpdate
 from routing.policy import Policy
-from routing.senders import ProcessedLog
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +44,6 @@ CUSTOMER_COMMANDS = [
     BotCommand(command="help", description="Help"),
     BotCommand(command="stop_surveys", description="Stop receiving surveys"),
 ]
-
-
-# Updates handled at once while polling. Unbounded, a burst of thousands of updates becomes
-# thousands of tasks queueing for one SQLite connection, each holding memory and none
-# finishing sooner; a bound keeps the backlog in Telegram's queue instead.
-POLLING_CONCURRENCY = 64
 
 
 def make_bot(token: str, api_url: str) -> Bot:
@@ -75,8 +70,7 @@ def make_dispatcher(
 ) -> Dispatcher:
     dp = Dispatcher(storage=storage or MemoryStorage())
     dp.update.outer_middleware(ChatOrderMiddleware())
-    processed = ProcessedLog(sessions, clock)
-    dp.update.outer_middleware(DbSessionMiddleware(sessions, policy, clock, processed))
+    dp.update.outer_middleware(DbSessionMiddleware(sessions, policy, clock))
     # After DbSessionMiddleware: it needs agent / customer / open_conversation.
     dp.update.outer_middleware(ThrottleMiddleware.from_policy(policy))
     errors.register(dp)  # 429 / 403 on a reply: one log line, no traceback
@@ -87,8 +81,16 @@ def make_dispatcher(
     # Workflow data: handlers receive these by parameter name.
     dp["policy"] = policy
     dp["clock"] = clock
-    dp["desk"] = Desk(bot, policy, clock)
-    dp["processed_log"] = processed
+    desk = Desk(bot, policy, clock)
+    # The per-chat delivery queue's sender: handlers kick it after a commit; its sweep
+    # (retries, rows a crash left) runs between start-up and shutdown.
+    desk.delivery = Deliverer(
+        bot, sessions, clock=clock, on_agent_unreachable=desk.agent_unreachable
+    )
+    dp["delivery"] = desk.delivery
+    dp.startup.register(desk.delivery.on_startup)
+    dp.shutdown.register(desk.delivery.on_shutdown)
+    dp["desk"] = desk
     # Built once per policy load, not per message.
     dp["knowledge"] = KnowledgeIndex.build(policy.selfservice.faq, policy.selfservice.search)
     return dp
@@ -111,9 +113,10 @@ async def build_app(settings: Settings, token: str) -> App:
     await db.upgrade(engine)
     sessions = db.make_sessionmaker(engine)
     async with sessions() as s, s.begin():
-        # Redelivery guard rows only matter for the last few updates.
-        cutoff = utcnow() - timedelta(days=2)
-        await s.execute(delete(ProcessedUpdate).where(ProcessedUpdate.processed_at < cutoff))
+        # Handled rows guard against redelivery, which Telegram does within hours;
+        # quarantined ones are kept longer for a person to look at.
+        now = utcnow()
+        await inbox.prune(s, now - timedelta(days=2), now - timedelta(days=30))
         # Chats queued before the queue_key column existed get their place in the order.
         await queue.rekey_legacy(s, policy)
     bot = make_bot(token, settings.telegram_api_url)
@@ -150,29 +153,59 @@ def _start_scheduler(app: App) -> AsyncIOScheduler:
     return sched
 
 
+# Seconds a stop (SIGTERM, SIGINT) waits for the updates in flight; what is left stays
+# pending in the inbox and is handled on the next start.
+DRAIN_SECONDS = 10.0
+
+
+def _on_stop_signals(intake: Intake) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, intake.stop)
+
+
+async def _shut_down(app: App, intake: Intake, sched: AsyncIOScheduler | None) -> None:
+    """Drain the updates in flight, then stop the jobs and whatever the dispatcher started
+    (the delivery queue flushes there), then the connections."""
+    left = await intake.drain(DRAIN_SECONDS)
+    if sched is not None:
+        sched.shutdown(wait=False)
+    with contextlib.suppress(Exception):
+        await app.dp.emit_shutdown(bot=app.bot, **_workflow(app))
+    await app.bot.session.close()
+    await app.engine.dispose()
+    log.info("contactbot stopped (%d update(s) left for the next start)", left)
+
+
+def _workflow(app: App) -> dict[str, object]:
+    return {"dispatcher": app.dp, "bots": [app.bot], **app.dp.workflow_data}
+
+
+def make_intake(app: App) -> Intake:
+    return Intake(app.dp, app.bot, db.make_sessionmaker(app.engine), app.clock)
+
+
 async def run_polling(settings: Settings, token: str) -> None:
     app = await build_app(settings, token)
-    sched = _start_scheduler(app)
+    intake = make_intake(app)
+    _on_stop_signals(intake)
+    sched: AsyncIOScheduler | None = None
     try:
         me = await app.bot.get_me()
         log.info("contactbot @%s polling %s", me.username, settings.telegram_api_url)
         await _set_commands(app.bot)
         await app.bot.delete_webhook(drop_pending_updates=False)
+        await app.dp.emit_startup(bot=app.bot, **_workflow(app))
+        sched = _start_scheduler(app)
+        await intake.recover()
         settle_heap()
-        await app.dp.start_polling(
-            app.bot,
-            allowed_updates=app.dp.resolve_used_update_types(),
-            tasks_concurrency_limit=POLLING_CONCURRENCY,
-        )
+        await intake.poll(app.dp.resolve_used_update_types())
     finally:
-        sched.shutdown(wait=False)
-        await app.dp["processed_log"].close()
-        await app.bot.session.close()
-        await app.engine.dispose()
+        await _shut_down(app, intake, sched)
 
 
 async def run_webhook(settings: Settings, token: str) -> None:
-    from aiogram.webhook.aiohttp_server import SimpleRequestHandler, setup_application
     from aiohttp import web
 
     if not settings.webhook_url:
@@ -184,28 +217,31 @@ async def run_webhook(settings: Settings, token: str) -> None:
             "contactbot: --webhook needs CONTACTBOT_WEBHOOK_SECRET (Telegram's secret token)"
         )
     app = await build_app(settings, token)
+    intake = make_intake(app)
+    _on_stop_signals(intake)
     web_app = web.Application()
-    SimpleRequestHandler(app.dp, app.bot, secret_token=settings.webhook_secret).register(
-        web_app, path="/webhook"
-    )
-    setup_application(web_app, app.dp, bot=app.bot)
-    await _set_commands(app.bot)
-    await app.bot.set_webhook(
-        settings.webhook_url.rstrip("/") + "/webhook",
-        secret_token=settings.webhook_secret,
-        allowed_updates=app.dp.resolve_used_update_types(),
-    )
-    runner = web.AppRunner(web_app)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
-    await site.start()
-    log.info("contactbot webhook on %s:%s", settings.webhook_host, settings.webhook_port)
-    sched = _start_scheduler(app)
-    settle_heap()
+    web_app.router.add_post("/webhook", intake.webhook_handler(settings.webhook_secret))
+    runner = web.AppRunner(web_app, handle_signals=False)
+    sched: AsyncIOScheduler | None = None
     try:
-        await asyncio.Event().wait()
+        await app.dp.emit_startup(bot=app.bot, **_workflow(app))
+        await runner.setup()
+        site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
+        await site.start()
+        await _set_commands(app.bot)
+        await app.bot.set_webhook(
+            settings.webhook_url.rstrip("/") + "/webhook",
+            secret_token=settings.webhook_secret,
+            allowed_updates=app.dp.resolve_used_update_types(),
+        )
+        log.info("contactbot webhook on %s:%s", settings.webhook_host, settings.webhook_port)
+        sched = _start_scheduler(app)
+        await intake.recover()
+        settle_heap()
+        await intake.stopped()
     finally:
-        sched.shutdown(wait=False)
-        await app.dp["processed_log"].close()
-        await runner.cleanup()
-        await app.engine.dispose()
+        # Stop answering first: updates that arrive now get 503 and Telegram retries them.
+        try:
+            await _shut_down(app, intake, sched)
+        finally:
+            await runner.cleanup()

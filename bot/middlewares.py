@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.clock import Clock
 from routing import customers, senders, sqlite_driver
 from routing.policy import Policy
-from routing.senders import ProcessedLog
 
 _SEEN = object()  # the update was handled before (a redelivery)
 
@@ -23,9 +22,8 @@ class DbSessionMiddleware(BaseMiddleware):
 
     Gives handlers ``session``, ``agent`` (a registered agent, else None) and ``customer``
     (everyone else in a private chat: an imported customer or a guest row), and
-    ``open_conversation`` (that customer's queued or assigned chat). Handled update
-    ids are recorded (in batches, see :class:`ProcessedLog`), so an update Telegram
-    redelivers after a crash is skipped rather than, say, relayed to an agent twice.
+    ``open_conversation`` (that customer's queued or assigned chat). An update the inbox
+    already marked handled (bot/intake.py) is skipped rather than, say, relayed twice.
     """
 
     def __init__(
@@ -33,12 +31,10 @@ class DbSessionMiddleware(BaseMiddleware):
         sessions: async_sessionmaker[AsyncSession],
         policy: Policy,
         clock: Clock,
-        processed: ProcessedLog,
     ) -> None:
         self.sessions = sessions
         self.policy = policy
         self.clock = clock
-        self.processed = processed
 
     async def __call__(
         self,
@@ -47,18 +43,13 @@ class DbSessionMiddleware(BaseMiddleware):
         data: dict[str, Any],
     ) -> Any:
         assert isinstance(event, Update)
-        if event.update_id in self.processed:
-            return None
         user: User | None = data.get("event_from_user")
         chat: Chat | None = data.get("event_chat")
         private = chat is None or chat.type == "private"
         person = user is not None and not user.is_bot and private
         with sqlite_driver.inline():
             result = await self._handle(handler, event, data, user if person else None)
-        if result is _SEEN:
-            return None
-        self.processed.add(event.update_id)
-        return result
+        return None if result is _SEEN else result
 
     async def _handle(
         self,

@@ -8,21 +8,13 @@ driver thread on the hot path of every message; joined they are one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, and_, bindparam, exists, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.models import OPEN_STATUSES, Agent, Conversation, Customer, ProcessedUpdate
-
-log = logging.getLogger(__name__)
+from routing.models import INBOX_DONE, OPEN_STATUSES, Agent, Conversation, Customer, InboundUpdate
 
 
 @dataclass(frozen=True)
@@ -38,7 +30,12 @@ def _lookup_statements() -> tuple[Any, Any]:
     # Built once: constructing the joined statement and its cache key on every update cost
     # more CPU than running it.
     update_id = bindparam("update_id", type_=BigInteger)
-    seen = exists().where(ProcessedUpdate.update_id == update_id).label("seen")
+    # Handled before: a redelivery of an update whose inbox row is done.
+    seen = (
+        exists()
+        .where(InboundUpdate.update_id == update_id, InboundUpdate.status == INBOX_DONE)
+        .label("seen")
+    )
     sender = select(bindparam("tid", type_=BigInteger).label("tid")).subquery()
     full = (
         select(seen, Agent, Customer, Conversation)
@@ -67,71 +64,3 @@ async def lookup(session: AsyncSession, update_id: int, telegram_id: int | None)
         return Lookup(bool(seen), None, None)
     row = (await session.execute(_FULL, {"update_id": update_id, "tid": telegram_id})).one()
     return Lookup(bool(row[0]), row[1], row[2], row[3])
-
-
-Clock = Callable[[], datetime]
-# Rows per INSERT: two bound parameters each, well under SQLite's variable limit.
-BATCH = 500
-
-
-class ProcessedLog:
-    """Handled update ids, recorded in batches off the hot path.
-
-    Recording each id in its own transaction cost every update a BEGIN, an INSERT and a
-    COMMIT. Ids wait here (and count as handled at once) and are written together every
-    ``interval`` seconds. The price: after a crash, updates handled in the last interval
-    before it are not known as handled if Telegram redelivers them.
-    """
-
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        clock: Clock,
-        *,
-        interval: float = 0.05,
-    ) -> None:
-        self.sessions = sessions
-        self.clock = clock
-        self.interval = interval
-        self._pending: dict[int, datetime] = {}
-        self._writing: dict[int, datetime] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    def __contains__(self, update_id: int) -> bool:
-        return update_id in self._pending or update_id in self._writing
-
-    def add(self, update_id: int) -> None:
-        self._pending[update_id] = self.clock()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self.interval)
-        try:
-            await self.flush()
-        except Exception:  # a failed batch is retried with the next one
-            log.exception("could not record handled updates; will retry")
-            self._pending = self._writing | self._pending
-            self._writing = {}
-
-    async def flush(self) -> None:
-        while self._pending:
-            self._writing, self._pending = self._pending, {}
-            rows = [{"update_id": u, "processed_at": t} for u, t in self._writing.items()]
-            async with self.sessions() as s, s.begin():
-                pg = s.get_bind().dialect.name == "postgresql"
-                ins = postgresql.insert if pg else sqlite.insert
-                for i in range(0, len(rows), BATCH):
-                    stmt = ins(ProcessedUpdate).values(rows[i : i + BATCH])
-                    await s.execute(stmt.on_conflict_do_nothing(index_elements=["update_id"]))
-            self._writing = {}
-
-    async def close(self) -> None:
-        """Write whatever is waiting (on shutdown)."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._pending = self._writing | self._pending
-        self._writing = {}
-        await self.flush()

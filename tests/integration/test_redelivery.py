@@ -1,30 +1,51 @@
-"""An update Telegram delivers twice (after a crash before the offset was confirmed) is acted on
-once: a customer's message is not relayed to the agent twice."""
+"""An update Telegram delivers twice is acted on once: stored in the inbox once, and its
+relay guarded by the transcript row, even when a crash struck between the relay and the
+inbox's "done" mark."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
+import pytest
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.types import Update
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.app import make_dispatcher
+from bot.intake import Intake
+from routing import inbox
 from routing.agents import add_agent
 from routing.conversations import ORIGIN_REQUEST, open_conversation
-from routing.models import Customer, Message
+from routing.models import (
+    INBOX_DONE,
+    INBOX_PENDING,
+    INBOX_QUARANTINED,
+    Customer,
+    InboundUpdate,
+    Message,
+)
 from routing.policy import Policy
 from routing.queue import claim_next
 from tests.conftest import Db
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
+from tests.integration.test_queue_bot import _detach_routers
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 
 
-async def test_redelivered_update_is_not_relayed_twice(sqlite_db: Db, policy: Policy) -> None:
-    async with sqlite_db.sessions() as s, s.begin():
+@pytest.fixture(autouse=True)
+def _fresh_routers() -> Iterator[None]:
+    """The routers are module-level: each test's dispatcher takes them over."""
+    _detach_routers()
+    yield
+    _detach_routers()
+
+
+async def _seed_live_chat(db: Db, policy: Policy) -> None:
+    async with db.sessions() as s, s.begin():
         agent, _ = await add_agent(s, 900, "Bob", now=NOW)
         cust = Customer(
             external_id="B1", name="Beth", tier="B", telegram_id=700, created_at=NOW, updated_at=NOW
@@ -34,23 +55,84 @@ async def test_redelivered_update_is_not_relayed_twice(sqlite_db: Db, policy: Po
         await open_conversation(s, cust, policy, ORIGIN_REQUEST, NOW)
         assert await claim_next(s, agent, NOW) is not None
 
+
+async def _status(db: Db, update_id: int) -> str | None:
+    async with db.sessions() as s:
+        row = await s.get(InboundUpdate, update_id)
+        return row.status if row else None
+
+
+async def test_redelivered_update_is_not_relayed_twice(db: Db, policy: Policy) -> None:
+    await _seed_live_chat(db, policy)
     async with FakeBotAPI() as api:
         bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
-        dp = make_dispatcher(sqlite_db.sessions, policy, bot, clock=lambda: NOW)
-        raw = api.user_message(700, "hello again")
-        update = Update.model_validate({"update_id": 1, "message": raw}, context={"bot": bot})
-        await dp.feed_update(bot, update)
-        await dp.feed_update(bot, update)
-        assert len(api.calls_of("copyMessage", chat_id=900)) == 1
-        # Shutdown writes the handled ids and forgets them in memory; the same update
-        # redelivered to the restarted process is stopped by the recorded row.
-        processed = dp["processed_log"]
-        await processed.close()
-        assert update.update_id not in processed
-        await dp.feed_update(bot, update)
+        dp = make_dispatcher(db.sessions, policy, bot, clock=lambda: NOW)
+        intake = Intake(dp, bot, db.sessions, lambda: NOW)
+        raw = {"update_id": 1, "message": api.user_message(700, "hello again")}
+        assert await intake.accept([raw]) == 1
+        assert await intake.accept([raw]) == 0  # while it is being handled
+        await intake.wait_idle()
+        assert await _status(db, 1) == INBOX_DONE
+        assert await intake.accept([raw]) == 0  # after it was handled
+        await intake.wait_idle()
+
+        # A crash after the relay but before the "done" mark: the next start handles the
+        # stored update again, and the transcript row stops a second relay.
+        async with db.sessions() as s, s.begin():
+            await s.execute(update(InboundUpdate).values(status=INBOX_PENDING))
+        restarted = Intake(dp, bot, db.sessions, lambda: NOW)
+        assert await restarted.recover() == 1
+        await restarted.wait_idle()
+        await api.wait_idle(quiet=0.3)
         await bot.session.close()
         assert len(api.calls_of("copyMessage", chat_id=900)) == 1
 
-    async with sqlite_db.sessions() as s:
+    assert await _status(db, 1) in (INBOX_DONE, INBOX_QUARANTINED)
+    async with db.sessions() as s:
         stored = await s.scalar(select(func.count()).select_from(Message))
     assert stored == 1
+
+
+async def test_an_update_aiogram_cannot_parse_is_quarantined_not_retried(
+    db: Db, policy: Policy
+) -> None:
+    async with FakeBotAPI() as api:
+        bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
+        dp = make_dispatcher(db.sessions, policy, bot, clock=lambda: NOW)
+        intake = Intake(dp, bot, db.sessions, lambda: NOW)
+        bad = api.unparseable_update(4242)
+        good = {"update_id": bad["update_id"] + 1, "message": api.user_message(4343, "/help")}
+        # One batch, as getUpdates returns it: the bad one must not sink the good one.
+        assert await intake.accept([bad, good]) == 2
+        await intake.wait_idle()
+        await api.wait_for("sendMessage", chat_id=4343)
+        await bot.session.close()
+    async with db.sessions() as s:
+        row = await s.get(InboundUpdate, bad["update_id"])
+        assert row is not None and row.status == INBOX_QUARANTINED
+        assert json.loads(row.payload) == bad  # kept as received, for a person to look at
+        assert row.error and "ValidationError" in row.error
+        assert await inbox.is_done(s, good["update_id"])
+
+
+async def test_a_handler_that_keeps_failing_is_quarantined_after_its_attempts(
+    db: Db, policy: Policy
+) -> None:
+    async with FakeBotAPI() as api:
+        bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
+        dp = make_dispatcher(db.sessions, policy, bot, clock=lambda: NOW)
+        calls = 0
+
+        @dp.update.outer_middleware()  # type: ignore[arg-type]
+        async def explode(handler: object, event: object, data: object) -> None:
+            nonlocal calls
+            calls += 1
+            raise RuntimeError("a bug")
+
+        intake = Intake(dp, bot, db.sessions, lambda: NOW, max_attempts=3, retry_first=0.01)
+        raw = {"update_id": 9, "message": api.user_message(4343, "/help")}
+        await intake.accept([raw])
+        await intake.wait_idle()
+        await bot.session.close()
+    assert calls == 3
+    assert await _status(db, 9) == INBOX_QUARANTINED

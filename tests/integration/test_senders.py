@@ -1,18 +1,17 @@
-"""The per-update lookup (redelivery check + agent + customer in one statement) and the
-batched record of handled updates, on every backend."""
+"""The per-update lookup (redelivery check + agent + customer in one statement), on every
+backend."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from routing.agents import add_agent
 from routing.conversations import ORIGIN_REQUEST, open_conversation
-from routing.models import CLOSED, QUEUED, Customer, ProcessedUpdate
+from routing.models import CLOSED, INBOX_DONE, INBOX_PENDING, QUEUED, Customer, InboundUpdate
 from routing.policy import Policy
-from routing.senders import ProcessedLog, lookup
+from routing.senders import lookup
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -28,7 +27,9 @@ async def _seed(db: Db) -> None:
         # A 64-bit Telegram id (ids exceed 2**31 since 2021).
         s.add(Customer(external_id="C2", name="Big", tier="C", telegram_id=7_000_000_001,
                        created_at=NOW, updated_at=NOW))  # fmt: skip
-        s.add(ProcessedUpdate(update_id=5, processed_at=NOW))
+        s.add(InboundUpdate(update_id=5, payload="{}", status=INBOX_DONE, received_at=NOW))
+        # Stored but not handled yet (a crash): not a redelivery, it is to be handled.
+        s.add(InboundUpdate(update_id=11, payload="{}", status=INBOX_PENDING, received_at=NOW))
         await s.flush()
         ann = (await s.execute(select(Customer).where(Customer.external_id == "C1"))).scalar_one()
         closed = await open_conversation(s, ann, Policy(), ORIGIN_REQUEST, NOW)
@@ -46,6 +47,7 @@ async def test_lookup_finds_agent_customer_and_redelivery(db: Db) -> None:
         stranger = await lookup(s, 9, 123)
         retired = await lookup(s, 10, 901)
         again = await lookup(s, 5, 700)
+        stored = await lookup(s, 11, 700)
         anonymous = await lookup(s, 5, None)
     assert agent.agent is not None and agent.agent.name == "Bob" and agent.customer is None
     assert customer.customer is not None and customer.customer.name == "Ann"
@@ -57,37 +59,4 @@ async def test_lookup_finds_agent_customer_and_redelivery(db: Db) -> None:
     assert (stranger.agent, stranger.customer, stranger.seen) == (None, None, False)
     assert retired.agent is None  # a deactivated agent is not served as one
     assert again.seen and anonymous.seen
-
-
-async def _count(db: Db) -> int:
-    async with db.sessions() as s:
-        return int(await s.scalar(select(func.count()).select_from(ProcessedUpdate)) or 0)
-
-
-async def test_processed_log_batches_and_counts_pending_as_handled(db: Db) -> None:
-    log = ProcessedLog(db.sessions, lambda: NOW, interval=0.05)
-    for update_id in range(1, 1201):
-        log.add(update_id)
-    # Handled at once, before any write: a redelivery in the same process is caught.
-    assert 1 in log and 1200 in log and 1201 not in log
-    assert await _count(db) == 0
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        if await _count(db) == 1200:
-            break
-    assert await _count(db) == 1200  # written in batches, across the SQLite variable limit
-    # A restarted process knows them from the table (the lookup's `seen`).
-    async with db.sessions() as s:
-        assert (await lookup(s, 1200, None)).seen
-    # Recording an id twice (two instances racing) is not an error.
-    log.add(1200)
-    await log.close()
-    assert await _count(db) == 1200
-
-
-async def test_processed_log_close_writes_what_is_waiting(db: Db) -> None:
-    log = ProcessedLog(db.sessions, lambda: NOW, interval=3600)
-    log.add(42)
-    log.add(43)
-    await log.close()  # shutdown: nothing is left in memory only
-    assert await _count(db) == 2
+    assert not stored.seen

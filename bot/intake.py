@@ -1,0 +1,370 @@
+"""Taking updates in: stored before they are confirmed, handled in per-chat order, drained.
+
+aiogram's own polling loop confirms an offset while the handlers of the updates before it
+are still running, and its webhook handler answers 200 before handling; a kill in between
+loses those updates for good. Here an update is confirmed to Telegram (the next
+``getUpdates`` offset, or the webhook's 200) only once its raw JSON is committed to the
+inbox (routing/inbox.py). Handling then runs from the stored row:
+
+* one chat's updates one after another, in update id order; different chats in parallel,
+  at most ``concurrency`` at once;
+* an update aiogram cannot parse (a shape from another Bot API version) is quarantined with
+  its raw JSON and the error, and the bot goes on; before, ``getUpdates`` failed on it and
+  retried the same offset forever;
+* a handler that fails is retried with backoff (the database was away, say), and after
+  ``max_attempts`` quarantined, so one poisoned update does not hold its chat forever;
+* handled updates are marked ``done``: the row is the redelivery guard. Effects are keyed on
+  the Telegram message too (routing/models.py ``uq_messages_source``), so an update handled
+  again after a crash between its effects and its mark is not relayed twice;
+* pending rows left by a crash are handled first on the next start (:meth:`Intake.recover`);
+* :meth:`Intake.drain` stops taking updates, lets the ones in flight finish within a bound
+  and leaves the rest pending for the next start (SIGTERM, SIGINT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramConflictError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
+from aiogram.methods import GetUpdates
+from aiogram.types import Update
+from aiohttp import web
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.clock import Clock
+from routing import inbox
+from routing.inbox import RawUpdate
+
+log = logging.getLogger(__name__)
+
+# Updates handled at once. Unbounded, a burst of thousands of updates becomes thousands of
+# tasks queueing for one SQLite connection, each holding memory and none finishing sooner.
+CONCURRENCY = 64
+# Stored updates waiting in memory before polling pauses: past this, the backlog stays in
+# Telegram's queue (and in the inbox) instead of in this process.
+BACKLOG = 2_000
+POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits for news
+MAX_ATTEMPTS = 5
+# Failures that are about the world (network, Telegram, the database), not about the update.
+TRANSIENT = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, OperationalError)
+
+
+class RawGetUpdates(GetUpdates):
+    """``getUpdates`` answered as plain dicts: one update aiogram cannot parse must not make
+    the whole batch fail (it would be fetched again, and fail again, forever)."""
+
+    __returning__ = list[dict[str, Any]]
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+class Backoff:
+    """1, 2, 4 ... seconds up to ``cap``; back to the start after a success."""
+
+    def __init__(self, first: float = 1.0, cap: float = 30.0) -> None:
+        self.first, self.cap = first, cap
+        self.next = first
+
+    def fail(self) -> float:
+        delay = self.next
+        self.next = min(self.next * 2, self.cap)
+        return delay
+
+    def ok(self) -> None:
+        self.next = self.first
+
+
+class Intake:
+    def __init__(
+        self,
+        dp: Dispatcher,
+        bot: Bot,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        *,
+        concurrency: int = CONCURRENCY,
+        max_attempts: int = MAX_ATTEMPTS,
+        retry_first: float = 0.5,
+    ) -> None:
+        self.dp, self.bot, self.sessions, self.clock = dp, bot, sessions, clock
+        self.max_attempts = max_attempts
+        self.retry_first = retry_first
+        self._slots = asyncio.Semaphore(concurrency)
+        self._queues: dict[Any, deque[RawUpdate]] = {}
+        self._workers: dict[Any, asyncio.Task[None]] = {}
+        self._scheduled: set[int] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._stop = asyncio.Event()
+
+    # --- state -------------------------------------------------------------------------
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._scheduled)
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    # --- taking updates in -------------------------------------------------------------
+    async def accept(self, raws: Sequence[Any]) -> int:
+        """Store raw updates (one transaction) and schedule the new ones; returns how many
+        were new. Raises if they could not be stored: the caller must then not confirm."""
+        rows, bad = inbox.parse_batch(raws)
+        for line in bad:
+            log.warning("skipped %s", line)
+        async with self.sessions() as s, s.begin():
+            new = await inbox.store(s, rows, self.clock())
+        for row in rows:
+            if row.update_id in new:
+                self._schedule(row)
+        return len(new)
+
+    async def recover(self) -> int:
+        """Schedule what a previous run stored but did not finish (a crash, a drain bound)."""
+        async with self.sessions() as s, s.begin():
+            rows = await inbox.pending(s)
+        for row in rows:
+            self._schedule(row)
+        if rows:
+            log.info("handling %d update(s) stored before the last stop", len(rows))
+        return len(rows)
+
+    def _schedule(self, row: RawUpdate) -> None:
+        if row.update_id in self._scheduled:
+            return
+        self._scheduled.add(row.update_id)
+        self._idle.clear()
+        if len(self._scheduled) >= BACKLOG:
+            self._room.clear()
+        # No chat to order by: the update is handled on its own.
+        key: Any = row.chat_id if row.chat_id is not None else ("update", row.update_id)
+        self._queues.setdefault(key, deque()).append(row)
+        if key not in self._workers:
+            self._workers[key] = asyncio.create_task(self._run_chat(key))
+
+    async def _run_chat(self, key: Any) -> None:
+        queue = self._queues[key]
+        try:
+            while queue:
+                row = queue[0]
+                async with self._slots:
+                    await self._handle(row)
+                queue.popleft()
+                self._scheduled.discard(row.update_id)
+                if len(self._scheduled) < BACKLOG // 2:
+                    self._room.set()
+        finally:
+            # No await between the last check of the queue and here: a row scheduled for
+            # this chat meanwhile would have found this worker and been taken above.
+            del self._workers[key]
+            if not queue:
+                del self._queues[key]
+            if not self._scheduled:
+                self._idle.set()
+
+    # --- handling one update -----------------------------------------------------------
+    async def _handle(self, row: RawUpdate) -> None:
+        try:
+            update = Update.model_validate(json.loads(row.payload), context={"bot": self.bot})
+        except (ValueError, ValidationError) as exc:
+            log.warning("update %s cannot be parsed; quarantined: %s", row.update_id, one_line(exc))
+            await self._finish(row.update_id, quarantine=one_line(exc))
+            return
+        backoff = Backoff(self.retry_first, 30.0)
+        while True:
+            try:
+                await self.dp.feed_update(self.bot, update)
+                break
+            except Exception as exc:
+                attempts = await self._count_failure(row.update_id, exc)
+                if attempts >= self.max_attempts:
+                    log.error(
+                        "update %s failed %d times; quarantined: %s",
+                        row.update_id,
+                        attempts,
+                        one_line(exc),
+                    )
+                    await self._finish(row.update_id, quarantine=one_line(exc))
+                    return
+                if self.stopping:
+                    # Left pending: the next start handles it.
+                    log.warning("update %s failed while stopping: %s", row.update_id, one_line(exc))
+                    return
+                delay = backoff.fail()
+                transient = isinstance(exc, TRANSIENT)
+                log.warning(
+                    "update %s failed (attempt %d): %s; retrying in %.1fs",
+                    row.update_id,
+                    attempts,
+                    one_line(exc),
+                    delay,
+                    exc_info=None if transient or attempts > 1 else exc,
+                )
+                await asyncio.sleep(delay)
+        await self._finish(row.update_id)
+
+    async def _count_failure(self, update_id: int, exc: BaseException) -> int:
+        try:
+            async with self.sessions() as s, s.begin():
+                return await inbox.record_failure(s, update_id, one_line(exc))
+        except (DBAPIError, OSError) as db_exc:
+            # The database itself is away: not the update's fault, so it does not count.
+            log.warning("could not record a failure of update %s: %s", update_id, one_line(db_exc))
+            return 1
+
+    async def _finish(self, update_id: int, *, quarantine: str | None = None) -> None:
+        backoff = Backoff(self.retry_first, 10.0)
+        for _ in range(6):
+            try:
+                async with self.sessions() as s, s.begin():
+                    if quarantine is None:
+                        await inbox.mark_done(s, update_id, self.clock())
+                    else:
+                        await inbox.quarantine(s, update_id, quarantine, self.clock())
+                return
+            except (DBAPIError, OSError) as exc:
+                if self.stopping:
+                    break
+                delay = backoff.fail()
+                log.warning(
+                    "could not mark update %s: %s; retrying in %.1fs", update_id, exc, delay
+                )
+                await asyncio.sleep(delay)
+        # Still pending: handled again on the next start, where its effects' own guards
+        # (one transcript row per Telegram message) keep it from acting twice.
+        log.warning("update %s left pending", update_id)
+
+    # --- polling -----------------------------------------------------------------------
+    async def poll(self, allowed_updates: list[str] | None = None) -> None:
+        """Long-poll until :meth:`stop`. The offset advances only past stored updates."""
+        offset: int | None = None
+        backoff = Backoff()
+        while not self.stopping:
+            if not self._room.is_set():
+                await self._until_stop(self._room.wait())
+                continue
+            fetch = RawGetUpdates(
+                offset=offset, timeout=POLL_TIMEOUT, allowed_updates=allowed_updates
+            )
+            try:
+                got = await self._until_stop(self.bot(fetch, request_timeout=POLL_TIMEOUT + 15))
+            except TelegramConflictError as exc:
+                await self._pause(backoff, "another process is polling this bot", exc)
+                continue
+            except TelegramAPIError as exc:
+                await self._pause(backoff, "cannot fetch updates", exc)
+                continue
+            if got is None:  # stopping
+                break
+            raws: list[dict[str, Any]] = got
+            if not raws:
+                backoff.ok()
+                continue
+            try:
+                await self.accept(raws)
+            except (DBAPIError, OSError) as exc:
+                # Not stored, so not confirmed: Telegram gives them again after the pause.
+                await self._pause(backoff, "cannot store updates", exc)
+                continue
+            backoff.ok()
+            ids = [r["update_id"] for r in raws if isinstance(r.get("update_id"), int)]
+            if ids:
+                offset = max(ids) + 1
+
+    async def _until_stop(self, work: Any) -> Any:
+        """Await ``work`` unless :meth:`stop` comes first (then None, ``work`` cancelled)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return None
+
+    async def _pause(self, backoff: Backoff, what: str, exc: BaseException) -> None:
+        delay = backoff.fail()
+        if isinstance(exc, TelegramRetryAfter):
+            delay = max(delay, float(exc.retry_after))
+        log.warning("%s: %s; retrying in %.1fs", what, one_line(exc), delay)
+        await self._until_stop(asyncio.sleep(delay))
+
+    # --- webhook -----------------------------------------------------------------------
+    def webhook_handler(self, secret: str) -> Any:
+        """An aiohttp handler for Telegram's webhook POSTs: 200 only once stored."""
+        expected = secret.encode()
+
+        async def handle(request: web.Request) -> web.Response:
+            if self.stopping:
+                # Telegram retries: the update goes to the next start (or another instance).
+                return web.Response(status=503, text="shutting down")
+            given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return web.Response(status=401, text="bad secret token")
+            try:
+                raw = await request.json(loads=json.loads)
+            except ValueError:
+                return web.Response(status=400, text="the body is not JSON")
+            if not isinstance(raw, dict):
+                return web.Response(status=400, text="the body is not an update object")
+            try:
+                await self.accept([raw])
+            except (DBAPIError, OSError) as exc:
+                log.warning("cannot store a webhook update: %s", one_line(exc))
+                return web.Response(status=503, text="cannot store the update now")
+            return web.json_response({})
+
+        return handle
+
+    # --- stopping ----------------------------------------------------------------------
+    async def stopped(self) -> None:
+        await self._stop.wait()
+
+    def stop(self) -> None:
+        """Stop taking updates (polling ends, the webhook answers 503)."""
+        self._stop.set()
+
+    async def drain(self, timeout: float) -> int:  # noqa: ASYNC109
+        """Stop, let the updates in flight finish within ``timeout`` seconds; returns how
+        many were left pending for the next start."""
+        self.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        left = len(self._scheduled)
+        for task in list(self._workers.values()):
+            task.cancel()
+        for task in list(self._workers.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if left:
+            log.warning("%d update(s) left pending for the next start", left)
+        return left
