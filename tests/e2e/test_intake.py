@@ -140,3 +140,31 @@ async def test_an_unparseable_update_is_quarantined_and_the_bot_goes_on(env: Env
     status, error = await env.query(work)
     assert status == INBOX_QUARANTINED and error and "validation" in error.lower()
     assert "Traceback" not in env.bot.log()
+
+
+async def test_polling_sigterm_finishes_what_it_took_and_exits_cleanly(env: Env) -> None:
+    """SIGTERM right after the bot fetched a burst: it stops polling, answers every update
+    it took (the drain), and exits 0 within the bound."""
+    await env.bot.start()
+    api = env.api
+    users = list(range(8001, 8101))
+    mark = api.mark()
+    for tg in users:
+        api.user_message(tg, "/help")
+    await api.wait_for("getUpdates", since=mark, predicate=lambda c: bool(c.result))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    rc = await env.bot.stop(signal.SIGTERM)
+    assert rc == 0, env.bot.log()
+    assert loop.time() - started < 14
+    # Everything fetched before the signal was handled before the exit.
+    fetched = {
+        u["message"]["chat"]["id"]
+        for c in api.calls_of("getUpdates")
+        for u in (c.result or [])
+        if "message" in u
+    }
+    assert fetched and fetched <= {u for u in users if api.sent_to(u)}
+    assert "contactbot stopped (0 update(s) left" in env.bot.log()
+    await env.bot.start()
+    assert await _answered(env, users) == set(users)
