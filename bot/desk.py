@@ -7,18 +7,23 @@ Telegram calls outside them, so a slow API call never holds SQLite's write lock.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from html import escape
+from typing import TYPE_CHECKING
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError, TelegramForbiddenError
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
+if TYPE_CHECKING:
+    from bot.delivery import Deliverer
+
 from bot import keyboards, texts, texts_queue
-from bot.clock import Clock
+from bot.clock import Clock, utcnow
 from bot.content import Content
 from bot.i18n import for_agents, for_customer
-from routing import agents, conversations, queue
+from routing import agents, conversations, delivery, queue
 from routing.models import Agent, Conversation, Customer
 from routing.policy import Policy
 
@@ -26,10 +31,14 @@ log = logging.getLogger(__name__)
 
 
 class Desk:
-    def __init__(self, bot: Bot, policy: Policy, clock: Clock) -> None:
+    def __init__(
+        self, bot: Bot, policy: Policy, clock: Clock, delivery: Deliverer | None = None
+    ) -> None:
         self.bot = bot
         self.policy = policy
         self.clock = clock
+        # The per-chat delivery queue's sender (bot/delivery.py); set by make_dispatcher.
+        self.delivery = delivery
         from bot.queue_desk import QueueDesk
 
         # The queue's rules (offers, windows, SLAs, transfers): bot/queue_desk.py.
@@ -102,21 +111,40 @@ class Desk:
     ) -> None:
         """After a won claim: settle every notification, brief the agent, greet the customer.
 
-        A transferred chat also shows the transfer note and the whole transcript so far.
+        The briefing ("you took", a transfer's note, what the agent has not seen of the
+        transcript) goes through the delivery queue in one transaction, with the customer's
+        messages that waited for whoever would hold the chat moved behind it: nothing written
+        before, during or after the claim is lost or comes before the header.
         """
         async with session.begin():
             customer = await session.get(Customer, conv.customer_id)
             assert customer is not None
             notes = await conversations.notifications(session, conv.id)
             transferred = conv.transferred_by is not None
-            backlog = [
-                m
-                for m in await conversations.transcript(session, conv.id)
-                if transferred
-                or m.sender == "customer"
-                or m.content_type == conversations.CONTENT_SURVEY
-            ]
             by = await session.get(Agent, conv.transferred_by) if transferred else None
+            waiting = await delivery.waiting_message_ids(session, conv.id)
+            items = [delivery.Briefing(text=texts.you_took(conv, customer), link_kind="header")]
+            if by is not None:
+                items.append(
+                    delivery.Briefing(
+                        text=texts_queue.transfer_note(by.name, conv.transfer_note),
+                        link_kind="header",
+                    )
+                )
+            for m in await conversations.transcript(session, conv.id):
+                if (m.chat_id, m.message_id) in waiting:
+                    continue  # queued for whoever holds the chat: it follows the briefing
+                if m.content_type == conversations.CONTENT_SURVEY:
+                    # The answer that opened a service-recovery chat: its text, since copying
+                    # would bring the customer's survey question instead.
+                    items.append(delivery.Briefing(text=escape(m.text or ""), link_kind="header"))
+                elif transferred or m.sender == "customer":
+                    items.append(
+                        delivery.Briefing(from_chat_id=m.chat_id, message_ids=(m.message_id,))
+                    )
+            await delivery.hand_over(
+                session, conv.id, agent.id, conv.assigned_at, items, now=self.now()
+            )
         for note in notes:
             text = (
                 texts.you_took(conv, customer)
@@ -124,36 +152,21 @@ class Desk:
                 else texts.taken_by(conv, customer, agent.name)
             )
             await self._edit(note.chat_id, note.message_id, text)
-        links: list[tuple[int, str]] = []
-        try:
-            head = await self.bot.send_message(agent.telegram_id, texts.you_took(conv, customer))
-            links.append((head.message_id, "header"))
-            if by is not None:
-                brief = await self.bot.send_message(
-                    agent.telegram_id, texts_queue.transfer_note(by.name, conv.transfer_note)
-                )
-                links.append((brief.message_id, "header"))
-            for m in backlog:
-                if m.content_type == conversations.CONTENT_SURVEY:
-                    # The answer that opened a service-recovery chat: its text, since copying
-                    # would bring the customer's survey question instead.
-                    answer = await self.bot.send_message(agent.telegram_id, escape(m.text or ""))
-                    links.append((answer.message_id, "header"))
-                    continue
-                copy = await self.bot.copy_message(agent.telegram_id, m.chat_id, m.message_id)
-                links.append((copy.message_id, "relay"))
-        except TelegramAPIError as exc:
-            log.warning("could not brief agent %s on #%s: %s", agent.telegram_id, conv.id, exc)
-        async with session.begin():
-            for mid, kind in links:
-                await conversations.link(session, agent.telegram_id, mid, conv.id, kind)
-            fresh = await session.get(Agent, agent.id)
-            if fresh is not None:
-                fresh.last_inbound_conversation_id = conv.id
+        await self.kick(conv.id)
         if greet and customer.telegram_id is not None:
             with for_customer(customer):
                 joined = texts.agent_joined(agent.name)
             await self.send_quietly(customer.telegram_id, joined)
+
+    async def agent_unreachable(self, session: AsyncSession, agent_id: int) -> None:
+        """An agent's chat refuses the bot (they blocked it): offline, chats back in the queue."""
+        async with session.begin():
+            agent = await session.get(Agent, agent_id)
+            if agent is None:
+                return
+            agent.online = False
+        log.warning("agent %s blocked the bot: offline, chats requeued", agent.telegram_id)
+        await self.queue.requeue_agent(session, agent)
 
     async def settle_lost(
         self, chat_id: int, message_id: int, conv: Conversation, customer: Customer, holder: str
@@ -176,42 +189,27 @@ class Desk:
             log.warning("could not message %s: %s", chat_id, exc)
 
     # --- relay ----------------------------------------------------------------------
+    def now(self) -> datetime:
+        """Real time, which the delivery queue's timers run on (not the bot's clock)."""
+        return self.delivery.now() if self.delivery is not None else utcnow()
+
+    async def kick(self, conversation_id: int) -> None:
+        """Deliver what this conversation has queued (after the commit). Without a deliverer
+        (the scheduler's desk) the rows wait for the bot's sweep."""
+        if self.delivery is not None:
+            await self.delivery.kick(conversation_id)
+
     async def relay_to_agent(
         self, session: AsyncSession, conv: Conversation, customer: Customer, message: Message
     ) -> None:
-        """Copy a customer's message into their agent's chat (transcript already stored)."""
+        """Queue a customer's message for their agent (transcript already stored) and send it."""
         async with session.begin():
-            agent = await session.get(Agent, conv.agent_id) if conv.agent_id else None
-            if agent is None:
-                return
-            several = len(await conversations.agent_chats(session, agent)) > 1
-            switch = several and agent.last_inbound_conversation_id != conv.id
-        links: list[tuple[int, str]] = []
-        try:
-            if switch:
-                # With several chats open, a header says whose messages follow.
-                head = await self.bot.send_message(agent.telegram_id, texts.header(conv, customer))
-                links.append((head.message_id, "header"))
-            copy = await self.bot.copy_message(
-                agent.telegram_id, message.chat.id, message.message_id
+            await delivery.to_agent(
+                session,
+                conv.id,
+                from_chat_id=message.chat.id,
+                message_id=message.message_id,
+                media_group_id=message.media_group_id,
+                now=self.now(),
             )
-            links.append((copy.message_id, "relay"))
-        except TelegramAPIError as exc:
-            log.warning("relay of #%s to agent %s failed: %s", conv.id, agent.telegram_id, exc)
-        async with session.begin():
-            for mid, kind in links:
-                await conversations.link(session, agent.telegram_id, mid, conv.id, kind)
-            agent.last_inbound_conversation_id = conv.id
-            session.add(agent)
-
-    async def relay_to_customer(self, customer: Customer, message: Message) -> str | None:
-        """Copy an agent's message to the customer. Returns an error text for the agent, if any."""
-        if customer.telegram_id is None:
-            return "This customer is no longer reachable on Telegram; the message was not sent."
-        try:
-            await self.bot.copy_message(customer.telegram_id, message.chat.id, message.message_id)
-        except TelegramForbiddenError:
-            return "The customer has blocked the bot; the message was not delivered."
-        except TelegramAPIError as exc:
-            return f"Telegram refused the message: {exc.message}"
-        return None
+        await self.kick(conv.id)

@@ -406,6 +406,7 @@ class InboundUpdate(Base):
 
 # Delivery statuses.
 DELIVERY_PENDING = "pending"
+DELIVERY_SENDING = "sending"
 DELIVERY_SENT = "sent"
 DELIVERY_FAILED = "failed"
 TO_AGENT = "to_agent"
@@ -436,6 +437,11 @@ class Delivery(Base):
     media_group_id: Mapped[str | None] = mapped_column(String(64))
     text: Mapped[str | None] = mapped_column(Text)
     link_kind: Mapped[str | None] = mapped_column(String(16))  # relay | header
+    # A hand-over's briefing rows: the ``assigned_at`` of the assignment they open. Rows for
+    # "whoever holds the conversation" (agent_id None) wait until that briefing is queued, so
+    # the agent sees "you took #n" before the backlog (see routing.delivery).
+    handover_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # pending | sending (claimed; next_at is the lease) | sent | failed
     status: Mapped[str] = mapped_column(String(16), default=DELIVERY_PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     next_at: Mapped[datetime] = mapped_column(UtcDateTime())

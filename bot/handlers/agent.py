@@ -8,15 +8,17 @@ from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts, texts_queue, texts_survey
 from bot.clock import Clock
 from bot.content import content_of
+from bot.delivery import NOT_REACHABLE
 from bot.desk import Desk
 from bot.filters import IsAgent, IsSupervisor
 from bot.i18n import for_customer
-from routing import conversations, deflection, queue
+from routing import conversations, deflection, delivery, queue
 from routing.conversations import TargetHow
 from routing.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
 from routing.policy import Policy
@@ -82,6 +84,9 @@ async def next_(
         # Checked first rather than caught: a rollback would expire `agent` for what follows.
         full = not queue.has_capacity(await queue.load(session, agent.id), agent.max_chats)
         conv = None if full else await queue.claim_next(session, agent, clock())
+        if conv is not None:
+            # The customer's messages wait for the briefing hand_over queues next.
+            await delivery.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
     if full:
         await message.answer(texts_queue.at_capacity(agent.max_chats))
         return
@@ -102,6 +107,10 @@ async def claim_button(
 ) -> None:
     async with session.begin():
         result = await queue.claim(session, callback_data.conv, agent, clock())
+        if result.won and result.conversation is not None:
+            await delivery.hold_for_hand_over(
+                session, result.conversation.id, agent.id, now=desk.now()
+            )
         customer = (
             await session.get(Customer, result.conversation.customer_id)
             if result.conversation
@@ -296,23 +305,44 @@ async def relay(
         else:
             await message.answer(texts.NO_OPEN_CHATS)
         return
-    error = await desk.relay_to_customer(customer, message)
-    if error is not None:
-        await message.answer(error)
+    if customer.telegram_id is None:
+        await message.answer(NOT_REACHABLE)
         return
     content = content_of(message)
+    duplicate = False
     async with session.begin():
-        await conversations.add_message(
-            session,
-            conv,
-            sender="agent",
-            agent_id=agent.id,
-            content_type=content.content_type,
-            text=content.text,
-            file_id=content.file_id,
-            chat_id=message.chat.id,
-            message_id=message.message_id,
-            now=clock(),
-        )
-        # Replying to this agent message later addresses the same chat.
-        await conversations.link(session, agent.telegram_id, message.message_id, conv.id, "sent")
+        try:
+            async with session.begin_nested():
+                await conversations.add_message(
+                    session,
+                    conv,
+                    sender="agent",
+                    agent_id=agent.id,
+                    content_type=content.content_type,
+                    text=content.text,
+                    file_id=content.file_id,
+                    chat_id=message.chat.id,
+                    message_id=message.message_id,
+                    now=clock(),
+                )
+        except IntegrityError:
+            # uq_messages_source: relayed before (a redelivered update).
+            duplicate = True
+        if not duplicate:
+            # The transcript row and its delivery in one transaction: sent in order, retried
+            # through outages and flood limits; a refusal is reported by the deliverer.
+            await delivery.to_customer(
+                session,
+                conv.id,
+                customer.telegram_id,
+                from_chat_id=message.chat.id,
+                message_id=message.message_id,
+                media_group_id=message.media_group_id,
+                now=desk.now(),
+            )
+            # Replying to this agent message later addresses the same chat.
+            await conversations.link(
+                session, agent.telegram_id, message.message_id, conv.id, "sent"
+            )
+    if not duplicate:
+        await desk.kick(conv.id)

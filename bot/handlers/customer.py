@@ -15,6 +15,8 @@ from aiogram.types import (
     Message,
     ReplyKeyboardRemove,
 )
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
@@ -22,10 +24,10 @@ from bot.clock import Clock
 from bot.content import content_of
 from bot.desk import Desk
 from bot.filters import IsCustomer
-from routing import conversations, customers, deflection, orders, queue
+from routing import conversations, customers, deflection, delivery, orders, queue
 from routing.customers import LinkStatus
 from routing.knowledge import KnowledgeIndex, Match, decide, tokens
-from routing.models import ASSIGNED, Agent, Conversation, Customer
+from routing.models import ASSIGNED, OPEN_STATUSES, Agent, Conversation, Customer
 from routing.policy import Policy
 from routing.selfservice import HUMAN, FaqEntry, SelfServicePolicy
 
@@ -619,32 +621,62 @@ async def converse(
         # so there is nothing to store here and no transaction to open.
         await _self_service(message, session, customer, policy, clock, knowledge, locale)
         return
+    duplicate = False
     async with session.begin():
-        conv = await conversations.open_for_customer(session, customer.id)
+        # Read fresh: the identity map may hold this chat as it was before a claim committed.
+        conv = (
+            await session.execute(
+                select(Conversation)
+                .where(
+                    Conversation.customer_id == customer.id,
+                    Conversation.status.in_(OPEN_STATUSES),
+                )
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one_or_none()
         created = False
         if conv is None and human_first:
             conv, created = await conversations.open_conversation(
                 session, customer, policy, conversations.ORIGIN_VIP, clock()
             )
         if conv is not None:
-            await conversations.add_message(
-                session,
-                conv,
-                sender="customer",
-                content_type=content.content_type,
-                text=content.text,
-                file_id=content.file_id,
-                chat_id=message.chat.id,
-                message_id=message.message_id,
-                now=clock(),
-            )
+            try:
+                async with session.begin_nested():
+                    await conversations.add_message(
+                        session,
+                        conv,
+                        sender="customer",
+                        content_type=content.content_type,
+                        text=content.text,
+                        file_id=content.file_id,
+                        chat_id=message.chat.id,
+                        message_id=message.message_id,
+                        now=clock(),
+                    )
+            except IntegrityError:
+                # uq_messages_source: this Telegram message is in the transcript already (a
+                # redelivered update); it was queued for the agent with it.
+                duplicate = True
+            if not duplicate:
+                # For whoever holds the chat when it is sent: a queued chat's messages are
+                # the hand-over's backlog, whatever the order of the claim and this commit.
+                await delivery.to_agent(
+                    session,
+                    conv.id,
+                    from_chat_id=message.chat.id,
+                    message_id=message.message_id,
+                    media_group_id=message.media_group_id,
+                    now=desk.now(),
+                )
     if conv is None:
         await _self_service(message, session, customer, policy, clock, knowledge, locale)
+    elif duplicate:
+        return
     elif created:
         if not policy.selfservice.access(customer.tier).is_open(clock()):
             await message.answer(_out_of_hours(policy, customer))
             return
         online = await desk.page(session, conv, customer, content.preview())
         await message.answer(texts.vip_queued(online))
-    elif conv.status == ASSIGNED:
-        await desk.relay_to_agent(session, conv, customer, message)
+    else:
+        await desk.kick(conv.id)

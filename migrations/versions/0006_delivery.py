@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("media_group_id", sa.String(length=64), nullable=True),
         sa.Column("text", sa.Text(), nullable=True),
         sa.Column("link_kind", sa.String(length=16), nullable=True),
+        sa.Column("handover_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("next_at", sa.DateTime(timezone=True), nullable=False),

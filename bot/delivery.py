@@ -1,0 +1,358 @@
+"""The delivery queue's Telegram side: sends what routing.delivery queued, in order, with
+backoff, and tells the sender when something can never be delivered.
+
+``kick(conversation_id)`` after a commit delivers that conversation's due rows at once; a
+background sweep (``start``/``stop``) picks up rows waiting for their retry and rows a crash
+left behind. One asyncio lock per destination (conversation + direction) keeps two kicks from
+interleaving in this process; across processes the row's lease does (routing.delivery).
+
+What a permanent failure does (400/403, or retrying past the horizon):
+
+* an agent's message for the customer: the agent is told once, through their own queue
+  ("the customer has blocked the bot; not delivered"); after a 403 the customer's later
+  queued messages fail with it and the one notice says how many;
+* a customer's message for the agent: if the agent's chat refuses it with 403 (the agent
+  blocked the bot), the message goes back to "whoever holds the conversation" and
+  ``on_agent_unreachable`` (the desk: agent offline, their chats requeued) runs, so the next
+  agent gets it with the rest of the backlog; any other permanent error is logged (the
+  customer deleted the message, say: there is nothing left to copy).
+
+A row whose send was in flight when the process died stays ``sending`` until its lease ends
+and is then sent again: delivery is at-least-once (Telegram gives no idempotency key; losing
+a message is worse than showing it twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from html import escape
+
+from aiogram import Bot
+from aiogram.exceptions import (
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramConflictError,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot import texts
+from bot.clock import Clock, utcnow
+from routing import conversations
+from routing import delivery as queue
+from routing.delivery import Backoff, Claimed
+from routing.models import TO_AGENT, TO_CUSTOMER, Agent, Conversation, Customer
+
+log = logging.getLogger(__name__)
+
+NOT_REACHABLE = "This customer is no longer reachable on Telegram; the message was not sent."
+BLOCKED = "The customer has blocked the bot; the message was not delivered."
+BLOCKED_MANY = "The customer has blocked the bot; {n} messages were not delivered."
+REFUSED = "Telegram refused the message: {error}"
+GAVE_UP = "Telegram could not be reached for too long; the message was not delivered."
+
+AgentUnreachable = Callable[[AsyncSession, int], Awaitable[None]]
+
+
+def _classify(exc: BaseException) -> tuple[int | None, float | None]:
+    """(error code, retry_after) of a failed call; code None: network error or timeout."""
+    if isinstance(exc, TelegramRetryAfter):
+        return 429, float(exc.retry_after)
+    if isinstance(exc, TelegramForbiddenError):
+        return 403, None
+    if isinstance(exc, TelegramNotFound):
+        return 404, None
+    if isinstance(exc, TelegramBadRequest):
+        return 400, None
+    if isinstance(exc, TelegramUnauthorizedError):
+        return 401, None
+    if isinstance(exc, TelegramEntityTooLarge):
+        return 413, None
+    if isinstance(exc, TelegramConflictError):
+        return 409, None
+    if isinstance(exc, TelegramServerError):
+        return 500, None
+    return None, None  # TelegramNetworkError, timeouts, connection errors
+
+
+class Deliverer:
+    """Sends the delivery queue's rows. One per process, shared by every handler."""
+
+    def __init__(
+        self,
+        bot: Bot,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Clock = utcnow,
+        now: Clock = utcnow,
+        backoff: Backoff = queue.DEFAULT_BACKOFF,
+        sweep_seconds: float = 0.5,
+        lease: float = queue.LEASE_SECONDS,
+        request_timeout: int = 20,
+        hold: float = queue.ALBUM_HOLD_SECONDS,
+        on_agent_unreachable: AgentUnreachable | None = None,
+    ) -> None:
+        self.bot = bot
+        self.sessions = sessions
+        self.clock = clock  # the bot's clock: assignments are stamped with it
+        self.now = now  # real time: the queue's timers, backoff and leases run on it
+        self.backoff = backoff
+        self.sweep_seconds = sweep_seconds
+        self.lease = lease
+        self.request_timeout = request_timeout
+        self.hold = hold
+        self.on_agent_unreachable = on_agent_unreachable
+        self._locks: dict[tuple[int, str], asyncio.Lock] = {}
+        self._users: dict[tuple[int, str], int] = {}
+        self._timers: dict[int, tuple[datetime, asyncio.Task[None]]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # --- lifecycle --------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the background sweep (idempotent)."""
+        self._stopping = False
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (the brief's API)
+        """Stop sweeping and timers; wait up to ``timeout`` for sends in flight."""
+        self._stopping = True
+        tasks: list[asyncio.Task[None]] = [t for _, t in self._timers.values()]
+        self._timers.clear()
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
+            self._sweeper = None
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        # Sends in flight under a kick finish with their handler; wait for them a while.
+        if self._users:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def on_startup(self) -> None:
+        """Dispatcher start-up hook: start the sweep."""
+        self.start()
+
+    async def on_shutdown(self) -> None:
+        """Dispatcher shutdown hook: stop the sweep, let sends in flight finish."""
+        await self.stop(5.0)
+
+    # --- delivering -------------------------------------------------------------------
+    async def kick(self, conversation_id: int) -> None:
+        """Deliver this conversation's due rows now, in order (call after the commit)."""
+        for direction in (TO_AGENT, TO_CUSTOMER):
+            try:
+                await self._drain(conversation_id, direction, wait=True)
+            except Exception:
+                # The rows are stored: the sweep tries again.
+                log.exception("delivery of #%s (%s) failed", conversation_id, direction)
+
+    async def sweep(self) -> int:
+        """One pass over every conversation with a due row. Returns how many there were."""
+        async with self.sessions() as s:
+            due = await queue.due_conversations(s, self.now())
+        for conv_id in due:
+            if self._stopping:
+                break
+            for direction in (TO_AGENT, TO_CUSTOMER):
+                try:
+                    await self._drain(conv_id, direction, wait=False)
+                except Exception:
+                    log.exception("delivery sweep of #%s (%s) failed", conv_id, direction)
+        return len(due)
+
+    async def _sweep_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("delivery sweep failed")
+            await asyncio.sleep(self.sweep_seconds)
+
+    async def _drain(self, conv_id: int, direction: str, *, wait: bool) -> None:
+        key = (conv_id, direction)
+        if not wait and self._users.get(key):
+            return  # a kick is at it already
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] = self._users.get(key, 0) + 1
+        self._idle.clear()
+        try:
+            async with lock:
+                while True:
+                    async with self.sessions() as s, s.begin():
+                        head = await queue.claim_head(
+                            s,
+                            conv_id,
+                            direction,
+                            now=self.now(),
+                            lease=self.lease,
+                        )
+                    if head.claimed is None:
+                        if head.wait_until is not None and not head.gated:
+                            self._schedule(conv_id, head.wait_until)
+                        return
+                    await self._send(head.claimed)
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key]
+                self._locks.pop(key, None)
+                if not self._users:
+                    self._idle.set()
+
+    def _schedule(self, conv_id: int, at: datetime) -> None:
+        """Kick the conversation again at ``at`` (a retry, an album's hold)."""
+        if self._stopping:
+            return
+        current = self._timers.get(conv_id)
+        if current is not None and current[0] <= at and not current[1].done():
+            return
+        if current is not None:
+            current[1].cancel()
+        delay = max((at - self.now()).total_seconds(), 0.0)
+        task = asyncio.get_running_loop().create_task(self._later(conv_id, at, delay))
+        self._timers[conv_id] = (at, task)
+
+    async def _later(self, conv_id: int, at: datetime, delay: float) -> None:
+        await asyncio.sleep(delay + 0.01)
+        current = self._timers.get(conv_id)
+        if current is not None and current[0] == at:
+            del self._timers[conv_id]
+        await self.kick(conv_id)
+
+    # --- one row ----------------------------------------------------------------------
+    async def _send(self, c: Claimed) -> None:
+        try:
+            if c.relay:
+                await self._switch_header(c)
+            sent = await self._call(c)
+        except (TelegramAPIError, TimeoutError, OSError) as exc:
+            await self._failed(c, exc)
+            return
+        async with self.sessions() as s, s.begin():
+            await queue.mark_sent(s, c.id, now=self.now(), agent_id=c.agent_id)
+            if c.direction == TO_AGENT:
+                for mid in sent:
+                    await conversations.link(
+                        s, c.chat_id, mid, c.conversation_id, c.link_kind or queue.LINK_RELAY
+                    )
+                if c.agent_id is not None:
+                    await s.execute(
+                        update(Agent)
+                        .where(Agent.id == c.agent_id)
+                        .values(last_inbound_conversation_id=c.conversation_id)
+                    )
+
+    async def _call(self, c: Claimed) -> list[int]:
+        timeout = self.request_timeout
+        if c.kind == queue.KIND_TEXT:
+            msg = await self.bot.send_message(c.chat_id, c.text or "", request_timeout=timeout)
+            return [msg.message_id]
+        assert c.from_chat_id is not None
+        if len(c.message_ids) == 1:
+            one = await self.bot.copy_message(
+                c.chat_id, c.from_chat_id, c.message_ids[0], request_timeout=timeout
+            )
+            return [one.message_id]
+        many = await self.bot.copy_messages(
+            c.chat_id, c.from_chat_id, c.message_ids, request_timeout=timeout
+        )
+        return [m.message_id for m in many]
+
+    async def _switch_header(self, c: Claimed) -> None:
+        """With several chats open, a header says whose messages follow (as relays did)."""
+        async with self.sessions() as s, s.begin():
+            agent = await s.get(Agent, c.agent_id) if c.agent_id is not None else None
+            conv = await s.get(Conversation, c.conversation_id)
+            if agent is None or conv is None:
+                return
+            several = len(await conversations.agent_chats(s, agent)) > 1
+            if not several or agent.last_inbound_conversation_id == conv.id:
+                return
+            customer = await s.get(Customer, conv.customer_id)
+            if customer is None:
+                return
+            text = texts.header(conv, customer)
+        head = await self.bot.send_message(c.chat_id, text, request_timeout=self.request_timeout)
+        async with self.sessions() as s, s.begin():
+            await conversations.link(
+                s, c.chat_id, head.message_id, c.conversation_id, queue.LINK_HEADER
+            )
+            await s.execute(
+                update(Agent)
+                .where(Agent.id == c.agent_id)
+                .values(last_inbound_conversation_id=c.conversation_id)
+            )
+
+    async def _failed(self, c: Claimed, exc: BaseException) -> None:
+        code, retry_after = _classify(exc)
+        now = self.now()
+        delay = queue.retry_delay(
+            code,
+            retry_after=retry_after,
+            failures=c.attempts,
+            age_seconds=(now - c.created_at).total_seconds(),
+            backoff=self.backoff,
+        )
+        error = f"{code or 'network'}: {exc}"
+        if delay is not None:
+            at = now + timedelta(seconds=delay)
+            log.info("delivery %s to %s failed (%s); again in %.1fs", c.id, c.chat_id, error, delay)
+            async with self.sessions() as s, s.begin():
+                await queue.retry_at(s, c.id, at=at, error=error)
+            self._schedule(c.conversation_id, at)
+            return
+        log.warning("delivery %s to %s failed for good: %s", c.id, c.chat_id, error)
+        if c.direction == TO_CUSTOMER:
+            await self._tell_agent(c, code, exc)
+            return
+        if c.relay and code == 403 and c.agent_id is not None and self.on_agent_unreachable:
+            async with self.sessions() as s, s.begin():
+                await queue.give_back(s, c.id, now=now, error=error)
+            async with self.sessions() as s:
+                await self.on_agent_unreachable(s, c.agent_id)
+            return
+        async with self.sessions() as s, s.begin():
+            await queue.fail(s, c.id, now=now, error=error)
+
+    async def _tell_agent(self, c: Claimed, code: int | None, exc: BaseException) -> None:
+        """An agent's message cannot reach the customer: tell that agent, once."""
+        now = self.now()
+        async with self.sessions() as s, s.begin():
+            await queue.fail(s, c.id, now=now, error=f"{code}: {exc}")
+            more = 0
+            if code == 403:
+                more = await queue.fail_destination(
+                    s, c.conversation_id, TO_CUSTOMER, now=now, error="the customer blocked the bot"
+                )
+            agent_id = await s.scalar(select(Agent.id).where(Agent.telegram_id == c.from_chat_id))
+            if agent_id is None:
+                return
+            if code == 403:
+                note = BLOCKED if not more else BLOCKED_MANY.format(n=more + 1)
+            elif code is None or code >= 500:
+                note = GAVE_UP
+            else:
+                message = exc.message if isinstance(exc, TelegramAPIError) else str(exc)
+                note = REFUSED.format(error=escape(message))
+            await queue.note_to_agent(
+                s, c.conversation_id, note, agent_id=agent_id, link_kind=queue.LINK_HEADER, now=now
+            )
+        await self._drain(c.conversation_id, TO_AGENT, wait=False)
