@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import (
     InlineKeyboardButton,
@@ -9,26 +11,34 @@ from aiogram.types import (
     KeyboardButton,
     ReplyKeyboardMarkup,
 )
+from pydantic import Field
 
 from bot import texts
 from bot.i18n import _
 from routing.models import Conversation, Customer
 
+# A row id inside callback data. Anyone can send any callback data (it is not signed), and
+# an integer past 64 bits made the database driver raise OverflowError, so the press was never
+# answered: out of range, the data does not match and the "no longer active" answer follows.
+RowId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+# Free-form ids (self-service nodes, FAQ entries): Telegram caps callback data at 64 bytes.
+NodeId = Annotated[str, Field(min_length=1, max_length=64)]
+
 
 class ClaimCb(CallbackData, prefix="claim"):
-    conv: int
+    conv: RowId
 
 
 class FocusCb(CallbackData, prefix="focus"):
-    conv: int
+    conv: RowId
 
 
 class CloseCb(CallbackData, prefix="close"):
-    conv: int
+    conv: RowId
 
 
 class FaqCb(CallbackData, prefix="faq"):
-    id: str
+    id: NodeId
 
 
 class HumanCb(CallbackData, prefix="human"):
@@ -42,20 +52,20 @@ class MenuCb(CallbackData, prefix="menu"):
 class NodeCb(CallbackData, prefix="ss"):
     """A self-service node (menu, FAQ entry or action) by id: at most 3 + 40 bytes."""
 
-    id: str
+    id: NodeId
 
 
 class HelpedCb(CallbackData, prefix="helped"):
     """The answer to "did this help?" about FAQ entry ``id``."""
 
-    id: str
+    id: NodeId
     yes: bool
 
 
 class OfferCb(CallbackData, prefix="offer"):
     """Offer mode: accept (or pass on) queue offer ``id``."""
 
-    id: int
+    id: RowId
     accept: bool
 
 

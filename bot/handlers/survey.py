@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from html import escape
-from typing import Any
+from typing import Annotated, Any
 
 from aiogram import BaseMiddleware, F, Router
 from aiogram.exceptions import TelegramAPIError
@@ -27,6 +27,7 @@ from aiogram.types import (
     Message,
     TelegramObject,
 )
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,6 +36,7 @@ from bot.clock import Clock
 from bot.desk import Desk
 from bot.filters import IsCustomer
 from bot.i18n import speaking
+from bot.keyboards import RowId
 from bot.sender import PackedMarkup
 from routing import agents, conversations
 from routing.models import Agent, Conversation, Customer
@@ -53,12 +55,13 @@ router.callback_query.filter(IsCustomer())
 
 
 class ScoreCb(CallbackData, prefix="sv"):
-    id: int
-    score: int
+    id: RowId
+    # Wider than any scale (NPS is 0-10); the survey's own scale is checked on the answer.
+    score: Annotated[int, Field(ge=0, le=100)]
 
 
 class SkipCb(CallbackData, prefix="svskip"):
-    id: int
+    id: RowId
 
 
 def score_keyboard(survey_id: int, kind: str) -> InlineKeyboardMarkup:
