@@ -109,9 +109,16 @@ class SenderPolicy(_Strict):
     # Telegram allows a bot about 30 messages/s overall and 1/s per chat.
     global_rate: float = Field(default=25, gt=0)
     per_chat_interval: float = Field(default=1.0, ge=0)
-    # Transport calls per push that may fail transiently before it is marked failed.
+    # Calls per push that may fail with an unexpected error (a bug, not Telegram's answer).
+    # Telegram's transient answers (5xx, network errors, 429) are retried by time instead:
     max_attempts: int = Field(default=5, ge=1)
+    # the first retry waits about this long, doubling per retry (with jitter) up to
+    # backoff_max_seconds;
     backoff_base_seconds: float = Field(default=0.5, gt=0)
+    backoff_max_seconds: float = Field(default=60, gt=0)
+    # a push still failing this long after its first failure goes back to the outbox, due
+    # again backoff_max_seconds later, until the survey's expiry; only then is it failed.
+    retry_window_seconds: float = Field(default=300, ge=0)
     # Sends in flight; Telegram may see global_rate + concurrency in one second after a stall.
     concurrency: int = Field(default=8, ge=1, le=256)
 

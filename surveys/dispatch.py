@@ -10,8 +10,17 @@ Telegram allows a bot about 30 messages/s overall and 1 message/s per chat, and 
   previous attempt *finished*. Chats wait in a heap keyed by the earliest moment they may
   send, so a slow chat never holds a worker or blocks the others;
 * a 429 pauses *all* sending for ``retry_after`` and the same push is retried; 403-like
-  answers mark the chat unreachable for the rest of the run; transient errors are retried
-  with exponential backoff and jitter; permanent errors fail at once.
+  answers mark the chat unreachable for the rest of the run; transient errors (5xx,
+  network) are retried with exponential backoff and jitter, capped at ``backoff_max``;
+  permanent errors (a 400 about the message) fail at once.
+
+Transient failures and 429s spend time, not a small attempt budget: a Bot API answering
+502 for a minute must not fail a survey that a minute later would go through. A push keeps
+being retried for ``retry_window`` seconds from its first failure; past that it is reported
+:attr:`Outcome.DEFERRED` (not sent *in this run*, may be tried again), and the caller
+decides how long to keep trying (the survey outbox puts the row back in the queue until the
+survey's own expiry). Only an unexpected exception from the transport (a bug, not an
+answer from Telegram) has an attempt budget, ``max_attempts``.
 
 It knows nothing of Telegram's client library: a :class:`Transport` (``bot/sender.py`` for
 aiogram) sends one :class:`Push` and raises the error types below. Callers (an outbox sweep)
@@ -74,6 +83,9 @@ class Outcome(StrEnum):
     SENT = "sent"
     UNREACHABLE = "unreachable"
     FAILED = "failed"
+    # Transient failures (5xx, network, 429) for the whole retry_window: not sent in this
+    # run, but not a verdict on the push either; the caller may try it again later.
+    DEFERRED = "deferred"
 
 
 @dataclass
@@ -118,16 +130,22 @@ class Transport(Protocol):
 class SenderConfig:
     global_rate: float = 25.0  # messages/s over all chats; Telegram's ceiling is ~30
     per_chat_interval: float = 1.0  # seconds between sends to one chat
-    max_attempts: int = 5  # transport calls per push that may fail transiently
+    # Transport calls per push that may raise an unexpected exception (a transport bug);
+    # Telegram's transient answers (5xx, network, 429) are bounded by retry_window instead.
+    max_attempts: int = 5
     backoff_base: float = 0.5
-    backoff_max: float = 30.0
+    backoff_max: float = 60.0
+    # Seconds a push keeps being retried after its first transient failure or 429 before it
+    # is given up for this run as DEFERRED.
+    retry_window: float = 300.0
     concurrency: int = 32  # sends in flight at once
-    max_pauses: int = 10  # 429s one push may meet before it is given up as FAILED
     max_pending: int = 10_000  # pushes read ahead of sending; bounds memory on huge inputs
 
     def __post_init__(self) -> None:
         if self.global_rate <= 0 or self.per_chat_interval < 0:
             raise ValueError("global_rate must be > 0 and per_chat_interval >= 0")
+        if self.backoff_base <= 0 or self.backoff_max <= 0 or self.retry_window < 0:
+            raise ValueError("backoff_base and backoff_max must be > 0, retry_window >= 0")
         if self.max_attempts < 1 or self.concurrency < 1 or self.max_pending < 1:
             raise ValueError("max_attempts, concurrency and max_pending must be >= 1")
 
@@ -137,6 +155,7 @@ class Stats:
     sent: int = 0
     unreachable: int = 0
     failed: int = 0
+    deferred: int = 0  # given up for this run after retry_window of transient failures
     retries: int = 0  # transport calls beyond the first per push (429 retries included)
     pauses: int = 0  # 429 answers
     paused_seconds: float = 0.0
@@ -198,9 +217,11 @@ class PushQueue:
 class _Item:
     push: Push
     calls: int = 0
-    failures: int = 0  # transient failures, counted against max_attempts
+    failures: int = 0  # transient failures and 429s: they set the backoff
+    errors: int = 0  # unexpected transport exceptions, counted against max_attempts
     pauses: int = 0
     not_before: float = float("-inf")
+    first_failure: float | None = None  # the retry_window runs from here
 
 
 @dataclass
@@ -356,6 +377,10 @@ class _Run:
             self.stats.sent += 1
         elif outcome is Outcome.UNREACHABLE:
             self.stats.unreachable += 1
+        elif outcome is Outcome.DEFERRED:
+            self.stats.deferred += 1
+            # Not sent: the caller may hand the same push in again in this run.
+            self.keys.discard(item.push.key)
         else:
             self.stats.failed += 1
         self.pending -= 1
@@ -436,10 +461,11 @@ class _Run:
             self._on_unreachable(chat_id, chat, item, str(error) or "unreachable")
         except PermanentError as error:
             self._finish(item, Outcome.FAILED, str(error) or type(error).__name__)
-        except Exception as error:  # TransientError, or a transport bug: retry, but bounded
-            if not isinstance(error, TransientError):
-                log.warning("transport raised %r for push %r", error, item.push.key)
+        except TransientError as error:
             retry = self._on_transient(item, str(error) or type(error).__name__)
+        except Exception as error:  # a transport bug: retry, but a few times only
+            log.warning("transport raised %r for push %r", error, item.push.key)
+            retry = self._on_error(item, str(error) or type(error).__name__)
         else:
             self._finish(item, Outcome.SENT, None, self.clock(), response)
         finally:
@@ -461,8 +487,8 @@ class _Run:
         self.stats.paused_seconds += max(0.0, until - max(self.paused_until, now))
         self.paused_until = max(self.paused_until, until)
         item.pauses += 1
-        if item.pauses > self.cfg.max_pauses:
-            self._finish(item, Outcome.FAILED, f"rate limited {item.pauses} times: {error}")
+        if self._out_of_window(item, now, until):
+            self._defer(item, now, f"rate limited {item.pauses} times: {error}")
             return False
         log.info("429 on push %r: all sending paused for %.1fs", item.push.key, error.seconds)
         return True
@@ -474,9 +500,31 @@ class _Run:
             self._finish(chat.queue.popleft(), Outcome.UNREACHABLE, f"{reason} (skipped)")
 
     def _on_transient(self, item: _Item, reason: str) -> bool:
+        now = self.clock()
         item.failures += 1
-        if item.failures >= self.cfg.max_attempts:
-            self._finish(item, Outcome.FAILED, f"{reason} (after {item.failures} attempts)")
+        retry_at = now + self.s.backoff(item.failures)
+        if self._out_of_window(item, now, retry_at):
+            self._defer(item, now, f"{reason} ({item.calls} attempts)")
             return False
+        item.not_before = retry_at
+        return True
+
+    def _out_of_window(self, item: _Item, now: float, retry_at: float) -> bool:
+        """Would the next try start past the push's retry_window?"""
+        if item.first_failure is None:
+            item.first_failure = now
+        return retry_at - item.first_failure > self.cfg.retry_window
+
+    def _defer(self, item: _Item, now: float, reason: str) -> None:
+        assert item.first_failure is not None
+        waited = now - item.first_failure
+        self._finish(item, Outcome.DEFERRED, f"{reason}; still failing after {waited:.0f}s")
+
+    def _on_error(self, item: _Item, reason: str) -> bool:
+        item.errors += 1
+        if item.errors >= self.cfg.max_attempts:
+            self._finish(item, Outcome.FAILED, f"{reason} (after {item.errors} attempts)")
+            return False
+        item.failures += 1
         item.not_before = self.clock() + self.s.backoff(item.failures)
         return True

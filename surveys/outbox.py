@@ -26,6 +26,13 @@ A sweep (:func:`sweep`) runs in three steps, all driven by the database:
    is stamped ``attempted_at`` (group-committed, conditional on the row still being this
    sweep's claim, so an opt-out that lands meanwhile withdraws it); the result is written
    with the Telegram message id in the same statement that marks it ``sent``.
+
+Telegram being unavailable (5xx, network errors, 429) is not a failure of the survey. The
+sender retries such a push with backoff for ``sender.retry_window_seconds``; if it still
+fails, the row goes back to ``scheduled``, due again ``sender.backoff_max_seconds`` later
+(reason ``retrying: ...``), and so on until the survey's own expiry: only a row that could
+not be sent before its ``expires_at`` is marked ``failed`` (with the last error). A 400 about
+the message itself fails at once; a 403 marks the customer unreachable.
 """
 
 from __future__ import annotations
@@ -40,13 +47,16 @@ from typing import Any, Protocol, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    ColumnElement,
     CursorResult,
     Table,
+    Update,
     and_,
     bindparam,
     case,
     func,
     literal,
+    null,
     or_,
     select,
     update,
@@ -112,6 +122,8 @@ R_QUIET = "deferred: quiet hours"
 R_LATE = "not sent in time"
 R_UNKNOWN = "outcome unknown: interrupted during send (not resent)"
 R_NO_ANSWER = "not answered in time"
+R_RETRYING = "retrying: "  # + the last error; the row is scheduled again
+R_GAVE_UP = " (not sent before its expiry)"  # appended to the last error
 
 Clock = Callable[[], datetime]
 _T: Table = Survey.__table__  # type: ignore[assignment]
@@ -145,6 +157,8 @@ def sender_config(policy: Policy) -> SenderConfig:
         per_chat_interval=s.per_chat_interval,
         max_attempts=s.max_attempts,
         backoff_base=s.backoff_base_seconds,
+        backoff_max=s.backoff_max_seconds,
+        retry_window=s.retry_window_seconds,
         concurrency=s.concurrency,
         # Read ahead at most two batches: claimed rows wait in memory, not in the database.
         max_pending=max(2 * policy.surveys.claim_batch, s.concurrency),
@@ -452,7 +466,9 @@ class _Journal:
         now = self.clock()
         sent: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
+        deferred: list[dict[str, Any]] = []
         unreachable: set[int] = set()
+        again = now + timedelta(seconds=self.policy.surveys.sender.backoff_max_seconds)
         for r in batch:
             p: SurveyPush = r.push.payload
             if r.outcome is Outcome.SENT:
@@ -466,6 +482,16 @@ class _Journal:
             elif r.outcome is Outcome.UNREACHABLE:
                 failed.append({"sid": p.survey_id, "why": f"{R_UNREACHABLE}: {r.reason}"[:200]})
                 unreachable.add(p.customer_id)
+            elif r.outcome is Outcome.DEFERRED:
+                reason = r.reason or "transient failure"
+                deferred.append(
+                    {
+                        "sid": p.survey_id,
+                        "due": again,
+                        "again": f"{R_RETRYING}{reason}"[:200],
+                        "why": f"{reason[: 200 - len(R_GAVE_UP)]}{R_GAVE_UP}",
+                    }
+                )
             else:
                 failed.append({"sid": p.survey_id, "why": (r.reason or "failed")[:200]})
         # One compiled statement per outcome, executemany: at hundreds of sends a second the
@@ -503,6 +529,8 @@ class _Journal:
                 await s.execute(
                     update(_T).where(mine).values(status=FAILED, reason=bindparam("why")), failed
                 )
+            if deferred:
+                await s.execute(self._requeue(mine), deferred)
             if unreachable:
                 # Blocked the bot, or gone: no more pushes until they write again.
                 await s.execute(
@@ -510,6 +538,27 @@ class _Journal:
                     .where(Customer.id.in_(unreachable), Customer.unreachable_at.is_(None))
                     .values(unreachable_at=now)
                 )
+
+    @staticmethod
+    def _requeue(mine: ColumnElement[bool]) -> Update:
+        """Telegram kept failing transiently: back to the queue, due at ``:due``, while that
+        is before the survey's expiry; past it, failed with the last error."""
+        due = bindparam("due", type_=_T.c.due_at.type)
+        c = _T.c
+        live = and_(c.expires_at.is_not(None), c.expires_at > due)
+        return (
+            update(_T)
+            .where(mine)
+            .values(
+                status=case((live, SCHEDULED), else_=FAILED),
+                due_at=case((live, due), else_=c.due_at),
+                reason=case((live, bindparam("again")), else_=bindparam("why")),
+                # Refused or failed, not delivered: like a row never handed to Telegram.
+                attempted_at=case((live, null()), else_=c.attempted_at),
+                claimed_at=case((live, null()), else_=c.claimed_at),
+                claim_token=None,
+            )
+        )
 
 
 class _Withdrawn(PermanentError):
