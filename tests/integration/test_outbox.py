@@ -20,7 +20,15 @@ from routing import conversations
 from routing.models import ASSIGNED, Conversation, Customer, Survey
 from routing.policy import Policy, parse_policy
 from surveys import outbox
-from surveys.dispatch import Push, RetryAfter, Sender, SenderConfig, TransientError, Unreachable
+from surveys.dispatch import (
+    PermanentError,
+    Push,
+    RetryAfter,
+    Sender,
+    SenderConfig,
+    TransientError,
+    Unreachable,
+)
 from surveys.outbox import Claim, SweepReport, quiet_until
 from tests.conftest import Db
 
@@ -41,6 +49,7 @@ class FakeTransport:
 
     blocked: set[int] = field(default_factory=set)
     flaky: set[int] = field(default_factory=set)
+    bad: set[int] = field(default_factory=set)  # 400 about the message
     retry_after_once: bool = False
     retry_seconds: float = 0.01
     calls: list[Push] = field(default_factory=list)
@@ -60,6 +69,8 @@ class FakeTransport:
             raise Unreachable("Forbidden: bot was blocked by the user")
         if push.chat_id in self.flaky:
             raise TransientError("Bad Gateway")
+        if push.chat_id in self.bad:
+            raise PermanentError("Bad Request: message is too long")
         return 1000 + len(self.calls)
 
     def per_chat(self) -> Counter[int]:
@@ -231,7 +242,7 @@ async def test_403_marks_the_customer_unreachable_and_skips_them_after(
     report = await sweep(db, policy, t, clock)
     assert report.stats is not None and report.stats.unreachable == 1
     got = await rows(db)
-    assert got[first].status == "failed" and got[first].reason.startswith("unreachable")
+    assert got[first].status == "failed" and (got[first].reason or "").startswith("unreachable")
     async with db.sessions() as s:
         c = await s.get(Customer, blocked)
         assert c is not None and c.unreachable_at == NOON
@@ -245,19 +256,119 @@ async def test_403_marks_the_customer_unreachable_and_skips_them_after(
         assert await outbox.clear_unreachable(s, blocked)
 
 
-async def test_429_is_retried_and_transient_errors_fail_with_the_reason(
+async def test_429_is_retried_and_transient_errors_requeue_the_survey(
     db: Db, policy: Policy
 ) -> None:
     ok, flaky = await customer(db, 1001), await customer(db, 1002)
     s_ok, s_flaky = await survey(db, ok, NOON), await survey(db, flaky, NOON)
-    quick = parse_policy({"surveys": {"sender": {"max_attempts": 2, "backoff_base_seconds": 0.01}}})
+    # 502s for longer than the sweep retries (20 s): the survey goes back to the outbox.
+    quick = parse_policy({"surveys": {"sender": {"retry_window_seconds": 20}}})
     t = FakeTransport(flaky={1002}, retry_after_once=True)
-    report = await sweep(db, quick, t, Clock(NOON))
+    time = VirtualTime()
+    report = await outbox.sweep(db.sessions, quick, t, Clock(NOON), sender_factory=time.sender)
     assert report.stats is not None and report.stats.pauses == 1
+    assert report.stats.deferred == 1 and report.stats.failed == 0
     got = await rows(db)
     assert got[s_ok].status == "sent"
-    assert got[s_flaky].status == "failed" and "Bad Gateway" in (got[s_flaky].reason or "")
-    assert t.per_chat()[1002] == 2  # max_attempts
+    row = got[s_flaky]
+    assert row.status == "scheduled"
+    assert row.reason is not None and row.reason.startswith("retrying: Bad Gateway")
+    assert row.due_at == NOON + timedelta(seconds=60)  # backoff_max_seconds
+    assert row.attempted_at is None and row.claim_token is None
+    assert t.per_chat()[1002] > 5  # retried within the window, not 5 times and failed
+
+
+class VirtualTime:
+    """The sender's clock: its sleeps move time on (after one yield), nothing really waits."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        target = self.now + max(0.0, seconds)
+        await asyncio.sleep(0)
+        self.now = max(self.now, target)
+
+    def sender(self, transport: Any, config: SenderConfig) -> Sender:
+        fast = replace(config, global_rate=10_000, per_chat_interval=0)
+        return Sender(transport, fast, clock=self, sleep=self.sleep)
+
+
+@dataclass
+class Outage(FakeTransport):
+    """The Bot API answers 502 until ``until`` on the sender's (virtual) clock."""
+
+    time: VirtualTime = field(default_factory=VirtualTime)
+    until: float = 30.0
+    refused: int = 0
+
+    async def send(self, push: Push) -> int:
+        if self.time() < self.until:
+            self.refused += 1
+            raise TransientError("Bad Gateway")
+        return await super().send(push)
+
+
+async def test_a_30_second_outage_is_waited_out_and_each_survey_sent_once(
+    db: Db, policy: Policy
+) -> None:
+    sids = [await survey(db, await customer(db, 1700 + i), NOON) for i in range(5)]
+    t = Outage()
+    report = await outbox.sweep(db.sessions, policy, t, Clock(NOON), sender_factory=t.time.sender)
+    assert report.stats is not None
+    assert (report.stats.sent, report.stats.failed, report.stats.deferred) == (5, 0, 0)
+    assert t.refused >= 5 * 5  # the old budget (5 attempts) would have failed every one
+    assert sorted(p.chat_id for p in t.calls) == [1700 + i for i in range(5)]  # once each
+    got = await rows(db)
+    assert {got[sid].status for sid in sids} == {"sent"}
+    assert all(got[sid].reason is None for sid in sids)
+
+
+async def test_a_long_outage_requeues_until_the_surveys_expiry_then_fails(
+    db: Db, policy: Policy
+) -> None:
+    short = parse_policy({"surveys": {"sender": {"retry_window_seconds": 10}}})
+    keeps = await survey(db, await customer(db, 1801), NOON)
+    ends = await survey(db, await customer(db, 1802), NOON)
+    async with db.sessions() as s, s.begin():
+        row = await s.get(Survey, ends)
+        assert row is not None
+        row.expires_at = NOON + timedelta(seconds=90)
+    down = Outage(until=float("inf"))
+    clock = Clock(NOON)
+    await outbox.sweep(db.sessions, short, down, clock, sender_factory=down.time.sender)
+    got = await rows(db)
+    assert got[keeps].status == got[ends].status == "scheduled"
+    assert (got[keeps].reason or "").startswith("retrying: Bad Gateway")
+    assert got[keeps].due_at == NOON + timedelta(seconds=60)
+    # Still down a minute later: the one expiring in 90 s has no next try left, so it fails.
+    clock.now = NOON + timedelta(seconds=60)
+    await outbox.sweep(db.sessions, short, down, clock, sender_factory=down.time.sender)
+    got = await rows(db)
+    assert got[keeps].status == "scheduled"
+    assert got[ends].status == "failed"
+    reason = got[ends].reason or ""
+    assert reason.startswith("Bad Gateway") and reason.endswith("(not sent before its expiry)")
+    assert down.calls == []
+    # Telegram is back: sent, once.
+    clock.now = NOON + timedelta(seconds=120)
+    up = FakeTransport()
+    await sweep(db, short, up, clock)
+    assert [p.chat_id for p in up.calls] == [1801]
+    assert (await rows(db))[keeps].status == "sent"
+
+
+async def test_a_400_about_the_message_fails_at_once(db: Db, policy: Policy) -> None:
+    sid = await survey(db, await customer(db, 1901), NOON)
+    t = FakeTransport(bad={1901})
+    report = await sweep(db, policy, t, Clock(NOON))
+    assert report.stats is not None and report.stats.failed == 1
+    row = (await rows(db))[sid]
+    assert (row.status, row.reason) == ("failed", "Bad Request: message is too long")
+    assert len(t.calls) == 1
 
 
 async def test_opt_out_applies_at_once_even_to_claimed_rows(db: Db, policy: Policy) -> None:
@@ -293,15 +404,12 @@ async def test_reconcile_sends_unattempted_rows_and_never_resends_unknown_ones(
     async with db.sessions() as s, s.begin():
         # As a killed process leaves them: claimed only; called Telegram, no outcome; sent
         # with its message id recorded.
-        for sid, values in zip(
-            sids[:3],
-            [
-                {"claimed_at": NOON},
-                {"claimed_at": NOON, "attempted_at": NOON},
-                {"claimed_at": NOON, "attempted_at": NOON, "message_id": 77},
-            ],
-            strict=True,
-        ):
+        stamps: list[dict[str, Any]] = [
+            {"claimed_at": NOON},
+            {"claimed_at": NOON, "attempted_at": NOON},
+            {"claimed_at": NOON, "attempted_at": NOON, "message_id": 77},
+        ]
+        for sid, values in zip(sids[:3], stamps, strict=True):
             row = await s.get(Survey, sid)
             assert row is not None
             row.status, row.claim_token = "sending", "dead"

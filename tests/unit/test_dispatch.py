@@ -146,21 +146,23 @@ async def test_429_pauses_everything_then_retries_the_same_push_once() -> None:
     assert stats.failed == 0 and stats.sent == 40
 
 
-async def test_429_does_not_count_against_max_attempts_but_is_capped() -> None:
+async def test_429s_and_transient_errors_spend_time_not_attempts() -> None:
     clock = VirtualClock()
     script: dict[str | int, list[Exception | None]] = {
-        "p0": [RetryAfter(1), TransientError("x"), RetryAfter(1), TransientError("y")]
+        "p0": [RetryAfter(1), TransientError("x"), RetryAfter(1), TransientError("y")] * 3
     }
     transport = ScriptedTransport(clock, script)
     transport.always["p1"] = RetryAfter(1)
     stats, results = await run(
-        transport, pushes([1, 2]), clock, max_attempts=3, max_pauses=4, backoff_base=0.1
+        transport, pushes([1, 2]), clock, max_attempts=3, backoff_base=0.1, retry_window=30
     )
     got = by_key(results)
-    assert (got["p0"].outcome, got["p0"].attempts) == (Outcome.SENT, 5)
-    assert got["p1"].outcome is Outcome.FAILED and got["p1"].attempts == 5
-    assert got["p1"].reason is not None and "rate limited 5 times" in got["p1"].reason
-    assert stats.pauses == 2 + 5
+    assert (got["p0"].outcome, got["p0"].attempts) == (Outcome.SENT, 13)  # max_attempts: 3
+    # Refused for the whole window: handed back (DEFERRED), not failed.
+    assert got["p1"].outcome is Outcome.DEFERRED
+    assert got["p1"].reason is not None and "rate limited" in got["p1"].reason
+    assert got["p1"].attempts > 20
+    assert (stats.deferred, stats.failed, stats.sent) == (1, 0, 1)
 
 
 async def test_unreachable_chat_is_skipped_without_transport_calls() -> None:
@@ -192,7 +194,7 @@ async def test_unreachable_chat_is_skipped_without_transport_calls() -> None:
     assert (stats.unreachable, stats.sent, stats.failed) == (4, 2, 0)
 
 
-async def test_transient_errors_back_off_growing_then_fail_with_the_reason() -> None:
+async def test_transient_errors_back_off_growing_then_defer_with_the_reason() -> None:
     clock = VirtualClock()
     transport = ScriptedTransport(clock, {"p1": [TransientError("502 Bad Gateway")] * 2})
     transport.always["p0"] = TransientError("Internal Server Error")
@@ -200,23 +202,66 @@ async def test_transient_errors_back_off_growing_then_fail_with_the_reason() -> 
         transport,
         pushes([1, 2]),
         clock,
-        max_attempts=5,
+        max_attempts=2,  # not what bounds Telegram's transient answers
         backoff_base=0.5,
-        backoff_max=30,
+        backoff_max=8,
+        retry_window=60,
         per_chat_interval=0,
     )
     times = transport.times(1)
-    assert len(times) == 5
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert all(g2 >= g1 for g1, g2 in itertools.pairwise(gaps)), gaps
-    for n, gap in enumerate(gaps, start=1):  # equal jitter: between half and all of base*2^(n-1)
-        cap = 0.5 * 2 ** (n - 1)
+    assert all(g2 >= g1 for g1, g2 in itertools.pairwise(gaps[:4])), gaps
+    for n, gap in enumerate(gaps, start=1):  # equal jitter: between half and all of the cap
+        cap = min(8, 0.5 * 2 ** (n - 1))
         assert cap / 2 - 1e-9 <= gap <= cap + 0.05, (n, gap)
+    # Retried for the window (60 s from the first failure), never a try past it.
+    assert 50 <= times[-1] - times[0] <= 60 and len(times) > 8
     got = by_key(results)
-    assert got["p0"].outcome is Outcome.FAILED and got["p0"].attempts == 5
+    assert got["p0"].outcome is Outcome.DEFERRED and got["p0"].attempts == len(times)
     assert got["p0"].reason is not None and "Internal Server Error" in got["p0"].reason
     assert (got["p1"].outcome, got["p1"].attempts) == (Outcome.SENT, 3)
-    assert (stats.failed, stats.sent, stats.retries, stats.pauses) == (1, 1, 6, 0)
+    assert (stats.deferred, stats.failed, stats.sent, stats.pauses) == (1, 0, 1, 0)
+
+
+async def test_a_30_second_outage_then_each_push_is_sent_once() -> None:
+    clock = VirtualClock()
+
+    class Outage(ScriptedTransport):
+        async def send(self, push: Push) -> None:
+            if clock() < 30:  # the Bot API answers 502 for 30 s
+                self.calls.append((clock(), push))
+                raise TransientError("Bad Gateway")
+            await super().send(push)
+
+    transport = Outage(clock, {})
+    stats, results = await run(transport, pushes(range(20)), clock, global_rate=50)
+    assert sorted(p.key for p in transport.delivered) == sorted(f"p{i}" for i in range(20))
+    got = by_key(results)
+    assert all(r.outcome is Outcome.SENT for r in got.values())
+    assert all(r.attempts >= 5 for r in got.values())  # more than the old budget allowed
+    # Back within a backoff cap (60 s) of the end of the outage, not hours later.
+    assert max(r.sent_at or 0 for r in got.values()) < 30 + 60
+    assert (stats.sent, stats.failed, stats.deferred) == (20, 0, 0)
+
+
+async def test_a_deferred_push_may_be_handed_in_again_in_the_same_run() -> None:
+    clock = VirtualClock()
+    transport = ScriptedTransport(clock, {"k": [TransientError("Bad Gateway")] * 3})
+    queue = PushQueue()
+    results: list[Result] = []
+
+    async def collect(result: Result) -> None:
+        results.append(result)
+        if result.outcome is Outcome.DEFERRED:
+            queue.put(result.push)  # as the outbox does once the row is due again
+        else:
+            queue.close()
+
+    sender = Sender(transport, SenderConfig(retry_window=0), clock=clock, sleep=clock.sleep)
+    queue.put(Push("k", 1, "a"))
+    stats = await sender.run(queue, collect)
+    assert [r.outcome for r in results] == [Outcome.DEFERRED] * 3 + [Outcome.SENT]
+    assert (stats.deferred, stats.sent, stats.duplicates) == (3, 1, 0)
 
 
 async def test_backoff_is_capped() -> None:
@@ -342,6 +387,8 @@ def test_config_is_validated() -> None:
         SenderConfig(global_rate=0)
     with pytest.raises(ValueError):
         SenderConfig(max_attempts=0)
+    with pytest.raises(ValueError):
+        SenderConfig(retry_window=-1)
 
 
 async def test_a_broken_input_stops_the_run_with_its_error() -> None:
