@@ -336,15 +336,16 @@ class Deliverer:
         """An agent's message cannot reach the customer: tell that agent, once."""
         now = self.now()
         async with self.sessions() as s, s.begin():
-            await queue.fail(s, c.id, now=now, error=f"{code}: {exc}")
+            told = code == 403 and await queue.blocked_before(s, c.conversation_id)
+            await queue.fail(s, c.id, now=now, error=f"{code or 'network'}: {exc}")
             more = 0
             if code == 403:
                 more = await queue.fail_destination(
                     s, c.conversation_id, TO_CUSTOMER, now=now, error="the customer blocked the bot"
                 )
             agent_id = await s.scalar(select(Agent.id).where(Agent.telegram_id == c.from_chat_id))
-            if agent_id is None:
-                return
+            if agent_id is None or told:
+                return  # an agent's side is told of a block once per conversation
             if code == 403:
                 note = BLOCKED if not more else BLOCKED_MANY.format(n=more + 1)
             elif code is None or code >= 500:

@@ -633,10 +633,26 @@ async def fail_destination(
             Delivery.direction == direction,
             Delivery.status == DELIVERY_PENDING,
         )
-        .values(status=DELIVERY_FAILED, error=error[:1000])
+        .values(status=DELIVERY_FAILED, error=f"403: {error}"[:1000])
         .returning(Delivery.id)
     )
     return len(result.all())
+
+
+async def blocked_before(session: AsyncSession, conversation_id: int) -> bool:
+    """Has a message of this conversation already failed because the customer blocked us?"""
+    return bool(
+        await session.scalar(
+            select(
+                exists().where(
+                    Delivery.conversation_id == conversation_id,
+                    Delivery.direction == TO_CUSTOMER,
+                    Delivery.status == DELIVERY_FAILED,
+                    Delivery.error.like("403%"),
+                )
+            )
+        )
+    )
 
 
 async def give_back(session: AsyncSession, row_id: int, *, now: datetime, error: str) -> None:

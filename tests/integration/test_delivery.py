@@ -1,0 +1,227 @@
+"""Every message delivered (issue 12): the per-chat delivery queue through the real
+dispatcher and aiogram against the fake Bot API, in-process (no start-up: kicks and their
+retry timers alone deliver)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import Update
+from sqlalchemy import select
+
+from bot.app import make_dispatcher
+from bot.delivery import BLOCKED, Deliverer
+from bot.desk import Desk
+from routing.agents import add_agent
+from routing.delivery import Backoff
+from routing.models import Customer, Delivery
+from routing.policy import Policy
+from tests.conftest import Db
+from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
+from tests.integration.test_queue_bot import ANN, T0, VIPC, Harness, _detach_routers
+
+
+async def _harness(db: Db, **fake: Any) -> AsyncIterator[Harness]:
+    async with FakeBotAPI(**fake) as api:
+        bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
+        h = Harness(db, api, bot, None, Policy(), T0)  # type: ignore[arg-type]
+        _detach_routers()
+        h.dp = make_dispatcher(db.sessions, h.policy, bot, clock=h.clock)
+        # A test's outage is seconds, not minutes: the same rule on a short scale.
+        deliverer: Deliverer = h.dp["delivery"]
+        deliverer.backoff = Backoff(base=0.05, cap=0.2, horizon=3600)
+        async with db.sessions() as s, s.begin():
+            a, _ = await add_agent(s, ANN, "Ann", role="agent", max_chats=3, now=T0)
+            a.online = True
+            s.add(Customer(external_id="V", name="Vera", tier="VIP", telegram_id=VIPC,
+                           created_at=T0, updated_at=T0))  # fmt: skip
+        try:
+            yield h
+        finally:
+            await deliverer.stop(1.0)
+            await bot.session.close()
+            _detach_routers()
+
+
+@pytest.fixture
+async def h(db: Db) -> AsyncIterator[Harness]:
+    async for x in _harness(db):
+        yield x
+
+
+@pytest.fixture
+async def h_rate(db: Db) -> AsyncIterator[Harness]:
+    """Telegram's limit: one message per second per chat."""
+    async for x in _harness(db, per_chat_rate=1):
+        yield x
+
+
+async def _until(check: Callable[[], bool], timeout: float = 15.0) -> None:  # noqa: ASYNC109
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("timed out waiting for deliveries")
+        await asyncio.sleep(0.05)
+
+
+def _feed_one(h: Harness, raw: dict[str, Any]) -> Any:
+    return h.dp.feed_update(h.bot, Update.model_validate(raw, context={"bot": h.bot}))
+
+
+def copies(h: Harness, chat: int, from_chat: int) -> list[int]:
+    """Source message ids copied into ``chat`` (successful calls, in call order)."""
+    out: list[int] = []
+    for c in h.api.calls:
+        if not c.ok or c.chat_id != chat or c.params.get("from_chat_id") != from_chat:
+            continue
+        if c.method == "copyMessage":
+            out.append(int(c.params["message_id"]))
+        elif c.method == "copyMessages":
+            out.extend(int(i) for i in c.params["message_ids"])
+    return out
+
+
+def agent_view(h: Harness) -> list[str]:
+    """What Ann's chat received, in order: texts, and copies of the customer's messages."""
+    out: list[str] = []
+    for c in h.api.calls:
+        if not c.ok or c.chat_id != ANN:
+            continue
+        if c.method == "sendMessage":
+            out.append(c.text or "")
+        elif c.method == "copyMessage":
+            out.append(f"copy {c.params['message_id']}")
+        elif c.method == "copyMessages":
+            out.append(f"copies {c.params['message_ids']}")
+    return out
+
+
+async def _open_and_claim(h: Harness) -> list[int]:
+    """The VIP customer writes, Ann takes the chat with /next. Returns the message ids."""
+    first = h.api.user_message(VIPC, "hello, I need help")
+    await h.feed()
+    await h.say(ANN, "/next")
+    await _until(lambda: copies(h, ANN, VIPC) == [first["message_id"]])
+    return [first["message_id"]]
+
+
+async def test_message_written_between_claim_and_hand_over_reaches_the_agent(
+    h: Harness,
+) -> None:
+    first = h.api.user_message(VIPC, "hello, I need help")
+    await h.feed()
+    desk: Desk = h.dp["desk"]
+    original = desk.hand_over
+    during: list[int] = []
+
+    async def hooked(*args: Any, **kwargs: Any) -> None:
+        # The claim has committed; the customer writes before the hand-over runs.
+        msg = h.api.user_message(VIPC, "are you there?")
+        during.append(msg["message_id"])
+        raw = h.api._pending.pop()
+        await _feed_one(h, raw)
+        await original(*args, **kwargs)
+
+    desk.hand_over = hooked  # type: ignore[method-assign]
+    await h.say(ANN, "/next")
+    await _until(lambda: len(copies(h, ANN, VIPC)) >= 2)
+    await h.api.wait_idle(quiet=0.3)
+    view = agent_view(h)
+    took = next(i for i, t in enumerate(view) if "You took" in t)
+    assert view[took + 1 :] == [f"copy {first['message_id']}", f"copy {during[0]}"]
+    assert copies(h, ANN, VIPC) == [first["message_id"], during[0]]
+
+
+async def test_outage_then_every_relay_each_way_once_in_order(h: Harness) -> None:
+    sent = await _open_and_claim(h)
+    h.api.begin_outage(502)
+    ours = []
+    for i in range(3):
+        ours.append(h.api.user_message(VIPC, f"customer line {i}")["message_id"])
+        await h.feed()
+        agent_msg = h.api.user_message(ANN, f"agent line {i}")
+        await h.feed()
+        ours.append(-agent_msg["message_id"])
+    assert h.api.outage_calls("copyMessage")  # the relays were tried, and failed
+    await asyncio.sleep(0.5)  # a few retries fail too
+    h.api.end_outage()
+    customer_lines = [m for m in ours if m > 0]
+    agent_lines = [-m for m in ours if m < 0]
+    await _until(
+        lambda: (
+            copies(h, ANN, VIPC) == sent + customer_lines and copies(h, VIPC, ANN) == agent_lines
+        )
+    )
+    await h.api.wait_idle(quiet=0.5)
+    assert copies(h, ANN, VIPC) == sent + customer_lines
+    assert copies(h, VIPC, ANN) == agent_lines
+    async with h.db.sessions() as s:
+        statuses = set((await s.execute(select(Delivery.status))).scalars())
+    assert statuses <= {"sent"}
+
+
+async def test_album_under_flood_limit_arrives_as_one_album(h_rate: Harness) -> None:
+    h = h_rate
+    sent = await _open_and_claim(h)
+    album = h.api.user_album(VIPC, 10)
+    await h.feed()
+    ids = [m["message_id"] for m in album]
+    await _until(lambda: copies(h, ANN, VIPC) == sent + ids)
+    await h.api.wait_idle(quiet=0.5)
+    ok = [c for c in h.api.calls_of("copyMessages", chat_id=ANN) if c.ok]
+    assert len(ok) == 1
+    assert ok[0].params["message_ids"] == ids
+    assert copies(h, ANN, VIPC) == sent + ids
+
+
+async def test_quick_agent_lines_under_flood_limit_all_arrive_in_order(h_rate: Harness) -> None:
+    h = h_rate
+    await _open_and_claim(h)
+    lines = [h.api.user_message(ANN, f"line {i}")["message_id"] for i in range(5)]
+    await h.feed()
+    await _until(lambda: copies(h, VIPC, ANN) == lines, timeout=20)
+    await h.api.wait_idle(quiet=0.5)
+    assert copies(h, VIPC, ANN) == lines
+    assert [c.text for c in h.api.sent_to(ANN) if c.ok and BLOCKED in (c.text or "")] == []
+
+
+async def test_redelivered_customer_message_is_relayed_once(h: Harness) -> None:
+    sent = await _open_and_claim(h)
+    msg = h.api.user_message(VIPC, "only once please")
+    raw = h.api._pending.pop()
+    await _feed_one(h, raw)
+    # The same Telegram message again (a redelivery after a crash, under a new update id).
+    await _feed_one(h, {**raw, "update_id": raw["update_id"] + 10_000})
+    await h.api.wait_idle(quiet=0.3)
+    assert copies(h, ANN, VIPC) == [*sent, msg["message_id"]]
+
+
+async def test_blocked_customer_tells_the_agent_once(h: Harness) -> None:
+    await _open_and_claim(h)
+    h.api.blocked.add(VIPC)
+    await h.say(ANN, "first try")
+    await h.say(ANN, "second try")
+    await h.api.wait_idle(quiet=0.3)
+    told = [c for c in h.api.sent_to(ANN) if c.ok and "blocked the bot" in (c.text or "")]
+    assert len(told) == 1
+
+
+async def test_order_holds_when_429_hits_the_middle_of_a_burst(h: Harness) -> None:
+    sent = await _open_and_claim(h)
+    lines = []
+    for i in range(5):
+        if i == 2:
+            h.api.fail_next("copyMessage", 429, retry_after=1, chat_id=ANN)
+        lines.append(h.api.user_message(VIPC, f"burst {i}")["message_id"])
+        await h.feed()
+    assert any(c.error_code == 429 for c in h.api.calls_of("copyMessage", chat_id=ANN))
+    await _until(lambda: copies(h, ANN, VIPC) == sent + lines)
+    await h.api.wait_idle(quiet=0.3)
+    assert copies(h, ANN, VIPC) == sent + lines
