@@ -26,6 +26,15 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+RUN_EXIT_CODES = """\
+exit status:
+  0  stopped (Ctrl+C or SIGTERM)
+  2  a setting is wrong: CONTACTBOT_TOKEN missing or malformed, an invalid policy file
+  3  the bot cannot start: a URL with an unsupported scheme, or the database, Redis or the
+     Telegram Bot API unreachable or refusing (a rejected token too), or the webhook port
+     unavailable; stderr says which in one line"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="contactbot",
@@ -33,7 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="start the bot (long polling unless --webhook)")
+    run = sub.add_parser(
+        "run",
+        help="start the bot (long polling unless --webhook)",
+        description="Start the bot: long polling, or a webhook server with --webhook.\n"
+        "First it checks the database, Redis (if configured) and the Telegram Bot API,\n"
+        "each within CONTACTBOT_PREFLIGHT_TIMEOUT seconds (default 5).",
+        epilog=RUN_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--webhook", action="store_true", help="serve a webhook instead of polling")
 
     dbp = sub.add_parser("db", help="database schema")
@@ -106,16 +123,43 @@ async def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitab
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.app import run_polling, run_webhook
+    from aiogram.exceptions import TelegramNetworkError, TelegramUnauthorizedError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from sqlalchemy.exc import DBAPIError
+
+    from bot.preflight import PreflightError, describe, install_log_filters, preflight
 
     token = settings.require_token()
     settings.load_policy()  # fail fast, before touching the network
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    runner = run_webhook if args.webhook else run_polling
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(runner(settings, token))
+    # A failed getUpdates is one log line per attempt, not two lines or a traceback.
+    install_log_filters()
+
+    async def start() -> None:
+        await preflight(settings, token)
+        from bot.app import run_polling, run_webhook  # after the checks: a failure is quick
+
+        await (run_webhook if args.webhook else run_polling)(settings, token)
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(start())
+    except (
+        PreflightError,
+        DBAPIError,
+        OSError,
+        TelegramNetworkError,
+        TelegramUnauthorizedError,
+        RedisConnectionError,
+    ) as exc:
+        # Expected when a service is down or a port taken: one line, not a traceback.
+        message = describe(exc, settings, token)
+        if message is None:  # pragma: no cover - describe() knows every type caught here
+            raise
+        err.print(f"contactbot: {message}", markup=False)
+        return 3
     return 0
 
 

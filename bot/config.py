@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     webhook_host: str = "0.0.0.0"
     webhook_port: int = 8080
+    # `contactbot run` checks the database, Redis and the Bot API before starting; each has
+    # this many seconds to answer (bot/preflight.py).
+    preflight_timeout: float = 5.0
     # Testing hook: read "now" from this file (see bot/clock.py). Unset in production.
     clock_file: str | None = None
 
