@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -225,3 +226,24 @@ async def test_order_holds_when_429_hits_the_middle_of_a_burst(h: Harness) -> No
     await _until(lambda: copies(h, ANN, VIPC) == sent + lines)
     await h.api.wait_idle(quiet=0.3)
     assert copies(h, ANN, VIPC) == sent + lines
+
+
+async def test_a_send_cut_off_by_a_crash_is_sent_again_after_its_lease(h: Harness) -> None:
+    """At-least-once: a row claimed by a process that died is sent once its lease ends."""
+    sent = await _open_and_claim(h)
+    deliverer: Deliverer = h.dp["delivery"]
+    msg = h.api.user_message(VIPC, "cut off")
+    h.api._pending.pop()  # the update itself was handled before the crash: only its row left
+    async with h.db.sessions() as s, s.begin():
+        conv = await h.conv(VIPC)
+        now = deliverer.now()
+        s.add(Delivery(conversation_id=conv.id, direction="to_agent", kind="copy",
+                       from_chat_id=VIPC, message_ids=f"[{msg['message_id']}]",
+                       link_kind="relay", status="sending", attempts=1,
+                       next_at=now + timedelta(seconds=30), created_at=now))  # fmt: skip
+    assert await deliverer.sweep() == 0  # the lease still holds
+    async with h.db.sessions() as s, s.begin():
+        row = (await s.execute(select(Delivery).where(Delivery.status == "sending"))).scalar_one()
+        row.next_at = deliverer.now() - timedelta(seconds=1)  # the lease ended
+    assert await deliverer.sweep() == 1
+    assert copies(h, ANN, VIPC) == [*sent, msg["message_id"]]
