@@ -3,15 +3,19 @@
 It runs the production rules, not a model of them: the order is routing.priority's virtual
 arrival key, the agent for a chat is routing.queue.pick_agent (eligibility by tier, capacity,
 least loaded), and the SLA targets come from the policy's ``[queue.sla]``. Nothing sleeps and
-nothing touches a database or Telegram. A seed reproduces a run exactly (one
-``random.Random``, consumed in a fixed order).
+nothing touches a database or Telegram. A seed reproduces a run exactly (seeded
+``random.Random`` streams, consumed in a fixed order: one for arrivals and handle times, one
+for patience, so that a patience nobody runs out of changes nothing).
 
 Modelling choices (docs/queue.md): an agent answers a chat the moment they take it (the
 simulated first response is the assignment), a chat's handle time does not depend on how many
 chats its agent holds, and a customer whose patience runs out before an agent takes the chat
-abandons it. Within one tier the virtual arrival is arrival + a constant, so each tier's
-waiting line is a FIFO deque and the best chat is the smallest key among the tier heads:
-O(tiers) per decision, which is what makes 100,000 arrivals take about a second.
+abandons it. Agent utilisation is measured over the horizon (the hours arrivals come in):
+slot-time spent on chats between 0 and the horizon over slots x horizon; the drain after it
+counts in ``simulated_seconds`` only. Within one tier the virtual arrival is arrival + a
+constant, so each tier's waiting line is a FIFO deque and the best chat is the smallest key
+among the tier heads: O(tiers) per decision, which is what makes 100,000 arrivals take about
+a second.
 """
 
 from __future__ import annotations
@@ -215,7 +219,11 @@ def simulate(
     scenario: Scenario, policy: Policy, *, seed: int | None = None, agents: int | None = None
 ) -> Result:
     """Run one simulated period. ``agents`` replaces the first group's count (--recommend)."""
-    rng = random.Random(scenario.seed if seed is None else seed)
+    run_seed = scenario.seed if seed is None else seed
+    rng = random.Random(run_seed)  # arrivals and handle times
+    # Patience has a stream of its own: [patience] must not change the arrivals or the handle
+    # times, so with a patience nobody runs out of, a run is the run without it.
+    patience_rng = random.Random(f"patience:{run_seed}")
     aging = (
         scenario.policy.aging_outrank_seconds
         if scenario.policy.aging_outrank_seconds is not None
@@ -299,7 +307,8 @@ def simulate(
         if target is not None and wait <= target:
             st.met += 1
         d = service_time()
-        busy_time += d
+        # Agent time within the horizon: the part of a chat after it belongs to the drain.
+        busy_time += max(0.0, min(now + d, horizon) - now)
         seq += 1
         heapq.heappush(events, (now + d, seq, _DONE, slot.id))
 
@@ -328,13 +337,18 @@ def simulate(
     next_arrival = rng.expovariate(total_rate)
     while True:
         if events and (events[0][0] <= next_arrival or next_arrival > horizon):
-            now, _, kind, who = heapq.heappop(events)
+            at, _, kind, who = heapq.heappop(events)
+            if kind == _ABANDON and not waiting[who]:
+                # A stale patience timer: the chat was taken already. Nothing happens, so it
+                # must not move the clock (it would stretch the period past the last event).
+                continue
+            now = at
             n_events += 1
             if kind == _DONE:
                 slot = slots[who]
                 slot.load -= 1
                 free_slot(slot, now)
-            elif waiting[who]:
+            else:
                 waiting[who] = False
                 stats[tier_of[who]].abandoned += 1
             continue
@@ -349,7 +363,7 @@ def simulate(
         tier_of.append(tier)
         waiting.append(True)
         stats[tier].arrivals += 1
-        patience = rng.expovariate(patience_rate) if patience_rate else math.inf
+        patience = patience_rng.expovariate(patience_rate) if patience_rate else math.inf
         next_arrival = now + rng.expovariate(total_rate)
         taker = pick_agent(slots, tier)
         if taker is not None and best_waiting([tier]) is None:
@@ -360,12 +374,13 @@ def simulate(
             seq += 1
             heapq.heappush(events, (now + patience, seq, _ABANDON, cid))
 
+    # The period: the horizon, or the last chat's end if the queue drains after it.
     end = max(now, horizon)
     # Chats still waiting when the last agent finished had nobody eligible to serve them.
     for cid, w in enumerate(waiting):
         if w:
             stats[tier_of[cid]].abandoned += 1
-    utilization = busy_time / (total_slots * end) if total_slots and end else 0.0
+    utilization = busy_time / (total_slots * horizon) if total_slots else 0.0
     return Result(
         agents=len(slots),
         tiers={

@@ -11,6 +11,7 @@ import pytest
 from bot.cli import main
 from routing.policy import Policy
 from routing.simulate import (
+    Patience,
     ScenarioError,
     load_scenario,
     parse_scenario,
@@ -155,3 +156,46 @@ def test_cli_json_table_and_recommend(
     bad.write_text("hours = 1\n[arrivals]\nGold = 1\n", encoding="utf-8")
     assert main(["simulate", str(bad)]) == 2
     assert "invalid scenario" in capsys.readouterr().err
+
+
+def test_a_patience_nobody_runs_out_of_changes_nothing(policy: Policy) -> None:
+    """Served chats' patience timers are stale: they must not stretch the simulated period."""
+    example = load_scenario(EXAMPLE, policy)
+    assert example.patience is not None  # the shipped example has [patience]
+    without = simulate(example.model_copy(update={"patience": None}), policy, seed=5)
+    endless = example.model_copy(update={"patience": Patience(mean_seconds=1e9)})
+    within = simulate(endless, policy, seed=5)
+    assert sum(t["abandoned"] for t in within.tiers.values()) == 0
+    assert within.tiers == without.tiers
+    assert within.agent_utilization == pytest.approx(without.agent_utilization, abs=1e-4)
+    assert within.simulated_seconds == pytest.approx(without.simulated_seconds)
+    # Arrivals stop at 8 h; the drain is minutes, not the last stale timer's 10^9 s.
+    assert within.simulated_seconds < (example.hours + 1) * 3600
+
+
+@pytest.mark.parametrize(("count", "capacity"), [(1, 1), (3, 2)])
+def test_utilisation_is_busy_agent_time_over_agents_times_horizon(
+    policy: Policy, count: int, capacity: int
+) -> None:
+    handle, hours = 60.0, 8.0
+    sc = parse_scenario(
+        {
+            "hours": hours,
+            "agents": {"count": count, "capacity": capacity},
+            "arrivals": {"VIP": 6 * count * capacity, "C": 30 * count * capacity},
+            # A handle time of (almost exactly) one minute: busy time = served chats x 60 s.
+            "service": {"distribution": "lognormal", "mean_seconds": handle, "sigma": 1e-9},
+            "patience": {"mean_seconds": 1e7},
+        },
+        policy,
+    )
+    r = simulate(sc, policy, seed=1)
+    served = sum(t["served"] for t in r.tiers.values())
+    assert sum(t["abandoned"] for t in r.tiers.values()) == 0
+    horizon = hours * 3600
+    slots = count * capacity
+    expected = served * handle / (slots * horizon)
+    assert 0.5 < expected < 0.7
+    # Chats still open at the horizon count only up to it: at most one minute per slot.
+    assert r.agent_utilization == pytest.approx(expected, abs=handle / horizon)
+    assert r.agent_utilization <= expected + 1e-6
