@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import keyboards, texts_queue
 from bot.i18n import for_agents, for_customer
-from routing import agents, conversations, db, queue, sla
+from routing import agents, conversations, db, delivery, queue, sla
 from routing.models import QUEUED, Agent, Conversation, Customer, QueueOffer
 from routing.policy import Policy
 
@@ -207,6 +207,9 @@ class QueueDesk:
             if target is None:
                 return texts_queue.transfer_unknown(name)
             refused = await queue.transfer_to(session, conv, target, note, agent, self.now())
+            if refused is None:
+                # The customer's messages wait for the new agent's briefing (hand_over).
+                await delivery.hold_for_hand_over(session, conv.id, target.id, now=self.desk.now())
             if refused is None and agent.focus_conversation_id == conv.id:
                 agent.focus_conversation_id = None
                 session.add(agent)

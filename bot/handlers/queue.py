@@ -12,7 +12,7 @@ from bot import keyboards, texts, texts_queue
 from bot.clock import Clock
 from bot.desk import Desk
 from bot.filters import IsAgent
-from routing import conversations, queue
+from routing import conversations, delivery, queue
 from routing.conversations import TargetHow
 from routing.models import Agent, Customer, QueueOffer
 
@@ -95,6 +95,9 @@ async def offer_answer(
             else None
         )
         conv = result.conversation if result is not None else None
+        if result is not None and result.won and conv is not None:
+            # The customer's messages wait for the briefing hand_over queues next.
+            await delivery.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
         customer = await session.get(Customer, conv.customer_id) if conv is not None else None
     if result is None or conv is None or customer is None:
         await query.answer(texts_queue.offer_gone(), show_alert=True)
