@@ -8,11 +8,28 @@ from __future__ import annotations
 
 import itertools
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from routing.policy_check import (
+    Problem,
+    check_cron,
+    check_zone,
+    no_such_tier,
+    problems,
+    raise_problems,
+)
 from routing.queue_policy import QueuePolicy
 from routing.selfservice import FaqEntry, SelfServicePolicy, default_selfservice
 from routing.survey_policy import SurveysPolicy
@@ -125,7 +142,7 @@ class MessagesPolicy(_Strict):
         for lang, t in texts.items():
             try:
                 t.format(**_MESSAGE_FIELDS)
-            except (KeyError, IndexError, ValueError) as exc:
+            except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
                 raise ValueError(f"{lang}: bad placeholder {exc}") from None
         return texts
 
@@ -152,7 +169,9 @@ class ScoringPolicy(_Strict):
     # Orders with these statuses do not count (case-sensitive, as imported).
     exclude_statuses: tuple[str, ...] = ("cancelled", "refunded")
     # Rescoring cron (crontab: minute hour day month day-of-week) in ``timezone``; "" = off.
+    # Checked with APScheduler's own parser, as the running bot reads it.
     schedule: str = "0 3 1 * *"
+    # An IANA name; also the scheduler's time zone.
     timezone: str = "UTC"
     weights: WeightsPolicy = WeightsPolicy()
     normalise: NormalisePolicy = NormalisePolicy()
@@ -162,9 +181,12 @@ class ScoringPolicy(_Strict):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if value.strip() and len(value.split()) != 5:
-            raise ValueError("schedule: a crontab with 5 fields, e.g. '0 3 1 * *', or ''")
-        return value.strip()
+        return check_cron(value) if value.strip() else ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return check_zone(value)
 
 
 class IdentificationPolicy(_Strict):
@@ -190,38 +212,50 @@ class Policy(_Strict):
     selfservice: SelfServicePolicy = Field(default_factory=default_selfservice)
     surveys: SurveysPolicy = Field(default_factory=SurveysPolicy)
 
+    # Tier references: each section is checked against the tiers as soon as both are valid,
+    # so one broken section does not hide another's dangling names. Only what the file sets
+    # is checked: the shipped defaults name the shipped tiers and simply go unused (or, for
+    # the SLA tables and campaigns, apply to no tier) when the tiers are renamed.
+    @field_validator("scoring")
+    @classmethod
+    def _scoring_tiers(cls, scoring: ScoringPolicy, info: ValidationInfo) -> ScoringPolicy:
+        names = _tier_names(info)
+        ceiling = scoring.raise_ceiling
+        if names is not None and ceiling is not None and ceiling not in names:
+            raise_problems("scoring", [(("raise_ceiling",), no_such_tier(names, ceiling))])
+        return scoring
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_tiers(cls, queue: QueuePolicy, info: ValidationInfo) -> QueuePolicy:
+        names = _tier_names(info)
+        if names is not None and "sla" in queue.model_fields_set:
+            raise_problems(
+                "queue", [(("sla", *loc), m) for loc, m in queue.sla.tier_problems(names)]
+            )
+        return queue
+
+    @field_validator("selfservice")
+    @classmethod
+    def _selfservice_tiers(
+        cls, selfservice: SelfServicePolicy, info: ValidationInfo
+    ) -> SelfServicePolicy:
+        names = _tier_names(info)
+        if names is not None:
+            raise_problems("selfservice", selfservice.tier_problems(names))
+        return selfservice
+
+    @field_validator("surveys")
+    @classmethod
+    def _survey_tiers(cls, surveys: SurveysPolicy, info: ValidationInfo) -> SurveysPolicy:
+        names = _tier_names(info)
+        if names is not None:
+            raise_problems("surveys", surveys.tier_problems(names))
+        return surveys
+
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:
-        if not self.tiers:
-            raise ValueError("tiers: at least one tier is required")
-        names = [t.name for t in self.tiers]
-        if len(set(names)) != len(names):
-            raise ValueError(f"tiers: names must be unique, got {names}")
-        if self.scoring.mode == "thresholds":
-            spends = [t.min_spend for t in self.tiers]
-            if any(a <= b for a, b in itertools.pairwise(spends)):
-                raise ValueError(
-                    "tiers: list tiers from highest to lowest with strictly decreasing min_spend"
-                )
-            if spends[-1] != 0:
-                raise ValueError(
-                    "tiers: the lowest tier must have min_spend = 0 (it holds everyone)"
-                )
-            if self.tiers[-1].min_score != 0:
-                raise ValueError("tiers: the lowest tier must have min_score = 0")
-        else:
-            missing = [t.name for t in self.tiers[:-1] if t.share is None]
-            if missing:
-                raise ValueError(
-                    f"tiers: percentile mode needs a share for every tier but the last: {missing}"
-                )
-            total = sum(t.share or 0 for t in self.tiers[:-1])
-            if total > 1 + 1e-9:
-                raise ValueError(f"tiers: shares add up to {total:g}, more than 1")
-        self.selfservice.check_tiers(names)
-        ceiling = self.scoring.raise_ceiling
-        if ceiling is not None and ceiling not in names:
-            raise ValueError(f"scoring.raise_ceiling: {ceiling!r} is not a tier ({names})")
+        raise_problems("Policy", _tier_list_problems(self.tiers, self.scoring.mode))
         return self
 
     # Tier helpers. Rank 0 is the highest tier; the queue orders by rank.
@@ -253,23 +287,81 @@ class Policy(_Strict):
         return self.selfservice.entry(faq_id)
 
 
+def _tier_names(info: ValidationInfo) -> tuple[str, ...] | None:
+    """The defined tier names, or None when the tier list itself is invalid."""
+    tiers = info.data.get("tiers")
+    return None if tiers is None else tuple(t.name for t in tiers)
+
+
+def _tier_list_problems(tiers: Sequence[TierPolicy], mode: str) -> list[Problem]:
+    if not tiers:
+        return [(("tiers",), "at least one tier is required")]
+    found: list[Problem] = []
+    first: dict[str, int] = {}
+    for i, t in enumerate(tiers):
+        if t.name in first:
+            found.append(
+                (
+                    ("tiers", i, "name"),
+                    f'"{t.name}" again: names must be unique (tier #{first[t.name] + 1} has it)',
+                )
+            )
+        first.setdefault(t.name, i)
+    last = len(tiers) - 1
+    if mode == "thresholds":
+        for i, (above, t) in enumerate(itertools.pairwise(tiers), start=1):
+            if t.min_spend >= above.min_spend:
+                found.append(
+                    (
+                        ("tiers", i, "min_spend"),
+                        f"{t.min_spend:g} is not below {above.min_spend:g} ({above.name}): "
+                        "list tiers from highest to lowest with strictly decreasing min_spend",
+                    )
+                )
+        if tiers[last].min_spend != 0:
+            found.append(
+                (
+                    ("tiers", last, "min_spend"),
+                    "the lowest tier must have min_spend = 0 (it holds everyone)",
+                )
+            )
+        if tiers[last].min_score != 0:
+            found.append((("tiers", last, "min_score"), "the lowest tier must have min_score = 0"))
+    else:
+        for i, t in enumerate(tiers[:-1]):
+            if t.share is None:
+                found.append(
+                    (
+                        ("tiers", i, "share"),
+                        "percentile mode needs a share for every tier but the last",
+                    )
+                )
+        total = sum(t.share or 0 for t in tiers[:-1])
+        if total > 1 + 1e-9:
+            found.append((("tiers",), f"shares add up to {total:g}, more than 1"))
+    return found
+
+
 class PolicyError(Exception):
-    """A policy file that cannot be used; the message names the file and the keys."""
+    """A policy file that cannot be used.
 
+    ``str()`` is one line naming the file and every problem's key (what ``run`` and every
+    command print); ``problems`` holds the same problems one per entry (``policy check``
+    prints one per line), each ``[table] key: what is wrong``.
+    """
 
-def _format_validation(path: str, err: ValidationError) -> str:
-    lines = [f"{path}: invalid policy"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {loc}: {e['msg']}")
-    return "\n".join(lines)
+    def __init__(self, summary: str, problems: Sequence[str] = ()) -> None:
+        self.summary = summary
+        self.problems = tuple(problems)
+        line = f"{summary}: {'; '.join(self.problems)}" if self.problems else summary
+        super().__init__(" ".join(line.splitlines()))
 
 
 def parse_policy(data: dict[str, Any], source: str = "<policy>") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as err:
-        raise PolicyError(_format_validation(source, err)) from None
+        raise PolicyError(f"{source}: invalid policy", problems(Policy, err)) from None
 
 
 def load_policy(path: str | Path | None) -> Policy:
@@ -282,7 +374,13 @@ def load_policy(path: str | Path | None) -> Policy:
     except OSError as exc:
         raise PolicyError(f"{p}: cannot read policy file ({exc.strerror})") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PolicyError(f"{p}: not valid TOML: line {line} is not UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message ends "(at line N, column M)"; it is one line.
         raise PolicyError(f"{p}: not valid TOML: {exc}") from None
     return parse_policy(data, str(p))

@@ -6,9 +6,12 @@ rules; docs/policy.md lists the keys).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from routing.policy_check import Problem, no_such_tier
 
 
 class _Strict(BaseModel):
@@ -39,6 +42,16 @@ class SlaPolicy(_Strict):
             if seconds <= 0:
                 raise ValueError(f"{tier}: a target must be above 0 seconds")
         return value
+
+    def tier_problems(self, tiers: Sequence[str]) -> list[Problem]:
+        """Tier names in the tables the file sets that ``tiers`` does not define."""
+        return [
+            ((table, name), no_such_tier(tiers))
+            for table in ("first_response_seconds", "resolution_seconds")
+            if table in self.model_fields_set
+            for name in getattr(self, table)
+            if name not in tiers
+        ]
 
     def first_response(self, tier: str) -> float | None:
         return self.first_response_seconds.get(tier)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -27,6 +27,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from routing.policy_check import Problem, check_zone, no_such_tier
 
 NodeId = Annotated[
     str, StringConstraints(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -149,13 +151,7 @@ class TierAccess(_Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, tz: str) -> str:
-        try:
-            ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {tz!r} (an IANA name, e.g. 'Europe/Berlin')"
-            ) from None
-        return tz
+        return check_zone(tz)
 
     def spans(self) -> list[OpenSpan]:
         return [s for h in self.hours for s in parse_hours(h)]
@@ -227,7 +223,9 @@ class SelfServicePolicy(_Strict):
     @field_validator("languages", mode="before")
     @classmethod
     def _langs(cls, v: Any) -> Any:
-        return tuple(_canonical_key(x) for x in v) if isinstance(v, list | tuple) else v
+        if isinstance(v, list | tuple):  # non-strings are left to the type check
+            return tuple(_canonical_key(x) if isinstance(x, str) else x for x in v)
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> SelfServicePolicy:
@@ -316,23 +314,22 @@ class SelfServicePolicy(_Strict):
             if name not in state:
                 visit(name, [name])
 
-    def check_tiers(self, tier_names: Iterable[str]) -> None:
-        """Tier names used here must exist (called by the Policy, which knows the tiers)."""
-        names = set(tier_names)
-        # The shipped benefits name the shipped tiers; with renamed tiers they just go unused.
-        shipped = self.tiers == _default_tiers()
-        for tier in self.tiers:
-            if tier not in names and not shipped:
-                raise ValueError(f"selfservice.tiers.{tier}: not a tier ({sorted(names)})")
-        nodes: list[tuple[str, tuple[str, ...]]] = [
-            *((f"faq entry {f.id!r}", f.tiers) for f in self.faq),
-            *((f"menu {n!r}", m.tiers) for n, m in self.menus.items()),
-            *((f"action {n!r}", a.tiers) for n, a in self.actions.items()),
+    def tier_problems(self, tier_names: Iterable[str]) -> list[Problem]:
+        """Tier names used here that the policy does not define (called by the Policy, which
+        knows the tiers). Only what the file sets: the shipped benefits name the shipped
+        tiers, and with renamed tiers they just go unused."""
+        names = tuple(tier_names)
+        found: list[Problem] = []
+        if "tiers" in self.model_fields_set:
+            found += [(("tiers", t), no_such_tier(names)) for t in self.tiers if t not in names]
+        nodes: list[tuple[tuple[str | int, ...], tuple[str, ...]]] = [
+            *((("faq", i, "tiers"), f.tiers) for i, f in enumerate(self.faq)),
+            *((("menus", n, "tiers"), m.tiers) for n, m in self.menus.items()),
+            *((("actions", n, "tiers"), a.tiers) for n, a in self.actions.items()),
         ]
-        for where, tiers in nodes:
-            unknown = sorted(set(tiers) - names)
-            if unknown:
-                raise ValueError(f"selfservice {where}: unknown tier {', '.join(unknown)}")
+        for loc, tiers in nodes:
+            found += [(loc, no_such_tier(names, t)) for t in tiers if t not in names]
+        return found
 
     # --- lookups --------------------------------------------------------------------
     @property

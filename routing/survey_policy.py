@@ -7,39 +7,18 @@ Kept apart from ``routing.policy`` so that the survey machinery's knobs live in 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from routing.policy_check import Problem, check_cron, check_zone, no_such_tier
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_cron(value: str) -> str:
-    value = " ".join(value.split())
-    if len(value.split()) != 5:
-        raise ValueError("a crontab with 5 fields (minute hour day month day-of-week)")
-    from apscheduler.triggers.cron import CronTrigger
-
-    try:
-        CronTrigger.from_crontab(value, timezone="UTC")
-    except ValueError as exc:
-        raise ValueError(f"bad crontab {value!r}: {exc}") from None
-    return value
-
-
-def _check_zone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {value!r} (use an IANA name, e.g. Europe/Berlin)"
-        ) from None
-    return value
 
 
 class CsatPolicy(_Strict):
@@ -60,7 +39,7 @@ class NpsCampaign(_Strict):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        return _check_cron(value)
+        return check_cron(value)
 
 
 def _default_campaigns() -> tuple[NpsCampaign, ...]:
@@ -143,4 +122,14 @@ class SurveysPolicy(_Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        return _check_zone(value)
+        return check_zone(value)
+
+    def tier_problems(self, tiers: Sequence[str]) -> list[Problem]:
+        """Campaigns the file sets for tiers that ``tiers`` does not define."""
+        if "nps" not in self.model_fields_set or "campaigns" not in self.nps.model_fields_set:
+            return []
+        return [
+            (("nps", "campaigns", i, "tier"), no_such_tier(tiers, c.tier))
+            for i, c in enumerate(self.nps.campaigns)
+            if c.tier not in tiers
+        ]
