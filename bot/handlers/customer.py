@@ -245,6 +245,34 @@ async def _action(
     await bot.send_message(chat_id, texts.my_orders(lines), reply_markup=nav)
 
 
+def _in_a_chat(message: Message, open_conversation: Conversation | None) -> bool:
+    """The customer has a chat with a person open (queued or assigned)."""
+    return open_conversation is not None
+
+
+@router.message(_in_a_chat, ~F.text.startswith("/"))
+async def in_a_chat(
+    message: Message,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    desk: Desk,
+    clock: Clock,
+    knowledge: KnowledgeIndex,
+    locale: str,
+    open_conversation: Conversation | None,
+    state: FSMContext,
+) -> None:
+    """Registered before every prompt and the contact handler: while a chat with a person is
+    open, whatever the customer sends is for that person. A prompt left open (an order
+    number, a customer code) must not answer "I could not find an order ..." to "my parcel
+    never arrived", and a contact card is relayed, not taken as identification."""
+    await state.clear()
+    await converse(
+        message, session, customer, policy, desk, clock, knowledge, locale, open_conversation
+    )
+
+
 @router.message(SelfService.order_id, F.text, ~F.text.startswith("/"))
 async def order_id_given(
     message: Message,
@@ -437,10 +465,13 @@ async def human_button(
     desk: Desk,
     clock: Clock,
     locale: str,
+    state: FSMContext,
 ) -> None:
     await query.answer()
     if query.message is None or query.bot is None:
         return
+    # A hand-off ends whatever self-service prompt was open (an order number, say).
+    await state.clear()
     reply, refused = await _request_human(session, customer, policy, desk, clock)
     await query.bot.send_message(_chat_id(query), reply)
     if refused:
