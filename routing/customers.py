@@ -1,5 +1,10 @@
 """Customers: identification (Telegram id, shared contact, customer code) and rescoring.
 
+Identity rests on what a stranger cannot produce: the customer's own shared contact (Telegram
+vouches for ``contact.user_id``) or a one-time invitation (routing.invitations). A typed
+customer code is guessable (CRM ids), so it is a policy opt-in, rate-limited per Telegram
+user and overall (:func:`code_attempt_allowed`), and never takes over a linked account.
+
 Functions take an ``AsyncSession`` and run inside the caller's transaction, so a caller can
 combine several steps into one unit of work.
 """
@@ -7,13 +12,13 @@ combine several steps into one unit of work.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.models import OPEN_STATUSES, Conversation, Customer, Survey
+from routing.models import OPEN_STATUSES, CodeAttempt, Conversation, Customer, Survey
 from routing.phones import normalize_phone
 from routing.policy import Policy
 from routing.rescoring import RescoreResult, TierChangeView, rescore
@@ -24,7 +29,9 @@ __all__ = [
     "RescoreResult",
     "TierChangeView",
     "by_telegram_id",
+    "code_attempt_allowed",
     "ensure_customer",
+    "link",
     "link_by_code",
     "link_by_phone",
     "rescore",
@@ -42,6 +49,8 @@ class LinkStatus(StrEnum):
 class LinkResult:
     status: LinkStatus
     customer: Customer | None = None
+    # A relink: the Telegram user the customer was linked to until now (to be told).
+    previous_telegram_id: int | None = None
 
 
 async def by_telegram_id(session: AsyncSession, telegram_id: int) -> Customer | None:
@@ -107,8 +116,44 @@ async def link_by_phone(
     ).scalar_one_or_none()
     if customer is None:
         return LinkResult(LinkStatus.NOT_FOUND)
-    await _link(session, customer, telegram_id, now)
-    return LinkResult(LinkStatus.LINKED, customer)
+    previous = await link(session, customer, telegram_id, now)
+    return LinkResult(LinkStatus.LINKED, customer, previous)
+
+
+async def code_attempt_allowed(
+    session: AsyncSession, telegram_id: int, *, policy: Policy, now: datetime
+) -> bool:
+    """Count one customer-code lookup against the limits; False (nothing recorded) when the
+    user or everyone together is over ``[identification]``'s limits.
+
+    Rows live in the database so that every instance shares the limits; a user's updates
+    are handled one at a time (the per-chat lock), so the per-user limit is exact; the overall
+    one may be passed by the number of lookups running at the same moment. Rows older than
+    both windows are deleted on the way.
+    """
+    ident = policy.identification
+    user_since = now - timedelta(minutes=ident.code_user_window_minutes)
+    overall_since = now - timedelta(seconds=ident.code_overall_window_seconds)
+    await session.execute(
+        delete(CodeAttempt).where(CodeAttempt.attempted_at <= min(user_since, overall_since))
+    )
+    mine = await session.scalar(
+        select(func.count())
+        .select_from(CodeAttempt)
+        .where(CodeAttempt.telegram_id == telegram_id, CodeAttempt.attempted_at > user_since)
+    )
+    if (mine or 0) >= ident.code_attempts_per_user:
+        return False
+    everyone = await session.scalar(
+        select(func.count())
+        .select_from(CodeAttempt)
+        .where(CodeAttempt.attempted_at > overall_since)
+    )
+    if (everyone or 0) >= ident.code_attempts_overall:
+        return False
+    session.add(CodeAttempt(telegram_id=telegram_id, attempted_at=now))
+    await session.flush()
+    return True
 
 
 async def link_by_code(
@@ -129,19 +174,33 @@ async def link_by_code(
         return LinkResult(LinkStatus.NOT_FOUND)
     if customer.telegram_id is not None and customer.telegram_id != telegram_id:
         return LinkResult(LinkStatus.TAKEN)
-    await _link(session, customer, telegram_id, now)
+    await link(session, customer, telegram_id, now)
     return LinkResult(LinkStatus.LINKED, customer)
 
 
-async def _link(session: AsyncSession, customer: Customer, telegram_id: int, now: datetime) -> None:
+async def link(
+    session: AsyncSession, customer: Customer, telegram_id: int, now: datetime
+) -> int | None:
+    """Link the Telegram user to ``customer``; returns the Telegram user it was linked to
+    until now (a relink), else None.
+
+    The sender's guest row hands its history over; an imported customer the sender was
+    linked to before is only unlinked (their history stays theirs)."""
     if customer.telegram_id == telegram_id:
-        return
-    guest = await by_telegram_id(session, telegram_id)
-    if guest is not None and guest.id != customer.id:
-        await _absorb_guest(session, guest, customer)
+        return None
+    previous = customer.telegram_id
+    current = await by_telegram_id(session, telegram_id)
+    if current is not None and current.id != customer.id:
+        if current.is_guest:
+            await _absorb_guest(session, current, customer)
+        else:
+            current.telegram_id = None
+            current.updated_at = now
+            await session.flush()
     customer.telegram_id = telegram_id
     customer.updated_at = now
     await session.flush()
+    return previous
 
 
 async def _absorb_guest(session: AsyncSession, guest: Customer, customer: Customer) -> None:

@@ -475,3 +475,37 @@ class SelfServiceSession(Base):
         Index("ix_selfservice_sessions_customer", "customer_id", "outcome"),
         Index("ix_selfservice_sessions_started", "started_at"),
     )
+
+
+class Invitation(Base):
+    """A one-time link (``t.me/<bot>?start=<token>``) that identifies its holder as a customer.
+
+    Only the token's SHA-256 is stored: a copy of the database does not hand out accounts.
+    Redeemed once, by one conditional UPDATE (routing.invitations.redeem)."""
+
+    __tablename__ = "invitations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    used_by: Mapped[int | None] = mapped_column(BigInteger)  # the redeemer's Telegram id
+    created_by: Mapped[str | None] = mapped_column(String(100))
+
+
+class CodeAttempt(Base):
+    """One lookup of a typed customer code (``[identification] allow_code``): the rate
+    limits count these rows, per Telegram user and overall, so every instance shares them."""
+
+    __tablename__ = "code_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger)
+    attempted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (
+        Index("ix_code_attempts_user", "telegram_id", "attempted_at"),
+        Index("ix_code_attempts_at", "attempted_at"),
+    )
