@@ -51,6 +51,7 @@ _LAZY: dict[str, str] = {
     ),
     "CUSTOMER_HELP": N_(
         "/start - identify yourself\n/menu - self-service topics\n/human - talk to a person\n"
+        "/stop_surveys - stop receiving surveys\n/start_surveys - receive surveys again\n"
         "/help - this help\n\nYou can also just type your question."
     ),
     "TOPIC_GONE": N_("This topic is no longer available."),
@@ -87,6 +88,8 @@ _LAZY: dict[str, str] = {
     "AGENT_HELP": N_(
         "/online - start taking chats\n/offline - stop taking chats\n"
         "/queue - waiting chats by priority\n/next - take the highest-priority waiting chat\n"
+        "/transfer - put the chat back in the queue; /transfer NAME note - hand it to that "
+        "agent\n"
         "/chats - your open chats (focus or close one)\n/close - close the current chat\n"
         "/help - this help\n\n"
         "Your messages go to the customer of the chat you reply to, else your focused chat, "
