@@ -396,8 +396,8 @@ def _default_faq() -> tuple[FaqEntry, ...]:
             id="hours",
             question=_t("Opening hours", "营业时间"),
             answer=_t(
-                "Our team answers chats Monday to Friday, 9:00-18:00.",
-                "我们的团队在周一至周五 9:00-18:00 回复消息。",
+                "Our team answers chats 24/7, weekends included.",
+                "我们的团队全天候（24/7）回复消息，周末也不例外。",
             ),
             keywords={
                 "en": ("open", "opening", "hours", "time", "when", "closed", "weekend"),

@@ -1,5 +1,6 @@
 """What the bot says about itself is true: the /help texts name exactly the commands the
-README's "Bot commands" table lists for each role."""
+README's "Bot commands" table lists for each role, and the shipped FAQ states the opening
+hours the shipped policy serves."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot import i18n, texts
+from routing.policy import Policy
+from routing.selfservice import default_selfservice
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -61,3 +64,31 @@ def test_help_names_exactly_the_commands_the_readme_lists(role: str, locale: str
     unknown = sorted(shown - listed)
     assert not missing, f"{role} help ({locale}) lacks {missing}, listed in README.md"
     assert not unknown, f"{role} help ({locale}) names {unknown}, which README.md does not list"
+
+
+# --- the shipped FAQ vs the shipped policy -------------------------------------------------
+
+_DAY = re.compile(
+    r"\b(mon|tue|wed|thu|fri|sat|sun)[a-z]*\b|周[一二三四五六日天]|\d{1,2}:\d{2}", re.I
+)
+
+
+def test_the_default_faq_states_the_hours_the_default_tiers_are_served() -> None:
+    policy = Policy()
+    ss = policy.selfservice
+    assert ss == default_selfservice()
+    hours = {tier: tuple(ss.access(tier).spans()) for tier in policy.tier_names}
+    # One FAQ answer speaks for every tier, so it can only be true if they share their hours.
+    assert len(set(hours.values())) == 1, f"default tiers have different hours: {hours}"
+    entry = ss.entry("hours")
+    assert entry is not None and not isinstance(entry.answer, str)
+    spans = next(iter(hours.values()))
+    for language, answer in entry.answer.items():
+        if not spans:  # served 24/7: say so, and name no days or times of day
+            assert "24/7" in answer, f"hours FAQ ({language}) does not say 24/7: {answer!r}"
+            assert not _DAY.search(answer), f"hours FAQ ({language}) names hours: {answer!r}"
+        else:  # the opening and closing times of every span, as "9:00" or "09:00"
+            for span in spans:
+                for t in (span.start, span.end):
+                    hm = f"{t.hour}:{t.minute:02d}" if t is not None else "24:00"
+                    assert re.search(rf"(?<!\d)0?{hm}", answer), (language, answer, hm)
