@@ -28,7 +28,7 @@ from bot.delivery import Deliverer
 from bot.desk import Desk
 from bot.handlers import get_routers
 from bot.i18n import LocaleMiddleware, make_i18n
-from bot.intake import Intake
+from bot.intake import Intake, redis_chat_lock
 from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
 from bot.throttle import ThrottleMiddleware
 from routing import db, inbox, queue
@@ -183,7 +183,17 @@ def _workflow(app: App) -> dict[str, object]:
 
 
 def make_intake(app: App) -> Intake:
-    return Intake(app.dp, app.bot, db.make_sessionmaker(app.engine), app.clock)
+    # Several instances share a PostgreSQL database only with Redis (FSM state); then a
+    # chat's updates are ordered across instances by a shared lock.
+    shared = app.settings.redis_url is not None and app.engine.dialect.name == "postgresql"
+    lock = redis_chat_lock(app.settings.redis_url) if shared and app.settings.redis_url else None
+    return Intake(app.dp, app.bot, db.make_sessionmaker(app.engine), app.clock, chat_lock=lock)
+
+
+def _start_sweeps(intake: Intake) -> asyncio.Task[None] | None:
+    if intake.chat_lock is None:
+        return None
+    return asyncio.create_task(intake.run_sweeps())
 
 
 async def run_polling(settings: Settings, token: str) -> None:
@@ -199,8 +209,11 @@ async def run_polling(settings: Settings, token: str) -> None:
         await app.dp.emit_startup(bot=app.bot, **_workflow(app))
         sched = _start_scheduler(app)
         await intake.recover()
+        sweeps = _start_sweeps(intake)
         settle_heap()
         await intake.poll(app.dp.resolve_used_update_types())
+        if sweeps is not None:
+            await sweeps
     finally:
         await _shut_down(app, intake, sched)
 
@@ -237,8 +250,11 @@ async def run_webhook(settings: Settings, token: str) -> None:
         log.info("contactbot webhook on %s:%s", settings.webhook_host, settings.webhook_port)
         sched = _start_scheduler(app)
         await intake.recover()
+        sweeps = _start_sweeps(intake)
         settle_heap()
         await intake.stopped()
+        if sweeps is not None:
+            await sweeps
     finally:
         # Stop answering first: updates that arrive now get 503 and Telegram retries them.
         try:

@@ -19,6 +19,12 @@ inbox (routing/inbox.py). Handling then runs from the stored row:
 * pending rows left by a crash are handled first on the next start (:meth:`Intake.recover`);
 * :meth:`Intake.drain` stops taking updates, lets the ones in flight finish within a bound
   and leaves the rest pending for the next start (SIGTERM, SIGINT).
+
+Several instances (webhook mode on PostgreSQL, with Redis): consecutive updates of one chat
+may land on different instances. Each instance then takes the chat's shared lock (Redis)
+before handling, and handles the chat's pending rows *from the database*, in update id order,
+whoever stored them; an update another instance already handled is skipped. A sweep picks
+up rows left pending by an instance that died (their lock expires with it).
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import hmac
 import json
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from aiogram import Bot, Dispatcher
@@ -47,7 +55,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.clock import Clock
+from bot.clock import Clock, utcnow
 from routing import inbox
 from routing.inbox import RawUpdate
 
@@ -63,6 +71,29 @@ POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits for news
 MAX_ATTEMPTS = 5
 # Failures that are about the world (network, Telegram, the database), not about the update.
 TRANSIENT = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, OperationalError)
+# Several instances: a chat's lock outlives a dead holder by at most this long, and rows
+# pending longer than ORPHAN_SECONDS are looked at again every SWEEP_SECONDS.
+LOCK_SECONDS = 120
+ORPHAN_SECONDS = 10.0
+SWEEP_SECONDS = 5.0
+
+ChatLock = Callable[[int], AbstractAsyncContextManager[None]]
+
+
+def redis_chat_lock(redis_url: str) -> ChatLock:
+    """A chat's updates are handled by one instance at a time, across instances."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+
+    @asynccontextmanager
+    async def lock(chat_id: int) -> AsyncIterator[None]:
+        async with client.lock(
+            f"contactbot:chat:{chat_id}", timeout=LOCK_SECONDS, blocking_timeout=None
+        ):
+            yield
+
+    return lock
 
 
 class RawGetUpdates(GetUpdates):
@@ -104,8 +135,13 @@ class Intake:
         concurrency: int = CONCURRENCY,
         max_attempts: int = MAX_ATTEMPTS,
         retry_first: float = 0.5,
+        chat_lock: ChatLock | None = None,
     ) -> None:
         self.dp, self.bot, self.sessions, self.clock = dp, bot, sessions, clock
+        # The inbox is plumbing: it runs on real time, whatever clock the bot's rules use.
+        self.now = utcnow
+        # Set when several instances may share the database (see the module docstring).
+        self.chat_lock = chat_lock
         self.max_attempts = max_attempts
         self.retry_first = retry_first
         self._slots = asyncio.Semaphore(concurrency)
@@ -138,7 +174,7 @@ class Intake:
         for line in bad:
             log.warning("skipped %s", line)
         async with self.sessions() as s, s.begin():
-            new = await inbox.store(s, rows, self.clock())
+            new = await inbox.store(s, rows, self.now())
         for row in rows:
             if row.update_id in new:
                 self._schedule(row)
@@ -171,13 +207,14 @@ class Intake:
         queue = self._queues[key]
         try:
             while queue:
+                if self.chat_lock is not None and isinstance(key, int):
+                    await self._run_shared(key, queue)
+                    continue
                 row = queue[0]
                 async with self._slots:
                     await self._handle(row)
                 queue.popleft()
-                self._scheduled.discard(row.update_id)
-                if len(self._scheduled) < BACKLOG // 2:
-                    self._room.set()
+                self._done_with(row.update_id)
         finally:
             # No await between the last check of the queue and here: a row scheduled for
             # this chat meanwhile would have found this worker and been taken above.
@@ -186,6 +223,49 @@ class Intake:
                 del self._queues[key]
             if not self._scheduled:
                 self._idle.set()
+
+    def _done_with(self, update_id: int) -> None:
+        self._scheduled.discard(update_id)
+        if len(self._scheduled) < BACKLOG // 2:
+            self._room.set()
+
+    async def _run_shared(self, chat_id: int, queue: deque[RawUpdate]) -> None:
+        """One turn of a chat shared with other instances: under the chat's lock, every row
+        still pending in the database, in update id order, whoever stored it."""
+        assert self.chat_lock is not None
+        taken = list(queue)
+        queue.clear()
+        try:
+            async with self._slots, self.chat_lock(chat_id):
+                async with self.sessions() as s, s.begin():
+                    rows = await inbox.pending_for_chat(s, chat_id)
+                for row in rows:
+                    await self._handle(row)
+                    if self.stopping:
+                        break
+        finally:
+            for row in taken:
+                self._done_with(row.update_id)
+
+    async def sweep_orphans(self) -> int:
+        """Several instances: schedule chats whose rows wait longer than they should (their
+        instance died, or its turn ended just before they were stored)."""
+        async with self.sessions() as s, s.begin():
+            rows = await inbox.stale_pending(s, self.now() - timedelta(seconds=ORPHAN_SECONDS))
+        for row in rows:
+            self._schedule(row)
+        return len(rows)
+
+    async def run_sweeps(self) -> None:
+        """Until :meth:`stop`: the orphan sweep every ``SWEEP_SECONDS`` (several instances)."""
+        while not self.stopping:
+            await self._until_stop(asyncio.sleep(SWEEP_SECONDS))
+            if self.stopping:
+                break
+            try:
+                await self.sweep_orphans()
+            except (DBAPIError, OSError) as exc:
+                log.warning("orphan sweep failed: %s", one_line(exc))
 
     # --- handling one update -----------------------------------------------------------
     async def _handle(self, row: RawUpdate) -> None:
@@ -243,9 +323,9 @@ class Intake:
             try:
                 async with self.sessions() as s, s.begin():
                     if quarantine is None:
-                        await inbox.mark_done(s, update_id, self.clock())
+                        await inbox.mark_done(s, update_id, self.now())
                     else:
-                        await inbox.quarantine(s, update_id, quarantine, self.clock())
+                        await inbox.quarantine(s, update_id, quarantine, self.now())
                 return
             except (DBAPIError, OSError) as exc:
                 if self.stopping:

@@ -128,6 +128,32 @@ async def pending(session: AsyncSession, limit: int = 10_000) -> list[RawUpdate]
     return [RawUpdate(u, c, p) for u, c, p in rows.all()]
 
 
+async def pending_for_chat(session: AsyncSession, chat_id: int) -> list[RawUpdate]:
+    """One chat's stored updates not yet handled, in update id order."""
+    rows = await session.execute(
+        select(InboundUpdate.update_id, InboundUpdate.chat_id, InboundUpdate.payload)
+        .where(InboundUpdate.chat_id == chat_id, InboundUpdate.status == INBOX_PENDING)
+        .order_by(InboundUpdate.update_id)
+    )
+    return [RawUpdate(u, c, p) for u, c, p in rows.all()]
+
+
+async def stale_pending(
+    session: AsyncSession, received_before: datetime, limit: int = 500
+) -> list[RawUpdate]:
+    """Pending rows stored before ``received_before``, oldest first."""
+    rows = await session.execute(
+        select(InboundUpdate.update_id, InboundUpdate.chat_id, InboundUpdate.payload)
+        .where(
+            InboundUpdate.status == INBOX_PENDING,
+            InboundUpdate.received_at < received_before,
+        )
+        .order_by(InboundUpdate.update_id)
+        .limit(limit)
+    )
+    return [RawUpdate(u, c, p) for u, c, p in rows.all()]
+
+
 async def is_done(session: AsyncSession, update_id: int) -> bool:
     status = await session.scalar(
         select(InboundUpdate.status).where(InboundUpdate.update_id == update_id)

@@ -135,6 +135,11 @@ class Order(Base):
 
 class Agent(Base):
     __tablename__ = "agents"
+    __table_args__ = (
+        # Names are unique regardless of case: `/transfer ann` must mean one agent
+        # (routing.agents also refuses clashes that only casefold() sees).
+        Index("uq_agents_name_lower", text("lower(name)"), unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     telegram_id: Mapped[int] = mapped_column(BigInteger, unique=True)
@@ -391,7 +396,10 @@ class InboundUpdate(Base):
     """
 
     __tablename__ = "inbound_updates"
-    __table_args__ = (Index("ix_inbound_updates_status", "status", "update_id"),)
+    __table_args__ = (
+        Index("ix_inbound_updates_status", "status", "update_id"),
+        Index("ix_inbound_updates_chat", "chat_id", "update_id"),
+    )
 
     update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     # The chat (else the user) the update belongs to: its updates are handled in order.

@@ -37,6 +37,9 @@ def upgrade() -> None:
     op.create_index(
         "ix_inbound_updates_status", "inbound_updates", ["status", "update_id"], unique=False
     )
+    op.create_index(
+        "ix_inbound_updates_chat", "inbound_updates", ["chat_id", "update_id"], unique=False
+    )
     # The inbox is the redelivery guard now; the handled-ids log it replaces held only ids.
     op.drop_table("processed_updates")
     op.create_table(
@@ -97,5 +100,6 @@ def downgrade() -> None:
         sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("update_id", name=op.f("pk_processed_updates")),
     )
+    op.drop_index("ix_inbound_updates_chat", table_name="inbound_updates")
     op.drop_index("ix_inbound_updates_status", table_name="inbound_updates")
     op.drop_table("inbound_updates")
