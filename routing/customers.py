@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.models import OPEN_STATUSES, CodeAttempt, Conversation, Customer, Survey
@@ -85,8 +86,15 @@ async def ensure_customer(
         created_at=now,
         updated_at=now,
     )
-    session.add(guest)
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(guest)
+    except IntegrityError:
+        # Another instance created this user's row first (two first updates at once).
+        existing = await by_telegram_id(session, telegram_id)
+        if existing is None:  # pragma: no cover - the unique index guarantees one exists
+            raise
+        return existing
     return guest
 
 

@@ -222,10 +222,23 @@ def _won_values(agent: Agent, now: datetime) -> dict[str, Any]:
     }
 
 
+async def lock_agent(session: AsyncSession, agent_id: int) -> None:
+    """Serialise an agent's claims for the rest of the transaction.
+
+    Capacity is "how many chats the agent holds", a count over other rows: two claims of
+    different chats by one agent through two instances would both count the load before the
+    other committed (PostgreSQL, READ COMMITTED) and both win. Locking the agent's row first
+    makes the second wait, and its count (a new statement) sees the first. SQLite already
+    serialises writers (BEGIN IMMEDIATE), and FOR UPDATE renders as nothing there."""
+    await session.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
+
+
 async def claim(
     session: AsyncSession, conversation_id: int, agent: Agent, now: datetime
 ) -> ClaimResult:
-    """Try to take one specific queued conversation."""
+    """Try to take one specific queued conversation (capacity checked under the agent's
+    lock: see :func:`lock_agent`)."""
+    await lock_agent(session, agent.id)
     conv = await session.get(Conversation, conversation_id, populate_existing=True)
     if conv is not None and conv.status == QUEUED:
         refused = None
@@ -271,6 +284,7 @@ async def claim_next(session: AsyncSession, agent: Agent, now: datetime) -> Conv
     check rides in the claiming UPDATE itself (one statement on the hot path); it is only
     looked at separately when nothing was won, to tell "full" from "nothing to take".
     """
+    await lock_agent(session, agent.id)
     open_to = _open_to(agent, now)
     room = (
         select(func.count())
@@ -415,6 +429,7 @@ async def transfer_to(
         return "offline"
     if not serves(parse_tiers(to.tiers), conv.tier):
         return REFUSED_TIER
+    await lock_agent(session, to.id)
     if not has_capacity(await load(session, to.id), to.max_chats):
         return REFUSED_CAPACITY
     done = (
