@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -26,6 +27,7 @@ from routing.policy_check import (
     Problem,
     check_cron,
     check_zone,
+    describe,
     no_such_tier,
     problems,
     raise_problems,
@@ -370,11 +372,31 @@ class PolicyError(Exception):
         super().__init__(" ".join(line.splitlines()))
 
 
+def _tier_list_problems_besides(data: dict[str, Any], err: ValidationError) -> list[str]:
+    """The [[tiers]] problems Policy's model validator would report, when other sections'
+    errors kept it from running: so that one run of ``policy check`` lists everything."""
+    if "tiers" not in data or any(e["loc"][:1] in ((), ("tiers",)) for e in err.errors()):
+        return []  # the defaults are fine; or the tier list's problems are already listed
+    scoring = data.get("scoring", {})
+    mode = scoring.get("mode", "thresholds") if isinstance(scoring, dict) else None
+    if mode not in ("thresholds", "percentile"):
+        return []
+    try:
+        tiers = TypeAdapter(tuple[TierPolicy, ...]).validate_python(data["tiers"])
+    except ValidationError:  # pragma: no cover - reported at ("tiers", ...) already
+        return []
+    return [
+        describe(Policy, {"type": "policy", "loc": loc, "msg": msg, "input": None})
+        for loc, msg in _tier_list_problems(tiers, mode)
+    ]
+
+
 def parse_policy(data: dict[str, Any], source: str = "<policy>") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as err:
-        raise PolicyError(f"{source}: invalid policy", problems(Policy, err)) from None
+        found = [*_tier_list_problems_besides(data, err), *problems(Policy, err)]
+        raise PolicyError(f"{source}: invalid policy", found) from None
 
 
 def load_policy(path: str | Path | None) -> Policy:
