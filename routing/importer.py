@@ -11,12 +11,26 @@ Before anything is written the whole file is scanned once for file-level problem
 malformed CSV, missing header columns), which raise ``ImportFileError``: a file that cannot be
 read to the end writes nothing.
 
-Counting: ``inserted`` and ``updated`` are exact counts of distinct keys (``external_id`` /
-``order_id``) that did not exist, respectively already existed, before the import, established
-by a look-up in the same transaction as each batch's write (a concurrent writer between
-look-up and write on PostgreSQL could make one count off, never the data). A key repeated in the
-file counts once. Both are 0 for a dry run. ``ok`` counts every accepted row, including rows
-later superseded by a repeat of their key.
+Empty cells keep what is stored: a CRM export that leaves a column blank for some rows must not
+wipe the values (or release the tier pins) the bot and its people set. Clearing a stored value
+takes the explicit token ``(clear)`` (``CLEAR``) in the cell. Releasing a tier override that
+way is written to the tier history with who ("import FILE") and why, and the customer is
+regraded at once, as ``customers override ID --clear`` does.
+
+Counting: ``inserted``, ``updated`` and ``unchanged`` are exact counts of distinct keys
+(``external_id`` / ``order_id``): keys that did not exist before the import, keys that existed
+and whose stored values the import changed, and keys that existed with exactly the values of
+the file (nothing is written for them). They are established by a look-up in the same
+transaction as each batch's write (a concurrent writer between look-up and write on
+PostgreSQL could make one count off, never the data). A key repeated in the file counts once.
+All three are 0 for a dry run. ``ok`` counts every accepted row, including rows later
+superseded by a repeat of their key.
+
+Real CRM exports: the delimiter (``,`` ``;`` tab ``|``) is detected from the header line;
+``date_format`` (a strptime format) and ``decimal_comma`` (``1.234,56``) read what regional
+settings produce. A national phone number that cannot be read without
+``[identification] default_region`` loads the customer without the phone, counted in one
+warning. A cell holding a NUL character is a row error (PostgreSQL cannot store one).
 
 Memory: rows are not kept, but the keys already seen (for the "later row wins" warnings and
 the counts) are: roughly 150 bytes per distinct key.
@@ -25,6 +39,7 @@ the counts) are: roughly 150 bytes per distinct key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import functools
 import json
@@ -45,27 +60,34 @@ from sqlalchemy import (
     Table,
     any_,
     bindparam,
+    case,
     func,
+    insert,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from routing.models import Customer, Order
+from routing import rescoring
+from routing.models import Customer, Order, TierChange
 from routing.phones import normalize_phone
 from routing.policy import Policy
 
 __all__ = [
     "BATCH_SIZE",
+    "CLEAR",
     "CUSTOMER_COLUMNS",
+    "DELIMITERS",
     "MAX_LISTED",
     "ORDER_COLUMNS",
     "CustomerRow",
     "ImportFileError",
+    "ImportOptionError",
     "ImportReport",
     "OrderRow",
     "RowError",
+    "check_date_format",
     "import_customers",
     "import_orders",
     "parse_customer_row",
@@ -99,14 +121,32 @@ _ORDERS = cast(Table, Order.__table__)
 
 _BIGINT_MAX = 2**63 - 1
 _AMOUNT_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+# --decimal-comma: ',' before the decimals, optional '.' between groups of three digits.
+_AMOUNT_COMMA_RE = re.compile(r"-?(?:[0-9]{1,3}(?:\.[0-9]{3})+|[0-9]+)(?:,[0-9]+)?")
+# Year first with slashes (2025/8/9, 2025/08/09 13:45): unambiguous, read without a flag.
+_SLASH_DATE_RE = re.compile(
+    r"([0-9]{4})/([0-9]{1,2})/([0-9]{1,2})(?:[ T]([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?)?"
+)
 _INT_RE = re.compile(r"[0-9]+")
 _LANGUAGE_RE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*")
+# A phone as people write one nationally: digits and the usual punctuation only.
+_NATIONAL_PHONE_RE = re.compile(r"[0-9 ()./-]+")
 _HUNDRED = Decimal(100)
 _ONE = Decimal(1)
+_NO_DATE = datetime.min.replace(tzinfo=UTC)
+
+# The cell that clears a stored value (an empty cell keeps it). Case does not matter.
+CLEAR = "(clear)"
+
+DELIMITERS = (",", ";", "\t", "|")
 
 
 class ImportFileError(Exception):
     """The file as a whole cannot be imported; the message is one line naming the file."""
+
+
+class ImportOptionError(ValueError):
+    """An import option (``date_format``) is unusable; the message is one line naming it."""
 
 
 @dataclass
@@ -124,23 +164,30 @@ class ImportReport:
     rows: int = 0  # non-blank data rows in the file
     ok: int = 0  # rows accepted (valid and without conflict)
     inserted: int = 0  # distinct new keys written (exact; 0 for a dry run)
-    updated: int = 0  # distinct existing keys overwritten (exact; 0 for a dry run)
+    updated: int = 0  # distinct existing keys whose values changed (exact; 0 for a dry run)
+    unchanged: int = 0  # distinct existing keys already holding the file's values (ditto)
     errors: list[RowError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
     seconds: float = 0.0
+    phones_skipped: int = 0  # national phone numbers not loaded (no default_region)
+    overrides_released: int = 0  # tier pins released by a (clear) cell
 
     def summary(self) -> str:
         """One line for a CLI: what happened, in numbers."""
         mode = " (dry run: nothing written)" if self.dry_run else ""
         return (
             f"{self.kind}: {self.rows} rows, {self.ok} ok, {self.rows - self.ok} rejected, "
-            f"{self.inserted} inserted, {self.updated} updated in {self.seconds:.2f}s{mode}"
+            f"{self.inserted} inserted, {self.updated} updated, {self.unchanged} unchanged "
+            f"in {self.seconds:.2f}s{mode}"
         )
 
 
 @dataclass(frozen=True, slots=True)
 class CustomerRow:
+    """A valid row. ``None`` is an empty cell (keep the stored value); a column in ``cleared``
+    held ``(clear)`` (set NULL)."""
+
     line: int
     external_id: str
     name: str | None = None
@@ -151,6 +198,9 @@ class CustomerRow:
     account_manager: str | None = None
     tier_override: str | None = None  # in the policy's spelling
     timezone: str | None = None  # an IANA name
+    cleared: frozenset[str] = frozenset()
+    # A national number that needs [identification] default_region: not loaded.
+    phone_skipped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +212,7 @@ class OrderRow:
     ordered_at: datetime  # aware, UTC
     category: str | None = None
     status: str | None = None
+    cleared: frozenset[str] = frozenset()
 
 
 # --- validation (pure) -----------------------------------------------------------------------
@@ -169,7 +220,20 @@ class OrderRow:
 
 def _show(value: str) -> str:
     """A cell quoted for a message, shortened so that a garbage cell cannot flood the report."""
+    value = value.replace("\x00", "\\0")
     return f"'{value}'" if len(value) <= 40 else f"'{value[:37]}...'"
+
+
+def _is_clear(value: str) -> bool:
+    return value.strip().lower() == CLEAR
+
+
+def _take_clears(row: dict[str, str], columns: Collection[str]) -> frozenset[str]:
+    """The optional columns whose cell is the clear token; their cells are emptied in ``row``."""
+    cleared = frozenset(c for c in columns if _is_clear(row.get(c, "")))
+    for column in cleared:
+        row[column] = ""
+    return cleared
 
 
 def _text(row: dict[str, str], key: str, limit: int, problems: list[str]) -> str | None:
@@ -187,6 +251,8 @@ def _key(row: dict[str, str], key: str, problems: list[str]) -> str:
         problems.append(f"missing {key}")
     elif len(value) > 64:
         problems.append(f"{key} longer than 64 characters")
+    elif _is_clear(value):
+        problems.append(f"{key} cannot be {CLEAR}")
     return value
 
 
@@ -203,18 +269,39 @@ def _email_ok(value: str) -> bool:
     )
 
 
+def _looks_national(raw: str) -> bool:
+    """A number written without its country code (no '+', no '00'): readable only with the
+    business's ``default_region``. Too short or with letters, it is simply a bad phone."""
+    if raw.startswith(("+", "00")) or not _NATIONAL_PHONE_RE.fullmatch(raw):
+        return False
+    digits = sum(ch.isdigit() for ch in raw)
+    return 6 <= digits <= 15
+
+
 def parse_customer_row(row: dict[str, str], line: int, policy: Policy) -> CustomerRow | RowError:
-    """Validate one customers.csv row (column name -> cell); every problem is reported."""
+    """Validate one customers.csv row (column name -> cell); every problem is reported.
+
+    An empty cell is ``None`` (keep the stored value); a ``(clear)`` cell is named in
+    ``cleared``. A national phone number while the policy has no ``default_region`` is not an
+    error: the row loads without it (``phone_skipped``).
+    """
+    row = dict(row)
+    cleared = _take_clears(row, CUSTOMER_COLUMNS[1:])
     problems: list[str] = []
     external_id = _key(row, "external_id", problems)
     name = _text(row, "name", 200, problems)
 
     phone: str | None = None
+    phone_skipped = False
     raw_phone = row.get("phone", "").strip()
     if raw_phone:
-        phone = normalize_phone(raw_phone, policy.identification.default_region)
+        region = policy.identification.default_region
+        phone = normalize_phone(raw_phone, region)
         if phone is None:
-            problems.append(f"bad phone {_show(raw_phone)}")
+            if region is None and _looks_national(raw_phone):
+                phone_skipped = True
+            else:
+                problems.append(f"bad phone {_show(raw_phone)}")
 
     email = _text(row, "email", 254, problems)
     if email is not None and not _email_ok(email):
@@ -244,7 +331,9 @@ def parse_customer_row(row: dict[str, str], line: int, policy: Policy) -> Custom
         tier_override = by_lower.get(raw_tier.lower())
         if tier_override is None:
             valid = ", ".join(policy.tier_names)
-            problems.append(f"unknown tier {_show(raw_tier)} (valid tiers: {valid})")
+            problems.append(
+                f"unknown tier {_show(raw_tier)} (valid tiers: {valid}; {CLEAR} releases the pin)"
+            )
 
     timezone = _text(row, "timezone", 64, problems)
     if timezone is not None and not _zone_ok(timezone):
@@ -265,6 +354,8 @@ def parse_customer_row(row: dict[str, str], line: int, policy: Policy) -> Custom
         account_manager=account_manager,
         tier_override=tier_override,
         timezone=timezone,
+        cleared=cleared,
+        phone_skipped=phone_skipped,
     )
 
 
@@ -277,20 +368,30 @@ def _zone_ok(name: str) -> bool:
     return True
 
 
-def _parse_amount(raw: str, problems: list[str]) -> int:
+def _parse_amount(raw: str, problems: list[str], decimal_comma: bool = False) -> int:
     if not raw:
         problems.append("missing amount")
         return 0
-    if "," in raw or "_" in raw:
+    if decimal_comma:
+        if not _AMOUNT_COMMA_RE.fullmatch(raw):
+            problems.append(
+                f"bad amount {_show(raw)} (expected e.g. 1.234,50 or 1234,50: "
+                "',' for decimals, as --decimal-comma says)"
+            )
+            return 0
+        text = raw.replace(".", "").replace(",", ".")
+    elif "," in raw or "_" in raw:
         problems.append(
             f"amount {_show(raw)} has a ',' or '_' separator; write plain digits with '.' "
-            "for decimals (e.g. 1234.50)"
+            "for decimals (e.g. 1234.50), or use --decimal-comma for 1.234,50"
         )
         return 0
-    if not _AMOUNT_RE.fullmatch(raw):
-        problems.append(f"bad amount {_show(raw)}")
+    elif not _AMOUNT_RE.fullmatch(raw):
+        problems.append(f"bad amount {_show(raw)} (expected e.g. 1234.50)")
         return 0
-    cents = Decimal(raw) * _HUNDRED
+    else:
+        text = raw
+    cents = Decimal(text) * _HUNDRED
     whole = cents.to_integral_value(rounding=ROUND_HALF_EVEN)
     if whole != cents:
         # Money is never silently rounded: 10.005 is a mistake in the export, not 10.00.
@@ -302,30 +403,73 @@ def _parse_amount(raw: str, problems: list[str]) -> int:
     return int(whole)
 
 
-def _parse_when(raw: str, problems: list[str]) -> datetime:
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _parse_when(raw: str, problems: list[str], date_format: str | None = None) -> datetime:
     if not raw:
         problems.append("missing ordered_at")
-        return datetime.min.replace(tzinfo=UTC)
+        return _NO_DATE
     try:
-        when = datetime.fromisoformat(raw)
-        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+        if date_format is not None:
+            with contextlib.suppress(ValueError):
+                return _utc(datetime.strptime(raw, date_format))
+        slashed = _SLASH_DATE_RE.fullmatch(raw)
+        if slashed:
+            y, mo, d, h, mi, sec = (int(part or 0) for part in slashed.groups())
+            return datetime(y, mo, d, h, mi, sec, tzinfo=UTC)
+        return _utc(datetime.fromisoformat(raw))
     except (ValueError, OverflowError):
-        problems.append(f"unparseable date {_show(raw)}")
-        return datetime.min.replace(tzinfo=UTC)
+        expected = (
+            f"{date_format} as --date-format says, or YYYY-MM-DD"
+            if date_format is not None
+            else "YYYY-MM-DD or --date-format"
+        )
+        problems.append(f"ordered_at {_show(raw)} is not a date (expected {expected})")
+        return _NO_DATE
 
 
-def parse_order_row(row: dict[str, str], line: int, policy: Policy) -> OrderRow | RowError:
+def check_date_format(date_format: str) -> None:
+    """Raise ``ImportOptionError`` unless ``date_format`` is a strptime format that reads a
+    full date (day, month and year) back from what it writes."""
+    sample = datetime(2025, 8, 9, 13, 14, 15)
+    hint = "expected a strptime format such as %d.%m.%Y or %m/%d/%Y %H:%M"
+    if "%" not in date_format:
+        raise ImportOptionError(f"--date-format {date_format!r} has no % directive ({hint})")
+    try:
+        back = datetime.strptime(sample.strftime(date_format), date_format)
+    except (ValueError, TypeError) as exc:
+        raise ImportOptionError(f"--date-format {date_format!r}: {exc} ({hint})") from None
+    if back.date() != sample.date():
+        raise ImportOptionError(
+            f"--date-format {date_format!r} does not give a full date: it needs the day, "
+            f"the month and the year ({hint})"
+        )
+
+
+def parse_order_row(
+    row: dict[str, str],
+    line: int,
+    policy: Policy,
+    *,
+    date_format: str | None = None,
+    decimal_comma: bool = False,
+) -> OrderRow | RowError:
     """Validate one orders.csv row (column name -> cell); every problem is reported.
 
     ``amount`` is a plain decimal ('.' separator, optional leading '-' for refunds, at most
-    2 decimal places) stored as integer cents; ``ordered_at`` is an ISO 8601 date or datetime,
-    naive values being UTC.
+    2 decimal places) stored as integer cents; with ``decimal_comma`` it is written 1.234,56.
+    ``ordered_at`` is an ISO 8601 date or datetime, or year-first with slashes (2025/8/9), or
+    in ``date_format`` (strptime) when given; naive values are UTC.
     """
+    row = dict(row)
+    cleared = _take_clears(row, ("category", "status"))
     problems: list[str] = []
     external_id = _key(row, "external_id", problems)
     order_id = _key(row, "order_id", problems)
-    amount_cents = _parse_amount(row.get("amount", "").strip(), problems)
-    ordered_at = _parse_when(row.get("ordered_at", "").strip(), problems)
+    amount_cents = _parse_amount(row.get("amount", "").strip(), problems, decimal_comma)
+    ordered_at = _parse_when(row.get("ordered_at", "").strip(), problems, date_format)
     category = _text(row, "category", 100, problems)
     status = _text(row, "status", 32, problems)
     if problems:
@@ -338,6 +482,7 @@ def parse_order_row(row: dict[str, str], line: int, policy: Policy) -> OrderRow 
         ordered_at=ordered_at,
         category=category,
         status=status,
+        cleared=cleared,
     )
 
 
@@ -354,9 +499,9 @@ def _open(path: Path) -> TextIO:
         raise ImportFileError(f"{path}: cannot read file ({exc.strerror or exc})") from None
 
 
-def _records(f: TextIO, path: Path) -> Iterator[tuple[int, list[str]]]:
+def _records(f: TextIO, path: Path, delimiter: str = ",") -> Iterator[tuple[int, list[str]]]:
     """(physical line of the record's first line, cells) for every CSV record."""
-    reader = csv.reader(f)
+    reader = csv.reader(f, delimiter=delimiter)
     last = 0
     try:
         for cells in reader:
@@ -389,12 +534,34 @@ def _blank(cells: list[str]) -> bool:
     return all(not cell.strip() for cell in cells)
 
 
+def _delimiter(path: Path, known: tuple[str, ...]) -> str:
+    """The delimiter of the file: of ``DELIMITERS``, the one that splits the header line into
+    the most known column names (then into the most cells); ',' when nothing tells."""
+    line = ""
+    with _open(path) as f:
+        try:
+            for raw in f:
+                if raw.strip("".join(DELIMITERS) + " \r\n"):
+                    line = raw
+                    break
+        except UnicodeDecodeError:
+            return ","  # the scan reports it, with its line
+    best, best_score = ",", (0, 0)
+    for delimiter in DELIMITERS:
+        cells = next(csv.reader([line], delimiter=delimiter), [])
+        score = (sum(cell.strip().lower() in known for cell in cells), len(cells))
+        if score > best_score:
+            best, best_score = delimiter, score
+    return best
+
+
 @dataclass
 class _Header:
     columns: list[tuple[int, str]]  # (position, name) of the known columns
     width: int
     present: frozenset[str]
     unknown: list[str]
+    delimiter: str = ","
 
 
 def _header(
@@ -413,21 +580,19 @@ def _header(
     present = frozenset(name for _, name in columns)
     missing = [name for name in required if name not in present]
     if missing:
-        hint = ""
-        if len(cells) == 1 and ";" in cells[0]:
-            hint = " (the file looks semicolon-separated; export it comma-separated)"
+        shown = ", ".join(_show(n)[1:-1] for n in names if n) or "nothing"
         raise ImportFileError(
             f"{path}: missing required column{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(missing)}; the header has: {', '.join(n for n in names if n) or 'nothing'}"
-            f"{hint}"
+            f"{', '.join(missing)}; the header has: {shown}"
         )
     return _Header(columns, len(names), present, unknown)
 
 
 def _scan(path: Path, known: tuple[str, ...], required: tuple[str, ...]) -> _Header:
     """Read the whole file once, before writing anything, for file-level problems."""
+    delimiter = _delimiter(path, known)
     with _open(path) as f:
-        records = _records(f, path)
+        records = _records(f, path, delimiter)
         header: _Header | None = None
         for _, cells in records:
             if not _blank(cells):
@@ -437,6 +602,7 @@ def _scan(path: Path, known: tuple[str, ...], required: tuple[str, ...]) -> _Hea
             raise ImportFileError(f"{path}: the file is empty (no header row)")
         for _ in records:
             pass
+    header.delimiter = delimiter
     return header
 
 
@@ -451,7 +617,7 @@ class _Batches(Generic[_Row]):
         parse: Callable[[dict[str, str], int, Policy], _Row | RowError],
         policy: Policy,
     ) -> None:
-        self._records = _records(f, path)
+        self._records = _records(f, path, header.delimiter)
         self._header = header
         self._parse = parse
         self._policy = policy
@@ -472,7 +638,12 @@ class _Batches(Generic[_Row]):
             else:
                 n = len(cells)
                 row = {name: cells[pos].strip() if pos < n else "" for pos, name in columns}
-                out.append(self._parse(row, line, self._policy))
+                nul = [name for name, value in row.items() if "\x00" in value]
+                if nul:
+                    # PostgreSQL cannot store one, and would fail the whole batch.
+                    out.append(RowError(line, f"NUL character in {', '.join(nul)}"))
+                else:
+                    out.append(self._parse(row, line, self._policy))
             if len(out) >= size:
                 return len(out), out
         self.done = True
@@ -541,8 +712,10 @@ class _Importer(Generic[_Row]):
         self.report = ImportReport(kind=self.kind, dry_run=dry_run)
         self.listed = _Listed(self.report)
         self.seen: dict[str, int] = {}  # key -> line of its latest accepted row
+        self.unchanged: set[str] = set()  # keys counted unchanged (a later row may change them)
         self.present: frozenset[str] = frozenset()
         self.dialect = ""
+        self.path = Path()
 
     def parse(self, row: dict[str, str], line: int, policy: Policy) -> _Row | RowError:
         raise NotImplementedError
@@ -567,30 +740,48 @@ class _Importer(Generic[_Row]):
     def closing_warnings(self) -> list[str]:
         return []
 
-    def accept(self, key_name: str, key: str, line: int, existing: set[str]) -> None:
-        """Bookkeeping for an accepted row: repeat warning, counts."""
+    def accept(self, key_name: str, key: str, line: int) -> bool:
+        """Bookkeeping for an accepted row: repeat warning; True for the key's first row."""
         self.report.ok += 1
         previous = self.seen.get(key)
+        self.seen[key] = line
         if previous is not None:
             self.listed.duplicate(
                 f"line {line}: {key_name} {key} also on line {previous}; the later row wins"
             )
-        elif not self.dry_run:
-            if key in existing:
-                self.report.updated += 1
+            return False
+        return True
+
+    def count(self, key: str, first: bool, existed: bool, changed: bool) -> None:
+        """Count a key once the batch's rows of it are merged: ``first`` when the import had
+        not seen it before this batch, ``existed`` when it was stored before this batch."""
+        if self.dry_run:
+            return
+        r = self.report
+        if first:
+            if not existed:
+                r.inserted += 1
+            elif changed:
+                r.updated += 1
             else:
-                self.report.inserted += 1
-        self.seen[key] = line
+                r.unchanged += 1
+                self.unchanged.add(key)
+        elif changed and key in self.unchanged:
+            # Unchanged by its earlier rows, changed by a later one.
+            self.unchanged.discard(key)
+            r.unchanged -= 1
+            r.updated += 1
 
     async def run(
         self, sessions: async_sessionmaker[AsyncSession], path: Path, batch_size: int
     ) -> ImportReport:
         started = time.perf_counter()
-        path = Path(path)
+        path = self.path = Path(path)
         header = await asyncio.to_thread(_scan, path, self.known, self.required)
         self.present = header.present
         if header.unknown:
-            self.report.warnings.append(f"ignored unknown columns: {', '.join(header.unknown)}")
+            shown = ", ".join(_show(name)[1:-1] for name in header.unknown)
+            self.report.warnings.append(f"ignored unknown columns: {shown}")
         f = _open(path)
         pending: asyncio.Future[tuple[int, list[_Row | RowError]]] | None = None
         try:
@@ -626,6 +817,46 @@ class _Importer(Generic[_Row]):
         return self.report
 
 
+def _keep(column: str, excluded: Any, table: Table) -> ColumnElement[Any]:
+    """In an upsert's SET: the file's value, or the stored one where the cell was empty."""
+    return func.coalesce(excluded[column], table.c[column])
+
+
+@dataclass(slots=True)
+class _Merged:
+    """A key's rows of one batch, applied in file order: ``values`` holds the columns the
+    file sets (``None``: keep), ``cleared`` the columns set NULL by ``(clear)``."""
+
+    line: int
+    values: dict[str, Any]
+    cleared: set[str]
+    override_line: int = 0  # the row that set tier_override
+
+    def apply(self, line: int, values: dict[str, Any], cleared: frozenset[str]) -> None:
+        self.line = line
+        for column, value in values.items():
+            if value is not None:
+                self.values[column] = value
+                self.cleared.discard(column)
+        for column in cleared:
+            self.values[column] = None
+            self.cleared.add(column)
+
+    def after(self, stored: dict[str, Any], columns: Collection[str]) -> dict[str, Any]:
+        """The stored values as they will be after this key's write."""
+        out = {c: stored[c] for c in columns}
+        for c in columns:
+            if c in self.cleared:
+                out[c] = None
+            elif self.values.get(c) is not None:
+                out[c] = self.values[c]
+        return out
+
+
+# Customer columns read back to tell changed rows from unchanged ones, and to log releases.
+_STORED_EXTRA = ("id", "tier", "score", "spend_12m", "tier_override_by", "tier_override_reason")
+
+
 class _CustomerImporter(_Importer[CustomerRow]):
     kind = "customers"
     known = CUSTOMER_COLUMNS
@@ -636,37 +867,50 @@ class _CustomerImporter(_Importer[CustomerRow]):
         # telegram_id -> external_id of the row in this file that took it.
         self.claims: dict[int, str] = {}
         self.stmt: Any = None
+        self.first_skipped_phone = 0  # line
 
     def parse(self, row: dict[str, str], line: int, policy: Policy) -> CustomerRow | RowError:
         return parse_customer_row(row, line, policy)
+
+    @property
+    def written(self) -> tuple[str, ...]:
+        """The file's optional columns, in table order."""
+        return tuple(c for c in CUSTOMER_COLUMNS[1:] if c in self.present)
 
     def _upsert(self, session: AsyncSession) -> Any:
         if self.stmt is None:
             stmt = _dialect_insert(session, _CUSTOMERS)
             excluded = stmt.excluded
             set_: dict[str, ColumnElement[Any]] = {}
-            for column in CUSTOMER_COLUMNS[1:]:
-                if column not in self.present:
-                    continue
-                if column == "telegram_id":
-                    # CRMs rarely know Telegram ids: an empty cell keeps the bot's link.
-                    set_[column] = func.coalesce(excluded[column], _CUSTOMERS.c.telegram_id)
-                else:
-                    set_[column] = excluded[column]
+            for column in self.written:
+                # An empty cell keeps the stored value ((clear) is a separate UPDATE).
+                set_[column] = _keep(column, excluded, _CUSTOMERS)
+            if "tier_override" in self.present:
+                # Who pinned it: kept unless this file sets a different tier.
+                for column in ("tier_override_by", "tier_override_reason", "tier_override_at"):
+                    set_[column] = case(
+                        (excluded.tier_override.is_(None), _CUSTOMERS.c[column]),
+                        else_=excluded[column],
+                    )
             # tier and spend_12m are the rescoring's: an update never touches them.
             set_["is_guest"] = excluded["is_guest"]
             set_["updated_at"] = excluded["updated_at"]
             self.stmt = stmt.on_conflict_do_update(index_elements=["external_id"], set_=set_)
         return self.stmt
 
+    async def _stored(self, session: AsyncSession, keys: set[str]) -> dict[str, dict[str, Any]]:
+        c = _CUSTOMERS.c
+        names = ("external_id", *self.written, *_STORED_EXTRA)
+        result = await session.execute(
+            select(*(c[n] for n in names)).where(self.among(c.external_id, keys))
+        )
+        return {row[0]: dict(zip(names, row, strict=True)) for row in result}
+
     async def write(self, session: AsyncSession, rows: list[CustomerRow]) -> None:
         c = _CUSTOMERS.c
-        existing: set[str] = set()
+        stored: dict[str, dict[str, Any]] = {}
         if not self.dry_run:
-            keys = {r.external_id for r in rows}
-            existing = set(
-                await session.scalars(select(c.external_id).where(self.among(c.external_id, keys)))
-            )
+            stored = await self._stored(session, {r.external_id for r in rows})
         owners: dict[int, tuple[str | None, bool, int]] = {}
         wanted = {r.telegram_id for r in rows if r.telegram_id is not None}
         if wanted:
@@ -678,7 +922,8 @@ class _CustomerImporter(_Importer[CustomerRow]):
             owners = {tg: (ext, guest, id_) for tg, ext, guest, id_ in result}
 
         detach: set[int] = set()
-        values: dict[str, dict[str, Any]] = {}
+        merged: dict[str, _Merged] = {}
+        first: set[str] = set()
         for r in rows:
             tg = r.telegram_id
             if tg is not None:
@@ -696,26 +941,47 @@ class _CustomerImporter(_Importer[CustomerRow]):
                     )
                     continue
                 self.claims[tg] = r.external_id
-            self.accept("external_id", r.external_id, r.line, existing)
-            values.pop(r.external_id, None)
-            values[r.external_id] = {
-                "external_id": r.external_id,
-                "name": r.name,
-                "phone": r.phone,
-                "email": r.email,
-                "telegram_id": tg,
-                "language": r.language,
-                "account_manager": r.account_manager,
-                "tier_override": r.tier_override,
-                "timezone": r.timezone,
-                "tier": r.tier_override or self.policy.lowest_tier,
-                "spend_12m": 0.0,
-                "is_guest": False,
-                "created_at": self.now,
-                "updated_at": self.now,
-            }
-        if self.dry_run or not values:
+            if self.accept("external_id", r.external_id, r.line):
+                first.add(r.external_id)
+            if r.phone_skipped:
+                self.report.phones_skipped += 1
+                self.first_skipped_phone = self.first_skipped_phone or r.line
+            values = {column: getattr(r, column) for column in self.written}
+            m = merged.get(r.external_id)
+            if m is None:
+                m = merged[r.external_id] = _Merged(r.line, {}, set())
+            m.apply(r.line, values, r.cleared & self.present)
+            if r.tier_override is not None or "tier_override" in r.cleared:
+                m.override_line = r.line
+        if self.dry_run or not merged:
             return
+
+        upserts: list[dict[str, Any]] = []
+        clears: dict[str, set[str]] = {}
+        released: list[tuple[str, dict[str, Any], _Merged]] = []
+        for key, m in merged.items():
+            old = stored.get(key)
+            if old is None:
+                self.count(key, key in first, False, True)
+                upserts.append(self._insert_values(key, m))
+                continue
+            after = m.after(old, self.written)
+            changed = any(after[col] != old[col] for col in self.written)
+            self.count(key, key in first, True, changed)
+            if not changed:
+                continue  # nothing to write: updated_at stays too
+            values = dict(m.values)
+            if "tier_override" in values and values["tier_override"] == old["tier_override"]:
+                values["tier_override"] = None  # the same pin: keep who set it and why
+            upserts.append(
+                self._insert_values(key, _Merged(m.line, values, set(), m.override_line))
+            )
+            for column in m.cleared:
+                if old[column] is not None:
+                    clears.setdefault(column, set()).add(key)
+            if "tier_override" in m.cleared and old["tier_override"] is not None:
+                released.append((key, old, m))
+
         if detach:
             # A guest who chatted before their record was imported: the record takes the id.
             await session.execute(
@@ -723,7 +989,102 @@ class _CustomerImporter(_Importer[CustomerRow]):
                 .where(self.among(c.telegram_id, detach), c.is_guest.is_(True))
                 .values(telegram_id=None, updated_at=self.now)
             )
-        await session.execute(self._upsert(session), list(values.values()))
+        if upserts:
+            await session.execute(self._upsert(session), upserts)
+        for column, keys in clears.items():
+            extra: dict[str, Any] = {}
+            if column == "tier_override":
+                # As ``customers override --clear``: the next grading starts afresh.
+                extra = {
+                    "tier_override_by": None,
+                    "tier_override_reason": None,
+                    "tier_override_at": None,
+                    "scored_at": None,
+                    "below_count": 0,
+                    "below_since": None,
+                }
+            await session.execute(
+                update(_CUSTOMERS)
+                .where(self.among(c.external_id, keys))
+                .values({column: None, "updated_at": self.now, **extra})
+            )
+        if released:
+            await self._log_releases(session, released)
+
+    def _insert_values(self, key: str, m: _Merged) -> dict[str, Any]:
+        v = m.values
+        override = v.get("tier_override")
+        return {
+            "external_id": key,
+            "name": v.get("name"),
+            "phone": v.get("phone"),
+            "email": v.get("email"),
+            "telegram_id": v.get("telegram_id"),
+            "language": v.get("language"),
+            "account_manager": v.get("account_manager"),
+            "tier_override": override,
+            "tier_override_by": f"import {self.path.name}"[:100] if override else None,
+            "tier_override_reason": (
+                f"tier_override on line {m.override_line}" if override else None
+            ),
+            "tier_override_at": self.now if override else None,
+            "timezone": v.get("timezone"),
+            "tier": override or self.policy.lowest_tier,
+            "spend_12m": 0.0,
+            "is_guest": False,
+            "created_at": self.now,
+            "updated_at": self.now,
+        }
+
+    async def _log_releases(
+        self, session: AsyncSession, released: list[tuple[str, dict[str, Any], _Merged]]
+    ) -> None:
+        """Tier history: who released each pin and why; then regrade those customers now."""
+        log = []
+        for _key, old, m in released:
+            pinned = ""
+            if old["tier_override_by"]:
+                pinned = f" (pinned by {old['tier_override_by']}"
+                if old["tier_override_reason"]:
+                    pinned += f": {old['tier_override_reason']}"
+                pinned += ")"
+            reason = (
+                f"override {old['tier_override']} released by import {self.path.name}, "
+                f"line {m.override_line}: tier_override {CLEAR}{pinned}"
+            )
+            log.append(
+                {
+                    "customer_id": old["id"],
+                    "from_tier": old["tier"],
+                    "to_tier": old["tier"],
+                    "spend_12m": old["spend_12m"],
+                    "reason": reason if len(reason) <= 200 else reason[:197] + "...",
+                    "changed_at": self.now,
+                    "kind": "override",
+                    "score": old["score"],
+                    "notice": "none",  # the regrade below tells the customer, if anyone
+                }
+            )
+        await session.execute(insert(TierChange), log)
+        self.report.overrides_released += len(released)
+        await rescoring.rescore(
+            session,
+            self.policy,
+            self.now,
+            customer_ids=[old["id"] for _, old, _ in released],
+            released=True,
+        )
+
+    def closing_warnings(self) -> list[str]:
+        n = self.report.phones_skipped
+        if not n:
+            return []
+        return [
+            f"{n} phone number{'s' if n != 1 else ''} without a country code not loaded "
+            f"(first on line {self.first_skipped_phone}; those customers loaded without "
+            'it): set [identification] default_region in the policy file, e.g. "DE", '
+            "and import again"
+        ]
 
 
 class _OrderImporter(_Importer[OrderRow]):
@@ -731,55 +1092,107 @@ class _OrderImporter(_Importer[OrderRow]):
     known = ORDER_COLUMNS
     required = ORDER_REQUIRED
 
-    def __init__(self, policy: Policy, dry_run: bool, now: datetime | None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        dry_run: bool,
+        now: datetime | None,
+        date_format: str | None = None,
+        decimal_comma: bool = False,
+    ) -> None:
         super().__init__(policy, dry_run, now)
+        if date_format is not None:
+            check_date_format(date_format)
+        self.date_format = date_format
+        self.decimal_comma = decimal_comma
         self.orphans: set[str] = set()  # order_ids whose external_id matches no customer
         self.stmt: Any = None
 
     def parse(self, row: dict[str, str], line: int, policy: Policy) -> OrderRow | RowError:
-        return parse_order_row(row, line, policy)
+        return parse_order_row(
+            row, line, policy, date_format=self.date_format, decimal_comma=self.decimal_comma
+        )
+
+    @property
+    def written(self) -> tuple[str, ...]:
+        optional = tuple(c for c in ("category", "status") if c in self.present)
+        return ("external_id", "amount_cents", "ordered_at", *optional)
 
     def _upsert(self, session: AsyncSession) -> Any:
         if self.stmt is None:
             stmt = _dialect_insert(session, _ORDERS)
             excluded = stmt.excluded
-            columns = ["external_id", "amount_cents", "ordered_at"]
-            columns += [c for c in ("category", "status") if c in self.present]
-            self.stmt = stmt.on_conflict_do_update(
-                index_elements=["order_id"], set_={c: excluded[c] for c in columns}
-            )
+            set_: dict[str, ColumnElement[Any]] = {}
+            for column in self.written:
+                if column in ("category", "status"):
+                    set_[column] = _keep(column, excluded, _ORDERS)
+                else:
+                    set_[column] = excluded[column]
+            self.stmt = stmt.on_conflict_do_update(index_elements=["order_id"], set_=set_)
         return self.stmt
 
     async def write(self, session: AsyncSession, rows: list[OrderRow]) -> None:
         o, c = _ORDERS.c, _CUSTOMERS.c
-        existing: set[str] = set()
+        stored: dict[str, dict[str, Any]] = {}
         if not self.dry_run:
-            keys = {r.order_id for r in rows}
-            existing = set(
-                await session.scalars(select(o.order_id).where(self.among(o.order_id, keys)))
+            names = ("order_id", *self.written)
+            result = await session.execute(
+                select(*(o[n] for n in names)).where(
+                    self.among(o.order_id, {r.order_id for r in rows})
+                )
             )
+            stored = {row[0]: dict(zip(names, row, strict=True)) for row in result}
         owners = {r.external_id for r in rows}
         known = set(
             await session.scalars(select(c.external_id).where(self.among(c.external_id, owners)))
         )
-        values: dict[str, dict[str, Any]] = {}
+        merged: dict[str, _Merged] = {}
+        first: set[str] = set()
         for r in rows:
-            self.accept("order_id", r.order_id, r.line, existing)
+            if self.accept("order_id", r.order_id, r.line):
+                first.add(r.order_id)
             if r.external_id in known:
                 self.orphans.discard(r.order_id)
             else:
                 self.orphans.add(r.order_id)
-            values.pop(r.order_id, None)
-            values[r.order_id] = {
-                "order_id": r.order_id,
-                "external_id": r.external_id,
-                "amount_cents": r.amount_cents,
-                "category": r.category,
-                "ordered_at": r.ordered_at,
-                "status": r.status,
-            }
-        if not self.dry_run and values:
-            await session.execute(self._upsert(session), list(values.values()))
+            values = {column: getattr(r, column) for column in self.written}
+            m = merged.get(r.order_id)
+            if m is None:
+                m = merged[r.order_id] = _Merged(r.line, {}, set())
+            m.apply(r.line, values, r.cleared & self.present)
+        if self.dry_run:
+            return
+        upserts: list[dict[str, Any]] = []
+        clears: dict[str, set[str]] = {}
+        for key, m in merged.items():
+            old = stored.get(key)
+            if old is not None:
+                after = m.after(old, self.written)
+                changed = any(after[col] != old[col] for col in self.written)
+                self.count(key, key in first, True, changed)
+                if not changed:
+                    continue
+                for column in m.cleared:
+                    if old[column] is not None:
+                        clears.setdefault(column, set()).add(key)
+            else:
+                self.count(key, key in first, False, True)
+            upserts.append(
+                {
+                    "order_id": key,
+                    "external_id": m.values["external_id"],
+                    "amount_cents": m.values["amount_cents"],
+                    "category": m.values.get("category"),
+                    "ordered_at": m.values["ordered_at"],
+                    "status": m.values.get("status"),
+                }
+            )
+        if upserts:
+            await session.execute(self._upsert(session), upserts)
+        for column, keys in clears.items():
+            await session.execute(
+                update(_ORDERS).where(self.among(o.order_id, keys)).values({column: None})
+            )
 
     def closing_warnings(self) -> list[str]:
         n = len(self.orphans)
@@ -803,11 +1216,12 @@ async def import_customers(
     """Upsert customers.csv by ``external_id``; see the module docstring for the rules.
 
     New customers get ``tier`` = their override or the lowest tier (rescoring follows an
-    import); an update never touches ``tier`` or ``spend_12m``. Columns present in the file
-    overwrite (an empty cell sets NULL) except ``telegram_id``, where an empty cell keeps the
-    existing link. A telegram_id held by a guest moves to the imported customer (the guest row
-    and its conversations stay as they are); one held by another imported customer, or taken
-    by an earlier row of the same file, is a row error.
+    import); an update never touches ``tier`` or ``spend_12m``. An empty cell keeps the stored
+    value; ``(clear)`` sets NULL. A ``tier_override`` the file changes records "import FILE"
+    as who pinned it; a ``(clear)`` releases the pin, logs who and why in the tier history and
+    regrades the customer at once. A telegram_id held by a guest moves to the imported
+    customer (the guest row and its conversations stay as they are); one held by another
+    imported customer, or taken by an earlier row of the same file, is a row error.
     """
     return await _CustomerImporter(policy, dry_run, now).run(sessions, path, batch_size)
 
@@ -820,6 +1234,14 @@ async def import_orders(
     dry_run: bool = False,
     now: datetime | None = None,
     batch_size: int = BATCH_SIZE,
+    date_format: str | None = None,
+    decimal_comma: bool = False,
 ) -> ImportReport:
-    """Upsert orders.csv by ``order_id``; orders of not-yet-imported customers load too."""
-    return await _OrderImporter(policy, dry_run, now).run(sessions, path, batch_size)
+    """Upsert orders.csv by ``order_id``; orders of not-yet-imported customers load too.
+
+    ``date_format``: a strptime format for ``ordered_at`` (ISO 8601 is read as well);
+    ``ImportOptionError`` if it cannot read a full date. ``decimal_comma``: amounts are
+    written 1.234,56.
+    """
+    importer = _OrderImporter(policy, dry_run, now, date_format, decimal_comma)
+    return await importer.run(sessions, path, batch_size)

@@ -142,7 +142,7 @@ MIXED_CUSTOMERS = lines(
 MIXED_CUSTOMER_ERRORS = [
     "line 3: missing external_id",
     "line 4: bad phone '12345'",
-    "line 5: unknown tier 'Platinum' (valid tiers: VIP, A, B, C)",
+    "line 5: unknown tier 'Platinum' (valid tiers: VIP, A, B, C; (clear) releases the pin)",
     "line 7: bad email 'not-an-email'; bad telegram_id '-5' (expected a positive integer)",
 ]
 
@@ -201,10 +201,10 @@ async def test_orders_good_rows_load_bad_rows_are_reported(
 
     assert errors(report) == [
         "line 3: missing order_id",
-        "line 4: bad amount 'abc'",
-        "line 5: unparseable date '01/03/2026'",
+        "line 4: bad amount 'abc' (expected e.g. 1234.50)",
+        "line 5: ordered_at '01/03/2026' is not a date (expected YYYY-MM-DD or --date-format)",
         "line 6: amount '1,234.50' has a ',' or '_' separator; write plain digits with '.' "
-        "for decimals (e.g. 1234.50)",
+        "for decimals (e.g. 1234.50), or use --decimal-comma for 1.234,50",
         "line 8: missing external_id; missing amount; missing ordered_at",
         "line 9: amount '10.005' has more than 2 decimal places",
     ]
@@ -244,7 +244,7 @@ async def test_line_numbers_are_physical_lines_after_multiline_fields_and_blank_
     assert errors(report) == [
         "line 5: bad phone '12345'",
         "line 8: bad phone 'not-a-phone'",
-        "line 10: unknown tier 'Gold' (valid tiers: VIP, A, B, C)",
+        "line 10: unknown tier 'Gold' (valid tiers: VIP, A, B, C; (clear) releases the pin)",
     ]
     assert (report.rows, report.ok) == (4, 1)
     assert (await customers(db))["C1"][0] == f"Ann{newline}Lee{newline}Junior"
@@ -285,13 +285,18 @@ async def test_import_twice_gives_the_same_database(db: Db, policy: Policy, tmp_
     first_o = await import_orders(db.sessions, orders_csv, policy, now=NOW)
     before = await snapshot(db)
 
-    second_c = await import_customers(db.sessions, cust_csv, policy, now=NOW)
-    second_o = await import_orders(db.sessions, orders_csv, policy, now=NOW)
+    # Later: an unchanged row is not rewritten, so even updated_at stays.
+    second_c = await import_customers(db.sessions, cust_csv, policy, now=LATER)
+    second_o = await import_orders(db.sessions, orders_csv, policy, now=LATER)
 
     assert await snapshot(db) == before
     assert len(before[0]) == 3 and len(before[1]) == 3
-    assert (first_c.inserted, first_c.updated, second_c.inserted, second_c.updated) == (3, 0, 0, 3)
-    assert (first_o.inserted, first_o.updated, second_o.inserted, second_o.updated) == (3, 0, 0, 3)
+    counts = ("inserted", "updated", "unchanged")
+    assert [getattr(first_c, k) for k in counts] == [3, 0, 0]
+    assert [getattr(second_c, k) for k in counts] == [0, 0, 3]
+    assert [getattr(first_o, k) for k in counts] == [3, 0, 0]
+    assert [getattr(second_o, k) for k in counts] == [0, 0, 3]
+    assert "0 updated, 3 unchanged" in second_c.summary()
     assert errors(second_c) == MIXED_CUSTOMER_ERRORS
     assert second_o.warnings == []
 
@@ -303,7 +308,7 @@ async def test_numeric_looking_keys_stay_distinct_text(
     first = await import_customers(db.sessions, path, policy, now=NOW)
     second = await import_customers(db.sessions, path, policy, now=NOW)
 
-    assert (first.inserted, first.updated, second.inserted, second.updated) == (4, 0, 0, 4)
+    assert (first.inserted, first.updated, second.inserted, second.unchanged) == (4, 0, 0, 4)
     assert {k: v[0] for k, v in (await customers(db)).items()} == {
         "007": "a",
         "7": "b",
@@ -312,7 +317,7 @@ async def test_numeric_looking_keys_stay_distinct_text(
     }
 
 
-async def test_update_overwrites_present_columns_and_keeps_tier_spend_and_telegram_link(
+async def test_update_keeps_empty_cells_clears_on_token_and_keeps_tier_and_spend(
     db: Db, policy: Policy, tmp_path: Path
 ) -> None:
     await import_customers(
@@ -334,23 +339,23 @@ async def test_update_overwrites_present_columns_and_keeps_tier_spend_and_telegr
         for c in (await s.scalars(select(Customer))).all():
             c.tier, c.spend_12m = "B", 1234.5
 
-    # No phone column: phones stay. Blank name / email / tier_override: NULL.
-    # Blank telegram_id: the link stays; a new one replaces it.
+    # No phone column: phones stay. Empty cells keep what is stored; (clear), in any case,
+    # sets NULL (here also the telegram link); a new value replaces the old.
     second = csv_file(
         tmp_path,
         lines(
-            "external_id,name,email,telegram_id,tier_override,language",
-            "C1,,,,,fr",
-            "C2,Robert,rob@example.com,2002,vip,",
+            "external_id,name,email,telegram_id,tier_override,language,account_manager",
+            "C1,,(clear),,,fr, (CLEAR) ",
+            "C2,Robert,rob@example.com,(clear),vip,,",
         ),
         "second.csv",
     )
     report = await import_customers(db.sessions, second, policy, now=LATER)
 
-    assert (report.errors, report.inserted, report.updated) == ([], 0, 2)
+    assert (report.errors, report.inserted, report.updated, report.unchanged) == ([], 0, 2, 0)
     assert await customers(db) == {
-        "C1": (None, "+12127345678", None, 1001, "fr", "mgr-1", None, "B", False),
-        "C2": ("Robert", "+12127345679", "rob@example.com", 2002, None, "mgr-2", "VIP", "B", False),
+        "C1": ("Ann", "+12127345678", None, 1001, "fr", None, "A", "B", False),
+        "C2": ("Robert", "+12127345679", "rob@example.com", None, "de", "mgr-2", "VIP", "B", False),
     }
     (cust, _) = await snapshot(db)
     assert [(r[10], r[12], r[13]) for r in cust] == [(1234.5, NOW, LATER)] * 2
@@ -434,7 +439,8 @@ async def test_repeated_keys_the_later_row_wins(
         "line 5: external_id C1 also on line 4; the later row wins",
     ]
     assert (rc.rows, rc.ok, rc.inserted, rc.updated) == (4, 4, 2, 0)
-    assert {k: v[0] for k, v in (await customers(db)).items()} == {"C1": None, "C2": "Other"}
+    # Rows of a key apply in file order: the empty cell of line 5 keeps line 4's name.
+    assert {k: v[0] for k, v in (await customers(db)).items()} == {"C1": "Second", "C2": "Other"}
     assert ro.warnings == ["line 4: order_id O1 also on line 2; the later row wins"]
     assert (ro.rows, ro.ok, ro.inserted, ro.updated) == (3, 3, 2, 0)
     assert await orders(db) == {
@@ -476,7 +482,7 @@ async def test_dry_run_of_orders_writes_nothing(db: Db, policy: Policy, tmp_path
     text = lines(ORDERS_HEADER, "C1,O1,1.00,,2026-03-01,", "C1,O1,x,,2026-03-01,")
     report = await import_orders(db.sessions, csv_file(tmp_path, text), policy, dry_run=True)
 
-    assert errors(report) == ["line 3: bad amount 'x'"]
+    assert errors(report) == ["line 3: bad amount 'x' (expected e.g. 1234.50)"]
     assert report.warnings == ["1 order belong to no imported customer yet"]
     assert (report.rows, report.ok, report.inserted, report.updated) == (2, 1, 0, 0)
     assert await orders(db) == {}
@@ -489,8 +495,8 @@ async def test_a_file_of_only_bad_rows_writes_nothing(
     report = await import_orders(db.sessions, csv_file(tmp_path, text), policy)
 
     assert errors(report) == [
-        "line 2: bad amount 'abc'",
-        "line 3: unparseable date 'never'",
+        "line 2: bad amount 'abc' (expected e.g. 1234.50)",
+        "line 3: ordered_at 'never' is not a date (expected YYYY-MM-DD or --date-format)",
         "line 4: missing ordered_at",
     ]
     assert (report.rows, report.ok, report.inserted, report.warnings) == (3, 0, 0, [])
@@ -529,18 +535,18 @@ async def test_amounts_are_stored_as_exact_cents(db: Db, policy: Policy, tmp_pat
         (
             "12,50",
             "amount '12,50' has a ',' or '_' separator; write plain digits with '.' for "
-            "decimals (e.g. 1234.50)",
+            "decimals (e.g. 1234.50), or use --decimal-comma for 1.234,50",
         ),
         (
             "1_000",
             "amount '1_000' has a ',' or '_' separator; write plain digits with '.' for "
-            "decimals (e.g. 1234.50)",
+            "decimals (e.g. 1234.50), or use --decimal-comma for 1.234,50",
         ),
-        ("1e3", "bad amount '1e3'"),
-        ("+5", "bad amount '+5'"),
-        ("$5", "bad amount '$5'"),
-        ("NaN", "bad amount 'NaN'"),
-        ("5.", "bad amount '5.'"),
+        ("1e3", "bad amount '1e3' (expected e.g. 1234.50)"),
+        ("+5", "bad amount '+5' (expected e.g. 1234.50)"),
+        ("$5", "bad amount '$5' (expected e.g. 1234.50)"),
+        ("NaN", "bad amount 'NaN' (expected e.g. 1234.50)"),
+        ("5.", "bad amount '5.' (expected e.g. 1234.50)"),
         ("92233720368547758.08", "amount '92233720368547758.08' is out of range"),
         ("", "missing amount"),
     ],
@@ -561,6 +567,9 @@ DATES = [
 ]
 
 
+EXPECTED_DATE = "(expected YYYY-MM-DD or --date-format)"
+
+
 async def test_dates_with_and_without_offset_are_stored_in_utc(
     db: Db, policy: Policy, tmp_path: Path
 ) -> None:
@@ -574,9 +583,9 @@ async def test_dates_with_and_without_offset_are_stored_in_utc(
 
     n = len(DATES)
     assert errors(report) == [
-        f"line {n + 2}: unparseable date '2026-02-30'",
-        f"line {n + 3}: unparseable date '03/01/2026'",
-        f"line {n + 4}: unparseable date 'yesterday'",
+        f"line {n + 2}: ordered_at '2026-02-30' is not a date {EXPECTED_DATE}",
+        f"line {n + 3}: ordered_at '03/01/2026' is not a date {EXPECTED_DATE}",
+        f"line {n + 4}: ordered_at 'yesterday' is not a date {EXPECTED_DATE}",
     ]
     got = {k: v[3] for k, v in (await orders(db)).items()}
     assert got == {f"O{i}": when for i, (_, when) in enumerate(DATES)}
@@ -638,10 +647,9 @@ async def test_national_phone_numbers_use_the_policy_region(db: Db, tmp_path: Pa
             "ordered_at",
         ),
         (
-            lines("external_id;order_id;amount;ordered_at", "C1;O1;1;2026-03-01"),
+            lines("customer;order;sum;date", "C1;O1;1;2026-03-01"),
             "{path}: missing required columns external_id, order_id, amount, ordered_at; the "
-            "header has: external_id;order_id;amount;ordered_at (the file looks "
-            "semicolon-separated; export it comma-separated)",
+            "header has: customer, order, sum, date",
         ),
         ("", "{path}: the file is empty (no header row)"),
         (
