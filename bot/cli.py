@@ -60,9 +60,28 @@ def _parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="load CRM data from CSV (idempotent upsert)")
     impsub = imp.add_subparsers(dest="kind", required=True, metavar="KIND")
     for kind in ("customers", "orders"):
-        k = impsub.add_parser(kind, help=f"import {kind}.csv")
+        pin = " (in tier_override: releases the pin, logged in the tier history)"
+        k = impsub.add_parser(
+            kind,
+            help=f"import {kind}.csv",
+            description=f"Upsert {kind}.csv. The delimiter (',' ';' tab '|') is detected from "
+            "the header line. An empty cell keeps the stored value; a cell holding (clear) "
+            f"clears it{pin if kind == 'customers' else ''}. Bad rows are reported as "
+            "'line N: reason'; good rows load.",
+        )
         k.add_argument("file", type=Path, metavar="FILE.csv")
         k.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+        k.add_argument(
+            "--date-format",
+            metavar="F",
+            help="orders: strptime format of ordered_at, e.g. %%d.%%m.%%Y "
+            "(default: YYYY-MM-DD, ISO 8601 or 2025/8/9)",
+        )
+        k.add_argument(
+            "--decimal-comma",
+            action="store_true",
+            help="orders: amounts use ',' for decimals and '.' between thousands (1.234,56)",
+        )
 
     ag = sub.add_parser("agents", help="manage agents")
     agsub = ag.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
@@ -230,12 +249,32 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from routing import importer
 
     policy = settings.load_policy()
-    run = importer.import_customers if args.kind == "customers" else importer.import_orders
+    if args.date_format is not None:
+        try:
+            importer.check_date_format(args.date_format)
+        except importer.ImportOptionError as exc:
+            err.print(f"contactbot: {exc}", markup=False)
+            return 2
+
+    async def run(engine: AsyncEngine) -> importer.ImportReport:
+        sessions = db.make_sessionmaker(engine)
+        if args.kind == "customers":
+            return await importer.import_customers(
+                sessions, args.file, policy, dry_run=args.dry_run
+            )
+        return await importer.import_orders(
+            sessions,
+            args.file,
+            policy,
+            dry_run=args.dry_run,
+            date_format=args.date_format,
+            decimal_comma=args.decimal_comma,
+        )
 
     async def work(
         engine: AsyncEngine,
     ) -> tuple[importer.ImportReport, customers.RescoreResult | None]:
-        report = await run(db.make_sessionmaker(engine), args.file, policy, dry_run=args.dry_run)
+        report = await run(engine)
         # New data can move tiers: rescore at once so routing uses it from the next chat.
         rescored = (
             None if args.dry_run or report.ok == 0 else await _rescore(engine, policy, "import")
@@ -245,17 +284,25 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     try:
         report, rescored = asyncio.run(_with_engine(settings, work))
     except importer.ImportFileError as exc:
-        err.print(f"contactbot: {exc}")
+        err.print(f"contactbot: {exc}", markup=False)
         return 2
+    # markup=False: cells and hints hold brackets ("[identification] default_region").
     for w in report.warnings:
-        err.print(f"warning: {w}")
+        err.print(f"warning: {w}", markup=False)
     for e in report.errors:
-        err.print(str(e))
+        err.print(str(e), markup=False)
     verb = "would load" if report.dry_run else "loaded"
+    counts = (
+        ""
+        if report.dry_run
+        else f" ({report.inserted} inserted, {report.updated} updated, "
+        f"{report.unchanged} unchanged)"
+    )
     out.print(
         f"{args.kind}: {report.rows} rows read, {verb} {report.ok}, "
-        f"{len(report.errors)} rejected ({report.inserted} inserted, {report.updated} updated) "
-        f"in {report.seconds:.2f} s"
+        f"{report.rows - report.ok} rejected{counts} in {report.seconds:.2f} s",
+        markup=False,
+        soft_wrap=True,  # one line, whatever the terminal's width
     )
     if rescored is not None:
         _print_rescore(rescored, policy, limit=20)
