@@ -117,6 +117,27 @@ def _parser() -> argparse.ArgumentParser:
     ov.add_argument("--by", help="who pins it (required with TIER)")
     ov.add_argument("--reason", help="why (required with TIER)")
     ov.add_argument("--clear", action="store_true", help="release the pin: the model decides")
+    inv = cusub.add_parser(
+        "invite",
+        help="one-time invitation links (t.me/<bot>?start=<token>) that identify a customer",
+        description="Print a single-use, expiring deep link that links whoever opens it to "
+        "customer ID (only the token's hash is stored), or with --tier T --out FILE.csv write "
+        "one for every customer of tier T (external_id,name,link,expires_at) for a mail merge.",
+    )
+    inv.add_argument("external_id", nargs="?", metavar="ID", help="the customer's external_id")
+    inv.add_argument("--tier", metavar="T", help="invite every customer of this tier")
+    inv.add_argument("--out", type=Path, metavar="FILE.csv", help="the CSV (with --tier)")
+    inv.add_argument(
+        "--expires",
+        metavar="DURATION",
+        help="e.g. 12h, 7d, 2w (default: [identification] invite_expires_days)",
+    )
+    inv.add_argument("--qr", type=Path, metavar="FILE.png", help="also write the link as a QR")
+    inv.add_argument(
+        "--bot-username",
+        help="the bot's @username (default: CONTACTBOT_BOT_USERNAME, else asked of Telegram)",
+    )
+    inv.add_argument("--by", help="who makes the invitations (recorded; default: the OS user)")
 
     sv = sub.add_parser("surveys", help="survey progress")
     svsub = sv.add_subparsers(dest="surveys_command", required=True, metavar="ACTION")
@@ -444,11 +465,103 @@ def _cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _bot_username(settings: Settings, given: str | None) -> str:
+    """--bot-username, else CONTACTBOT_BOT_USERNAME, else getMe with the configured token."""
+    import os
+    import re
+
+    name = given or os.environ.get("CONTACTBOT_BOT_USERNAME")
+    if not name:
+        from bot.app import make_bot
+
+        async def get_me() -> str:
+            bot = make_bot(settings.require_token(), settings.telegram_api_url)
+            try:
+                return (await bot.get_me()).username or ""
+            finally:
+                await bot.session.close()
+
+        name = asyncio.run(get_me())
+    name = name.strip().lstrip("@")
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{3,31}", name):
+        raise ValueError(f"{name!r} is not a bot username")
+    return name
+
+
+def _cmd_invite(settings: Settings, args: argparse.Namespace, policy: Policy) -> int:
+    import csv
+    import getpass
+    from datetime import timedelta
+
+    from bot.clock import utcnow
+    from routing import invitations
+
+    if bool(args.external_id) == bool(args.tier) or bool(args.tier) != bool(args.out):
+        err.print("contactbot: give an ID, or --tier T with --out FILE.csv", markup=False)
+        return 2
+    if args.tier and args.qr:
+        err.print("contactbot: --qr makes one image: give an ID, not --tier", markup=False)
+        return 2
+    if args.tier and args.tier not in policy.tier_names:
+        err.print(f"contactbot: no tier {args.tier!r} in the policy", markup=False)
+        return 2
+    try:
+        ttl = (
+            invitations.parse_duration(args.expires)
+            if args.expires
+            else timedelta(days=policy.identification.invite_expires_days)
+        )
+        username = _bot_username(settings, args.bot_username)
+    except ValueError as exc:
+        err.print(f"contactbot: {exc}", markup=False)
+        return 2
+    by = args.by or getpass.getuser()
+
+    async def make(engine: AsyncEngine) -> list[invitations.NewInvitation] | None:
+        async with db.make_sessionmaker(engine)() as s, s.begin():
+            if args.tier:
+                return await invitations.create_for_tier(
+                    s, args.tier, now=utcnow(), ttl=ttl, created_by=by
+                )
+            one = await invitations.create_for_customer(
+                s, args.external_id, now=utcnow(), ttl=ttl, created_by=by
+            )
+            return None if one is None else [one]
+
+    made = asyncio.run(_with_engine(settings, make))
+    if made is None:
+        err.print(f"contactbot: no customer with external_id {args.external_id!r}", markup=False)
+        return 1
+    until = made[0].expires_at.strftime("%Y-%m-%d %H:%M UTC") if made else "-"
+    if args.tier:
+        with args.out.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(invitations.CSV_COLUMNS)
+            writer.writerows(invitations.csv_rows(made, username))
+        out.print(
+            f"{len(made)} invitations for tier {args.tier} written to {args.out} "
+            f"(single-use, valid until {until})",
+            markup=False,
+        )
+        return 0
+    link = invitations.deep_link(username, made[0].token)
+    out.print(link, markup=False, soft_wrap=True)
+    err.print(f"single-use, valid until {until}", markup=False)
+    if args.qr:
+        import segno
+
+        segno.make(link, error="m").save(str(args.qr), scale=8, border=4)
+        err.print(f"QR code written to {args.qr}", markup=False)
+    return 0
+
+
 def _cmd_customers(settings: Settings, args: argparse.Namespace) -> int:
     from bot.clock import utcnow
     from routing import rescoring
 
     policy = settings.load_policy()
+    if args.customers_command == "invite":
+        return _cmd_invite(settings, args, policy)
 
     async def show(engine: AsyncEngine) -> rescoring.CustomerReport:
         async with db.make_sessionmaker(engine)() as s, s.begin():

@@ -24,17 +24,31 @@ _LAZY: dict[str, str] = {
         "For your security I can only accept your own phone number. Please use the "
         "<b>Share my phone number</b> button."
     ),
-    "CODE_NOT_FOUND": N_(
-        "I could not find that customer code. Check it and send it again, share your phone "
-        "number, or tap /menu to continue as a guest."
-    ),
-    "CODE_TAKEN": N_(
-        "That customer code is already linked to another Telegram account. Please share your "
-        "phone number instead so we can verify you."
-    ),
     "PHONE_NOT_FOUND": N_(
         "Thank you. I could not find a customer record with this phone number, so I will "
         "serve you as a guest. You can still send your customer code."
+    ),
+    "ASK_IDENTIFY_NO_CODE": N_(
+        "Welcome! To serve you as a known customer, tap <b>Share my phone number</b> below, "
+        "or open the invitation link we sent you."
+    ),
+    # The one reply to every failed customer code: unknown, already linked, too many tries.
+    "CODE_FAILED": N_(
+        "I could not link you with that code. Please share your phone number instead, try "
+        "again later, or tap /menu to continue as a guest."
+    ),
+    # The one reply to every failed invitation link: unknown, used or expired.
+    "INVITE_FAILED": N_(
+        "This invitation link is not valid (it may have been used already or have expired). "
+        "Please share your phone number, or ask us for a new link."
+    ),
+    "PHONE_NOT_FOUND_NO_CODE": N_(
+        "Thank you. I could not find a customer record with this phone number, so I will "
+        "serve you as a guest. If we sent you an invitation link, open it to be recognised."
+    ),
+    "RELINKED_AWAY": N_(
+        "Your customer account has just been linked to another Telegram account, so this "
+        "chat no longer speaks for it. If this was not you, please contact us at once."
     ),
     "HUMAN_BUTTON": N_("🙋 Talk to a person"),
     "MENU_BUTTON": N_("📋 Menu"),
@@ -128,6 +142,20 @@ def identified(customer: Customer, vip: bool) -> str:
 def welcome_back(customer: Customer, vip: bool) -> str:
     text = _("Welcome back, {name}!").format(name=_name(customer))
     return f"{text} {_lazy('VIP_WELCOME_SUFFIX')}" if vip else text
+
+
+def relink_note(customer: Customer, by_invitation: bool) -> str:
+    """One line for the account manager when their customer moves to a new Telegram user."""
+    how = _("an invitation link") if by_invitation else _("their shared phone number")
+    return _(
+        "🔁 {name} ({code}, {tier}) is now linked to another Telegram account, by {how}; "
+        "the previous account was told."
+    ).format(
+        name=_name(customer),
+        code=escape(customer.external_id or "?"),
+        tier=escape(customer.tier),
+        how=how,
+    )
 
 
 def queued(position: int, agents_online: int) -> str:

@@ -30,6 +30,7 @@ __all__ = [
     "CSV_COLUMNS",
     "NewInvitation",
     "create",
+    "create_for_customer",
     "create_for_tier",
     "csv_rows",
     "deep_link",
@@ -112,6 +113,23 @@ async def create(
     )
     await session.flush()
     return NewInvitation(token, customer.id, customer.external_id, customer.name, expires_at)
+
+
+async def create_for_customer(
+    session: AsyncSession,
+    external_id: str,
+    *,
+    now: datetime,
+    ttl: timedelta,
+    created_by: str | None = None,
+) -> NewInvitation | None:
+    """An invitation for the customer with this external id (None: no such customer)."""
+    customer = (
+        await session.execute(select(Customer).where(Customer.external_id == external_id))
+    ).scalar_one_or_none()
+    if customer is None:
+        return None
+    return await create(session, customer, now=now, ttl=ttl, created_by=created_by)
 
 
 async def create_for_tier(

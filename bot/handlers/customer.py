@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from aiogram import Bot, F, Router
-from aiogram.filters import Command, CommandStart
+from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import (
@@ -24,8 +24,18 @@ from bot.clock import Clock
 from bot.content import content_of
 from bot.desk import Desk
 from bot.filters import IsCustomer
-from routing import conversations, customers, deflection, delivery, orders, queue
-from routing.customers import LinkStatus
+from bot.i18n import for_agents, for_customer
+from routing import (
+    agents,
+    conversations,
+    customers,
+    deflection,
+    delivery,
+    invitations,
+    orders,
+    queue,
+)
+from routing.customers import LinkResult, LinkStatus
 from routing.knowledge import KnowledgeIndex, Match, decide, tokens
 from routing.models import ASSIGNED, OPEN_STATUSES, Agent, Conversation, Customer
 from routing.policy import Policy
@@ -310,16 +320,82 @@ async def _welcome(
         await _menu(message, policy, customer, locale)
 
 
+async def _tell_relink(
+    session: AsyncSession, desk: Desk, policy: Policy, result: LinkResult, *, by_invitation: bool
+) -> None:
+    """A customer moved to a new Telegram user: tell the previous one and, for human-first
+    tiers, their account manager (best-effort, after the commit)."""
+    customer, previous = result.customer, result.previous_telegram_id
+    if customer is None or previous is None:
+        return
+    with for_customer(customer):
+        away = texts.RELINKED_AWAY
+    await desk.send_quietly(previous, away)
+    if not policy.is_human_first(customer.tier) or not customer.account_manager:
+        return
+    async with session.begin():
+        staff = list((await session.execute(select(Agent).where(Agent.active.is_(True)))).scalars())
+    manager = agents.find_manager(staff, customer.account_manager)
+    if manager is None:
+        return
+    with for_agents():
+        note = texts.relink_note(customer, by_invitation)
+    await desk.send_quietly(manager.telegram_id, note)
+
+
+async def _identified(
+    message: Message,
+    result: LinkResult,
+    session: AsyncSession,
+    policy: Policy,
+    locale: str,
+    state: FSMContext,
+    desk: Desk,
+    *,
+    by_invitation: bool,
+) -> bool:
+    """Welcome a freshly linked customer and report a relink; False if not linked."""
+    if result.status is not LinkStatus.LINKED or result.customer is None:
+        return False
+    await state.clear()
+    await _welcome(message, result.customer, policy, locale, back=False)
+    await _tell_relink(session, desk, policy, result, by_invitation=by_invitation)
+    return True
+
+
 @router.message(CommandStart())
 async def start(
-    message: Message, customer: Customer, policy: Policy, locale: str, state: FSMContext
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    clock: Clock,
+    locale: str,
+    state: FSMContext,
+    desk: Desk,
 ) -> None:
+    assert message.from_user is not None
+    token = (command.args or "").strip()
+    if invitations.is_token(token):
+        # /start <token>: an invitation deep link (t.me/<bot>?start=<token>).
+        async with session.begin():
+            result = await invitations.redeem(session, token, message.from_user.id, now=clock())
+        if not await _identified(
+            message, result, session, policy, locale, state, desk, by_invitation=True
+        ):
+            await message.answer(texts.INVITE_FAILED, reply_markup=keyboards.share_phone())
+        return
     if not customer.is_guest:
         await state.clear()
         await _welcome(message, customer, policy, locale, back=True)
         return
-    await state.set_state(Identify.waiting)
-    await message.answer(texts.ASK_IDENTIFY, reply_markup=keyboards.share_phone())
+    if policy.identification.allow_code:
+        await state.set_state(Identify.waiting)
+        await message.answer(texts.ASK_IDENTIFY, reply_markup=keyboards.share_phone())
+        return
+    await state.clear()
+    await message.answer(texts.ASK_IDENTIFY_NO_CODE, reply_markup=keyboards.share_phone())
 
 
 @router.message(F.contact)
@@ -331,6 +407,7 @@ async def shared_contact(
     clock: Clock,
     locale: str,
     state: FSMContext,
+    desk: Desk,
 ) -> None:
     contact = message.contact
     assert contact is not None and message.from_user is not None
@@ -342,15 +419,23 @@ async def shared_contact(
         result = await customers.link_by_phone(
             session, message.from_user.id, contact.phone_number, policy=policy, now=clock()
         )
-    if result.status is LinkStatus.LINKED and result.customer is not None:
-        await state.clear()
-        await _welcome(message, result.customer, policy, locale, back=False)
+    if await _identified(
+        message, result, session, policy, locale, state, desk, by_invitation=False
+    ):
         return
-    await message.answer(texts.PHONE_NOT_FOUND, reply_markup=ReplyKeyboardRemove())
+    not_found = (
+        texts.PHONE_NOT_FOUND if policy.identification.allow_code else texts.PHONE_NOT_FOUND_NO_CODE
+    )
+    await message.answer(not_found, reply_markup=ReplyKeyboardRemove())
     await _menu(message, policy, customer, locale)
 
 
-@router.message(Identify.waiting, F.text, ~F.text.startswith("/"))
+def _codes_allowed(message: Message, policy: Policy) -> bool:
+    """Typed customer codes are an opt-in (``[identification] allow_code``)."""
+    return policy.identification.allow_code
+
+
+@router.message(Identify.waiting, F.text, ~F.text.startswith("/"), _codes_allowed)
 async def customer_code(
     message: Message,
     session: AsyncSession,
@@ -360,17 +445,17 @@ async def customer_code(
     state: FSMContext,
 ) -> None:
     assert message.from_user is not None and message.text is not None
+    user = message.from_user.id
+    result = LinkResult(LinkStatus.NOT_FOUND)
     async with session.begin():
-        result = await customers.link_by_code(
-            session, message.from_user.id, message.text, now=clock()
-        )
+        # Over a limit, nothing is looked up; every failure gets the same reply.
+        if await customers.code_attempt_allowed(session, user, policy=policy, now=clock()):
+            result = await customers.link_by_code(session, user, message.text, now=clock())
     if result.status is LinkStatus.LINKED and result.customer is not None:
         await state.clear()
         await _welcome(message, result.customer, policy, locale, back=False)
-    elif result.status is LinkStatus.TAKEN:
-        await message.answer(texts.CODE_TAKEN, reply_markup=keyboards.share_phone())
-    else:
-        await message.answer(texts.CODE_NOT_FOUND, reply_markup=keyboards.share_phone())
+        return
+    await message.answer(texts.CODE_FAILED, reply_markup=keyboards.share_phone())
 
 
 @router.message(Command("menu"))

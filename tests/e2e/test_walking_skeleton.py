@@ -34,6 +34,8 @@ async def _conversations(env: Env) -> list[Conversation]:
 
 async def test_identification_by_contact_and_refusal_of_a_foreign_contact(env: Env) -> None:
     await env.add_customer(external_id="C-1", name="Alice", phone="+12025550143", tier="B")
+    # Customer codes are an opt-in (tests/integration/test_identity_bot.py: the default).
+    env.policy_file("[identification]\nallow_code = true\n")
     await env.bot.start()
 
     ask = await env.say(501, "/start")
