@@ -66,7 +66,10 @@ async def test_sigkill_right_after_a_burst_loses_no_update(env: Env) -> None:
     assert await _count(env, select(func.count()).select_from(Conversation)) == len(vips)
     assert await _count(env, select(func.count()).select_from(InboundUpdate)) == 3 * len(vips)
     pending = select(func.count()).select_from(InboundUpdate).where(InboundUpdate.status != "done")
-    await asyncio.sleep(0.5)
+    for _ in range(300):  # every stored update ends handled
+        if await _count(env, pending) == 0:
+            break
+        await asyncio.sleep(0.1)
     assert await _count(env, pending) == 0
 
 
