@@ -249,6 +249,17 @@ class Probe:
         return {int(u): str(s) for u, s in await self.rows(
             "SELECT update_id, status FROM inbound_updates")}  # fmt: skip
 
+    async def handled(self, update_ids: list[int]) -> set[int]:
+        """Which of these updates the bot has handled (or quarantined)."""
+        if not update_ids:
+            return set()
+        ids = ", ".join(str(int(u)) for u in update_ids)
+        rows = await self.rows(
+            f"SELECT update_id FROM inbound_updates WHERE update_id IN ({ids}) "
+            "AND status <> 'pending'"
+        )
+        return {int(r[0]) for r in rows}
+
     async def failed_deliveries(self) -> list[tuple[Any, ...]]:
         return await self.rows(
             "SELECT id, conversation_id, direction, error FROM deliveries WHERE status = 'failed'"
@@ -465,21 +476,26 @@ async def _every(seconds: float, fn: Any) -> None:
 
 
 async def claim_all(ledger: Ledger, probe: Probe, size: Size, bound: float) -> float:
-    """Agents /online, then each sends /next (about once a second, like a person clicking
-    while the queue has chats) until no chat waits. Returns the seconds it took."""
+    """Agents come /online, then each works the queue with /next: like a person, an agent
+    sends the next /next once the bot has handled the previous one, while chats wait.
+    Returns the seconds it took."""
     t0 = time.monotonic()
+    outstanding: dict[int, int] = {}  # agent -> update id of their last command
     for j in range(size.agents):
         ledger.command(agent_tg(j), "/online")
-    await asyncio.sleep(1.0)
+        outstanding[j] = ledger.update_ids[-1]
     while True:
+        await asyncio.sleep(0.5)
         counts = await probe.conversations()
         if counts.get("queued", 0) == 0 and counts.get("assigned", 0) >= size.customers:
             return time.monotonic() - t0
         if time.monotonic() - t0 > bound:
             raise RuntimeError(f"claims did not finish in {bound:.0f}s: {counts}")
-        for j in range(size.agents):
-            ledger.command(agent_tg(j), "/next")
-        await asyncio.sleep(1.0)
+        handled = await probe.handled(list(outstanding.values()))
+        for j, update_id in outstanding.items():
+            if update_id in handled and counts.get("queued", 0):
+                ledger.command(agent_tg(j), "/next")
+                outstanding[j] = ledger.update_ids[-1]
 
 
 def schedule(size: Size, rng: random.Random) -> list[tuple[float, str, int]]:
@@ -670,7 +686,7 @@ async def run_backend(size: Size, backend: str, url: str, wd: Path) -> list[Figu
                 await asyncio.sleep(0.5)
             print(f"    {size.customers} chats queued in {time.monotonic() - t:.1f}s", flush=True)
             # 2. The shift starts.
-            claim_s = await claim_all(ledger, probe, size, bound=300)
+            claim_s = await claim_all(ledger, probe, size, bound=900)
             print(f"    {size.agents} agents claimed every chat in {claim_s:.1f}s", flush=True)
             # 3. The exchange, with chaos.
             t0 = time.monotonic()
