@@ -2,19 +2,68 @@
 
 from __future__ import annotations
 
+import unicodedata
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.models import ASSIGNED, Agent, Conversation, Customer
+from routing import queue
+from routing.models import (
+    ASSIGNED,
+    Agent,
+    Conversation,
+    Customer,
+    Delivery,
+    Message,
+    QueueOffer,
+    Survey,
+)
 
 ROLES = ("agent", "supervisor")
+# agents.telegram_id is a signed 64-bit column; agents.name a String(100).
+MAX_TELEGRAM_ID = 2**63 - 1
+MAX_NAME_LENGTH = 100
+MAX_CHATS_LIMIT = 1000
 
 
 class AgentError(Exception):
     pass
+
+
+class AgentNotFound(AgentError):
+    pass
+
+
+def check_telegram_id(telegram_id: int) -> None:
+    """Refuse what the database cannot store (and what Telegram never issues)."""
+    if not 0 < telegram_id <= MAX_TELEGRAM_ID:
+        raise AgentError(
+            "TELEGRAM_ID must be a positive integer below 2^63 (the agent's Telegram user id), "
+            f"not {telegram_id}"
+        )
+
+
+def check_name(name: str) -> str:
+    """The name as stored: stripped, non-empty, at most 100 characters, no control characters."""
+    name = name.strip()
+    if not name:
+        raise AgentError("--name must not be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise AgentError(f"--name must be at most {MAX_NAME_LENGTH} characters, not {len(name)}")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise AgentError("--name must not contain control characters (tabs, newlines, escapes)")
+    return name
+
+
+async def name_clash(session: AsyncSession, name: str, telegram_id: int) -> Agent | None:
+    """Another agent (active or removed) whose name equals ``name`` regardless of case."""
+    key = name.casefold()
+    stmt = select(Agent).where(Agent.telegram_id != telegram_id)
+    others = (await session.execute(stmt)).scalars()
+    return next((a for a in others if a.name.casefold() == key), None)
 
 
 async def add_agent(
@@ -32,18 +81,25 @@ async def add_agent(
     """
     if role not in ROLES:
         raise AgentError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    if telegram_id <= 0:
-        raise AgentError("TELEGRAM_ID must be a positive integer (the agent's Telegram user id)")
-    if max_chats < 1:
-        raise AgentError("--max-chats must be at least 1")
-    name = name.strip()
-    if not name:
-        raise AgentError("--name must not be empty")
+    check_telegram_id(telegram_id)
+    if not 1 <= max_chats <= MAX_CHATS_LIMIT:
+        raise AgentError(f"--max-chats must be between 1 and {MAX_CHATS_LIMIT}, not {max_chats}")
+    name = check_name(name)
+    clash = await name_clash(session, name, telegram_id)
+    if clash is not None:
+        state = "" if clash.active else "removed "
+        raise AgentError(
+            f"the name {name!r} is taken by {state}agent {clash.name!r} ({clash.telegram_id}): "
+            "agent names are unique regardless of case"
+        )
     existing = await by_telegram_id(session, telegram_id, include_inactive=True)
     if existing is not None:
         existing.name, existing.role, existing.max_chats = name, role, max_chats
         existing.active = True
-        await session.flush()
+        try:
+            await session.flush()
+        except IntegrityError as exc:  # pragma: no cover - a concurrent add of the same name
+            raise AgentError(f"the name {name!r} was taken concurrently") from exc
         return existing, False
     agent = Agent(
         telegram_id=telegram_id,
@@ -57,9 +113,73 @@ async def add_agent(
     session.add(agent)
     try:
         await session.flush()
-    except IntegrityError as exc:  # pragma: no cover - a concurrent add of the same id
-        raise AgentError(f"agent {telegram_id} was added concurrently") from exc
+    except IntegrityError as exc:  # pragma: no cover - a concurrent add of the id or name
+        raise AgentError(
+            f"agent {telegram_id} or the name {name!r} was added concurrently"
+        ) from exc
     return agent, True
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What ``remove_agent`` did: deleted the row, or deactivated it (kept for the history
+    of the conversations that name it), and which chats went back to the queue."""
+
+    telegram_id: int
+    name: str
+    deleted: bool
+    requeued: int
+    already_removed: bool = False
+
+
+async def remove_agent(session: AsyncSession, telegram_id: int) -> Removal:
+    """Remove an agent: their open chats go back to the front of the queue (database only:
+    the customers are told nothing from here), then the agent is deleted, or only
+    deactivated when any conversation, transcript, offer, survey or delivery names them.
+
+    A deactivated agent is no longer an agent to the bot (every lookup skips inactive ones)
+    and `agents add` with their Telegram id brings them back."""
+    check_telegram_id(telegram_id)
+    agent = await by_telegram_id(session, telegram_id, include_inactive=True)
+    if agent is None:
+        raise AgentNotFound(f"no agent with TELEGRAM_ID {telegram_id}")
+    if not agent.active:
+        return Removal(telegram_id, agent.name, False, 0, already_removed=True)
+    # Asked before the requeue, which clears the open chats' agent_id.
+    referenced = await _referenced(session, agent.id)
+    requeued = await queue.requeue_agent(session, agent)
+    agent.active = False
+    agent.online = False
+    agent.focus_conversation_id = None
+    if referenced:
+        await session.flush()
+        return Removal(telegram_id, agent.name, False, len(requeued))
+    await session.delete(agent)
+    await session.flush()
+    return Removal(telegram_id, agent.name, True, len(requeued))
+
+
+async def _referenced(session: AsyncSession, agent_id: int) -> bool:
+    """Whether any row names the agent (most of these columns carry no foreign key)."""
+    c = Conversation
+    checks = [
+        select(c.id).where(
+            or_(
+                c.agent_id == agent_id,
+                c.reserved_agent_id == agent_id,
+                c.offered_agent_id == agent_id,
+                c.transferred_by == agent_id,
+            )
+        ),
+        select(Message.id).where(Message.agent_id == agent_id),
+        select(QueueOffer.id).where(QueueOffer.agent_id == agent_id),
+        select(Survey.id).where(Survey.agent_id == agent_id),
+        select(Delivery.id).where(Delivery.agent_id == agent_id),
+    ]
+    for stmt in checks:
+        if (await session.execute(stmt.limit(1))).first() is not None:
+            return True
+    return False
 
 
 async def by_telegram_id(
@@ -106,9 +226,17 @@ async def page_targets(session: AsyncSession, customer: Customer) -> list[Agent]
 
 
 async def by_name(session: AsyncSession, ref: str) -> Agent | None:
-    """An active agent by name (any case) or Telegram id, for /transfer NAME."""
+    """The one active agent with this name (any case) or Telegram id, for /transfer NAME.
+
+    None if there is none, or more than one: a transfer never guesses between agents."""
     active = list((await session.execute(select(Agent).where(Agent.active.is_(True)))).scalars())
-    return find_manager(active, ref)
+    ref = ref.strip()
+    if ref.isdigit():
+        matches = [a for a in active if a.telegram_id == int(ref)]
+    else:
+        key = ref.casefold()
+        matches = [a for a in active if a.name.casefold() == key]
+    return matches[0] if len(matches) == 1 else None
 
 
 def find_manager(agents: list[Agent], account_manager: str | None) -> Agent | None:
