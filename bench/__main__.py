@@ -1,6 +1,6 @@
 """The benchmark suite: ``python -m bench all|pipeline|cpu|latency|claims|memory|import|simulate``
 (and ``campaign``, the survey outbox, and ``chaos``, every message delivered through kills,
-an outage and flood limits, each run on its own: chaos takes 6-8 minutes per backend).
+an outage and flood limits, each run on its own: chaos takes over ten minutes per backend).
 
     python -m bench all [--size tiny|default] [--json FILE]
     python -m bench chaos [--size tiny|default] [--backend sqlite|postgresql|both]
@@ -77,6 +77,17 @@ async def _chaos(size: str, backend: str = "both") -> list[Figure]:
 
 
 BENCHMARKS["chaos"] = _chaos
+
+
+async def _scaleout(size: str) -> list[Figure]:
+    """Three webhook instances on PostgreSQL + Redis, one SIGKILLed, one restarted
+    (bench/scaleout.py; not part of ``all``: it needs PostgreSQL and Redis)."""
+    from bench import scaleout
+
+    return await scaleout.run(size)
+
+
+BENCHMARKS["scaleout"] = _scaleout
 ALL = ("pipeline", "cpu", "latency", "claims", "memory", "import", "simulate")
 
 
@@ -132,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         if ("double_claims" in f.name or f.name in CORRECTNESS or is_correctness(f))
         and f.met is False
     ]
+    # scaleout: nothing lost, doubled, reordered, over capacity (its "== 0" figures).
+    broken += [f for f in figures if f.name.startswith("scaleout_") and f.met is False]
     return 1 if broken else 0
 
 

@@ -38,7 +38,8 @@ The orchestration reads the bot's database (is the queue empty yet, is the deliv
 drained); the measurement never does, except for the inbox rows behind "updates lost".
 
 The default size (300 customers, 10 agents, 3,300 messages, a 60 s outage, three kills and a
-SIGTERM) takes about 6-8 minutes per backend, so it is not part of ``python -m bench all``.
+SIGTERM) takes well over ten minutes per backend (see bench/RESULTS.md), so it is not part of
+``python -m bench all``; the tiny size takes one to two minutes.
 PostgreSQL runs when ``CONTACTBOT_BENCH_PG_URL`` is set (its ``public`` schema is dropped
 and recreated!), else it is skipped with the reason printed.
 """

@@ -3,7 +3,8 @@
 Twelve customers and four agents exchange about 200 messages while the fake Bot API rate
 limits, goes down for 3 s, and the bot is SIGKILLed once and SIGTERMed once. Nothing may be
 lost, doubled or reordered either way, and no confirmed update may go unhandled. It takes
-about a minute (a kill can leave a send in flight that is retried when its 30 s lease ends).
+one to two minutes (a kill can leave a send in flight that is retried when its 30 s lease
+ends), hence ``slow``.
 """
 
 from __future__ import annotations
