@@ -119,6 +119,7 @@ class Instance:
     proc: asyncio.subprocess.Process | None = None
     starts: int = 0
     exits: list[int] = field(default_factory=list)
+    cpu_before: float = 0.0  # CPU seconds of this instance's earlier (ended) processes
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -168,6 +169,10 @@ class Instance:
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.returncode
 
+    def _last_cpu(self) -> None:
+        # Read just before the signal: once the process is reaped /proc forgets it.
+        self.cpu_before += self.cpu_seconds()
+
     async def _ended(self) -> int:
         assert self.proc is not None
         rc = await self.proc.wait()
@@ -182,6 +187,7 @@ class Instance:
         """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
         assert self.proc is not None and self.alive, f"{self.name} is not running"
         self.note(f"SIGKILL pid {self.proc.pid}")
+        self._last_cpu()
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGKILL)
         return await self._ended()
@@ -190,6 +196,7 @@ class Instance:
         """SIGTERM and wait for the exit (SIGKILL after ``timeout``); (exit code, seconds)."""
         assert self.proc is not None and self.alive, f"{self.name} is not running"
         self.note(f"SIGTERM pid {self.proc.pid}")
+        self._last_cpu()  # the drain's own CPU is not counted
         t0 = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGTERM)
@@ -211,6 +218,10 @@ class Instance:
             return 0.0
         fields = stat.rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def cpu_total(self) -> float:
+        """CPU seconds of every process this instance ran (see :attr:`cpu_before`)."""
+        return self.cpu_before + self.cpu_seconds()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -429,6 +440,14 @@ class Telegram:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.retry_cap)
 
+    def pause(self) -> None:
+        """Hold new requests back (those in flight finish) until :meth:`resume`."""
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._wake.set()
+
     async def set_connections(self, k: int) -> None:
         """Switch to ``k`` requests at a time (``setWebhook(max_connections=k)``), once
         everything taken so far was accepted."""
@@ -643,9 +662,15 @@ class Cluster:
             await r.aclose()
 
     async def inbox(self, ids: Iterable[int] | None = None) -> dict[int, str]:
-        rows = await self.sql("SELECT update_id, status FROM inbound_updates")
-        wanted = None if ids is None else set(ids)
-        return {int(u): str(s) for u, s in rows if wanted is None or int(u) in wanted}
+        """Inbox statuses by update id (of ``ids`` only, if given)."""
+        if ids is None:
+            rows = await self.sql("SELECT update_id, status FROM inbound_updates")
+        else:
+            rows = await self.sql(
+                "SELECT update_id, status FROM inbound_updates WHERE update_id = ANY(:ids)",
+                ids=list(ids),
+            )
+        return {int(u): str(s) for u, s in rows}
 
     async def wait_handled(
         self,
@@ -656,22 +681,28 @@ class Cluster:
     ) -> dict[int, str]:
         """Wait until every one of ``ids`` is in the inbox and no longer pending, then for
         the fake to be quiet ``idle`` s (deliveries of the last updates); returns statuses."""
-        wanted = set(ids)
+        wanted = sorted(set(ids))
         deadline = time.monotonic() + timeout
         while True:
-            got = await self.inbox(wanted)
-            left = sorted(u for u in wanted if got.get(u) in (None, "pending"))
-            if not left:
+            rows = await self.sql(
+                "SELECT count(*) FROM inbound_updates WHERE update_id = ANY(:ids) "
+                "AND status <> 'pending'",
+                ids=wanted,
+            )
+            if int(rows[0][0]) == len(wanted):
                 break
             if time.monotonic() > deadline:
+                got = await self.inbox(wanted)
+                left = [u for u in wanted if got.get(u) in (None, "pending")]
                 raise AssertionError(
                     f"{len(left)} update(s) not handled within {timeout:.0f}s "
                     f"(missing or pending): {left[:20]}\n{self.logs()}"
                 )
             await asyncio.sleep(0.1)
-        with contextlib.suppress(AssertionError):
-            await self.api.wait_idle(quiet=idle, timeout=max(1.0, deadline - time.monotonic()))
-        return got
+        if idle > 0:
+            with contextlib.suppress(AssertionError):
+                await self.api.wait_idle(quiet=idle, timeout=max(1.0, deadline - time.monotonic()))
+        return await self.inbox(wanted)
 
     async def wait_deliveries(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
         """Wait until the delivery queue has nothing pending or being sent (but the messages
