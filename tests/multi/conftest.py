@@ -487,10 +487,11 @@ class Telegram:
         return [u for u in self.order if self.posted[u].accepted is not None]
 
     def stored_before(self, a: int, b: int) -> bool:
-        """Update ``a`` was surely stored before ``b``: a's 2xx arrived before the request
-        that stored b was sent (the bot answers 2xx only after the commit)."""
+        """Update ``a`` was surely stored before ``b``: a's 2xx arrived before b was first
+        sent (the bot answers 2xx only after the commit; and an attempt at b that failed,
+        a 502 or a timeout, may still have stored it, so b's first attempt counts)."""
         pa, pb = self.posted[a], self.posted[b]
-        return pa.accepted is not None and pb.last_sent is not None and pa.accepted < pb.last_sent
+        return pa.accepted is not None and pb.first_sent is not None and pa.accepted < pb.first_sent
 
     def retried(self) -> int:
         return sum(1 for p in self.posted.values() if p.attempts > 1)
