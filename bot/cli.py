@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import ConfigError, Settings
@@ -21,9 +24,56 @@ from routing.models import Agent
 from routing.policy import Policy, PolicyError, load_policy
 
 T = TypeVar("T")
-out = Console(highlight=False)
+
+# Control characters (C0, DEL, C1: ESC among them) in stored strings are shown as \xNN.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The consoles' own safety net keeps newlines and tabs: messages may span lines.
+_CONTROL_BUT_LAYOUT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# Piped output is not wrapped: a script reads one record per line.
+_PIPE_WIDTH = 100_000
+
+
+def _escape_control(text: str, pattern: re.Pattern[str] = _CONTROL) -> str:
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def shown(value: object) -> str:
+    """A stored value as printed: control characters (newlines too) as \\xNN escapes."""
+    return "" if value is None else _escape_control(str(value))
+
+
+class DataConsole(Console):
+    """A console that prints data, never interprets it: no markup, no :emoji: codes, no
+    highlighting, and control characters other than newline and tab shown as escapes, in
+    every string it renders (print arguments, table cells and titles)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        return super().render_str(_escape_control(text, _CONTROL_BUT_LAYOUT), **kwargs)
+
+
+out = DataConsole()
 # soft_wrap: an error stays one line however narrow the terminal.
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = DataConsole(stderr=True, soft_wrap=True)
+
+
+def _fit_output() -> None:
+    """Output to a pipe or file is not wrapped at 80 columns, tables included."""
+    for console in (out, err):
+        if not console.is_terminal:
+            console.soft_wrap = True
+            console.width = _PIPE_WIDTH
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("contactbot")
+    except PackageNotFoundError:  # pragma: no cover - running from a tree never installed
+        return "unknown (not installed)"
 
 
 RUN_EXIT_CODES = """\
@@ -34,12 +84,20 @@ exit status:
      Telegram Bot API unreachable or refusing (a rejected token too), or the webhook port
      unavailable; stderr says which in one line"""
 
+DB_EXIT_CODES = """\
+Commands that use the database (db, import, agents, score, customers, surveys) exit 3, with
+one line on stderr, when CONTACTBOT_DATABASE_URL has an unsupported scheme or the database
+cannot be reached within CONTACTBOT_PREFLIGHT_TIMEOUT seconds (default 5)."""
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="contactbot",
         description="Telegram contact-center bot with priority routing by customer tier.",
+        epilog=DB_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
@@ -94,6 +152,15 @@ def _parser() -> argparse.ArgumentParser:
         "--tiers", help="comma-separated tiers this agent serves, e.g. VIP,A (default: all)"
     )
     agsub.add_parser("list", help="list agents")
+    rm = agsub.add_parser(
+        "remove",
+        help="remove an agent; their open chats go back to the queue",
+        description="Remove an agent. Their open chats go back to the front of the queue "
+        "(the customers are not messaged; online agents see the chats on /next). An agent "
+        "named by past conversations is deactivated instead of deleted: `agents add` with "
+        "the same TELEGRAM_ID brings them back.",
+    )
+    rm.add_argument("telegram_id", type=int, metavar="TELEGRAM_ID")
 
     sim = sub.add_parser("simulate", help="simulate a day of the queue (capacity planning)")
     sim.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
@@ -154,12 +221,73 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    await _check_database(settings)
     engine = db.make_engine(settings.database_url)
     try:
         await db.upgrade(engine)
         return await work(engine)
     finally:
         await engine.dispose()
+
+
+class DatabaseUnavailable(Exception):
+    """The database URL or the database itself: the message is one line for the user."""
+
+
+async def _check_database(settings: Settings) -> None:
+    """The checks `run` makes of the database (bot.preflight), before any command uses it:
+    a supported scheme (not mysql://), then a connection within the preflight timeout."""
+    from bot import preflight
+
+    url = settings.database_url
+    scheme = preflight._database_scheme(url)
+    if scheme not in preflight.DATABASE_SCHEMES:
+        raise DatabaseUnavailable(
+            f"CONTACTBOT_DATABASE_URL has the unsupported scheme {scheme!r}: use "
+            "sqlite+aiosqlite:///path/to/contactbot.db or postgresql+asyncpg://user@host/db"
+        )
+    if scheme.startswith("sqlite"):
+        _open_sqlite(url)
+    try:
+        await preflight._check_database(url, settings.preflight_timeout)
+    except preflight.PreflightError as exc:
+        raise DatabaseUnavailable(str(exc)) from None
+
+
+def _open_sqlite(url: str) -> None:
+    """Open an SQLite file without aiosqlite first. When aiosqlite cannot open a file, it
+    stops its worker thread with a message answered on the event loop, which asyncio.run may
+    have closed by then: a thread traceback would follow the one-line error."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    path = parsed.database
+    if not path or path == ":memory:" or parsed.query:  # URI options: leave it to aiosqlite
+        return
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to the database at {_safe_url(url)}: {exc}"
+        ) from None
+
+
+def _database_failure(exc: BaseException, settings: Settings) -> str | None:
+    """One line for a database that failed after the checks (gone away, refusing), or None
+    if ``exc`` is something else (a bug: let its traceback show)."""
+    from sqlalchemy.exc import DBAPIError
+
+    from bot.preflight import describe
+
+    if isinstance(exc, DatabaseUnavailable):
+        return str(exc)
+    if isinstance(exc, DBAPIError | OSError):
+        return describe(exc, settings)
+    if isinstance(exc, TimeoutError):
+        return f"the database at {_safe_url(settings.database_url)} did not answer in time"
+    return None
 
 
 def _cmd_run(settings: Settings, args: argparse.Namespace) -> int:
@@ -226,7 +354,7 @@ def _print_rescore(result: customers.RescoreResult, policy: Policy, *, limit: in
     for tier in policy.tier_names:
         n = result.distribution.get(tier, 0)
         share = f"{100 * n / result.customers:.1f}%" if result.customers else "-"
-        table.add_row(tier, str(n), share)
+        table.add_row(shown(tier), str(n), share)
     out.print(table)
     total = result.change_count
     if not total:
@@ -237,12 +365,12 @@ def _print_rescore(result: customers.RescoreResult, policy: Policy, *, limit: in
         changes.add_column(col)
     for c in result.changes[:limit]:
         changes.add_row(
-            c.external_id or "",
-            c.name or "",
-            c.from_tier,
-            c.to_tier,
+            shown(c.external_id),
+            shown(c.name),
+            shown(c.from_tier),
+            shown(c.to_tier),
             f"{c.spend_12m:,.2f}",
-            f"{c.kind}, score {c.score:.1f}: {c.reason}",
+            shown(f"{c.kind}, score {c.score:.1f}: {c.reason}"),
         )
     out.print(changes)
     if total > limit:
@@ -347,19 +475,31 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
                 agent.tiers = _agent_tiers(args.tiers, settings.load_policy())
             verb = "added" if created else "updated"
             return (
-                f"{verb} {agent.role} {agent.name} ({agent.telegram_id}), "
-                f"max {agent.max_chats} chats, tiers {agent.tiers or 'all'}"
+                f"{verb} {agent.role} {shown(agent.name)} ({agent.telegram_id}), "
+                f"max {agent.max_chats} chats, tiers {shown(agent.tiers or 'all')}"
             )
+
+    async def remove(engine: AsyncEngine) -> agents.Removal:
+        async with db.make_sessionmaker(engine)() as s, s.begin():
+            return await agents.remove_agent(s, args.telegram_id)
 
     async def list_(engine: AsyncEngine) -> list[tuple[Agent, int]]:
         async with db.make_sessionmaker(engine)() as s, s.begin():
             return await agents.list_agents(s)
 
-    if args.agents_command == "add":
+    if args.agents_command in ("add", "remove"):
         try:
+            # Refused before the database is opened: it cannot store past 64 bits.
+            agents.check_telegram_id(args.telegram_id)
+            if args.agents_command == "remove":
+                _print_removal(asyncio.run(_with_engine(settings, remove)))
+                return 0
             out.print(asyncio.run(_with_engine(settings, add)))
+        except agents.AgentNotFound as exc:
+            err.print(f"contactbot: {shown(exc)}")
+            return 1
         except agents.AgentError as exc:
-            err.print(f"contactbot: {exc}")
+            err.print(f"contactbot: {shown(exc)}")
             return 2
         return 0
     rows = asyncio.run(_with_engine(settings, list_))
@@ -369,15 +509,30 @@ def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
     for a, n in rows:
         table.add_row(
             str(a.telegram_id),
-            a.name,
-            a.role,
+            shown(a.name),
+            shown(a.role),
             "yes" if a.online else "no",
             str(n),
             str(a.max_chats),
-            a.tiers or "all",
+            shown(a.tiers or "all"),
         )
     out.print(table)
     return 0
+
+
+def _print_removal(r: agents.Removal) -> None:
+    who = f"agent {shown(r.name)} ({r.telegram_id})"
+    if r.already_removed:
+        out.print(f"{who} was already removed")
+        return
+    what = (
+        f"removed {who}"
+        if r.deleted
+        else f"deactivated {who}: past conversations name them "
+        f"(`contactbot agents add {r.telegram_id} --name ...` brings them back)"
+    )
+    chats = f"{r.requeued} open chat{'' if r.requeued == 1 else 's'} back in the queue"
+    out.print(f"{what}; {chats}")
 
 
 def _agent_tiers(raw: str, policy: Policy) -> str | None:
@@ -594,27 +749,32 @@ def _cmd_customers(settings: Settings, args: argparse.Namespace) -> int:
         err.print(f"contactbot: no customer with external_id {args.external_id!r}")
         return 1
     except ValueError as exc:
-        err.print(f"contactbot: {exc}")
+        err.print(f"contactbot: {shown(exc)}")
         return 2
     if result.changes:
         c = result.changes[0]
-        out.print(f"{args.external_id}: {c.from_tier} -> {c.to_tier} ({c.reason})")
+        out.print(
+            f"{shown(args.external_id)}: {shown(c.from_tier)} -> {shown(c.to_tier)} "
+            f"({shown(c.reason)})"
+        )
     else:
-        out.print(f"{args.external_id}: tier unchanged")
+        out.print(f"{shown(args.external_id)}: tier unchanged")
     return 0
 
 
 def _print_report(rep: Any, policy: Policy) -> None:
     c = rep.customer
-    out.print(f"[bold]{c.external_id}[/bold] {c.name or ''}", markup=True)
+    # Stored values are data: a name such as "[/bold]" is printed, never read as markup.
+    out.print(Text.assemble((shown(c.external_id), "bold"), " ", shown(c.name)))
     out.print(
-        f"tier: {c.tier}   score: {rep.explanation.score:.1f} / 100   mode: {policy.scoring.mode}"
+        f"tier: {shown(c.tier)}   score: {rep.explanation.score:.1f} / 100   "
+        f"mode: {policy.scoring.mode}"
     )
-    out.print(f"model grade now: {rep.model.tier} ({rep.model.reason})")
+    out.print(f"model grade now: {shown(rep.model.tier)} ({shown(rep.model.reason)})")
     if c.tier_override:
         out.print(
-            f"override: {c.tier_override} by {c.tier_override_by or '(CSV import)'}"
-            f" - {c.tier_override_reason or 'no reason given'}"
+            f"override: {shown(c.tier_override)} by {shown(c.tier_override_by or '(CSV import)')}"
+            f" - {shown(c.tier_override_reason or 'no reason given')}"
         )
     if c.below_count:
         out.print(
@@ -625,7 +785,9 @@ def _print_report(rep: Any, policy: Policy) -> None:
     for col in ("dimension", "value", "weight", "points", "from"):
         dims.add_column(col)
     for d in rep.explanation.dimensions:
-        dims.add_row(d.name, f"{d.value:.2f}", f"{d.weight:.2f}", f"{d.points:+.1f}", d.note)
+        dims.add_row(
+            shown(d.name), f"{d.value:.2f}", f"{d.weight:.2f}", f"{d.points:+.1f}", shown(d.note)
+        )
     out.print(dims)
     hist = Table(title=f"Tier history ({len(rep.history)} latest)")
     for col in ("when", "from", "to", "kind", "score", "reason"):
@@ -633,11 +795,11 @@ def _print_report(rep: Any, policy: Policy) -> None:
     for h in rep.history:
         hist.add_row(
             h.changed_at.strftime("%Y-%m-%d %H:%M"),
-            h.from_tier or "",
-            h.to_tier,
-            h.kind or "",
+            shown(h.from_tier),
+            shown(h.to_tier),
+            shown(h.kind),
             "" if h.score is None else f"{h.score:.1f}",
-            h.reason,
+            shown(h.reason),
         )
     out.print(hist)
 
@@ -726,6 +888,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _fit_output()
     args = _parser().parse_args(argv)
     try:
         settings = Settings()
@@ -733,6 +896,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, PolicyError) as exc:
         err.print(f"contactbot: {exc}", markup=False)
         return 2
+    except (DatabaseUnavailable, DBAPIError, OSError, TimeoutError) as exc:
+        # A database that is down, refusing or of an unsupported kind: one line, not a
+        # traceback (`run` reports its own failures the same way).
+        message = _database_failure(exc, settings)
+        if message is None:
+            raise
+        err.print(f"contactbot: {message}", markup=False)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover
