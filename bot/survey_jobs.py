@@ -49,32 +49,40 @@ class SurveyJobs:
         self.transport = transport or (AiogramTransport(bot, render) if bot else None)
         self._lock = asyncio.Lock()
 
-    async def tick(self) -> outbox.SweepReport | None:
+    async def tick(self, *, lead: bool = True) -> outbox.SweepReport | None:
+        """One tick. ``lead=False``: the caller holds the leader lock already (the scheduler
+        wraps every job in it, bot.scheduler.exclusive)."""
         if self._lock.locked():
             return None
-        async with self._lock, db.leader(self.sessions, _LEADER_KEY) as leader:
-            if not leader:
-                return None  # another instance runs the surveys
-            async with self.sessions() as s, s.begin():
-                expired = await outbox.expire(s, self.policy, self.clock())
-            if expired:
-                log.info("surveys expired: %d", expired)
-            for run in await campaigns.run_due(self.sessions, self.policy, self.clock()):
-                log.info("NPS campaign %s: %d surveys", run.key, run.total)
-            if self.transport is None:
-                return None
-            report = await outbox.sweep(self.sessions, self.policy, self.transport, self.clock)
-            st = report.stats
-            if st is not None and (st.sent or st.failed or st.unreachable):
-                log.info(
-                    "surveys sent %d, unreachable %d, failed %d in %.1fs (%.1f/s); "
-                    "skipped %s, deferred %d",
-                    st.sent,
-                    st.unreachable,
-                    st.failed,
-                    st.elapsed,
-                    st.rate,
-                    report.settled,
-                    report.deferred,
-                )
-            return report
+        async with self._lock:
+            if lead:
+                async with db.leader(self.sessions, _LEADER_KEY) as leader:
+                    if not leader:
+                        return None  # another instance runs the surveys
+                    return await self._run()
+            return await self._run()
+
+    async def _run(self) -> outbox.SweepReport | None:
+        async with self.sessions() as s, s.begin():
+            expired = await outbox.expire(s, self.policy, self.clock())
+        if expired:
+            log.info("surveys expired: %d", expired)
+        for run in await campaigns.run_due(self.sessions, self.policy, self.clock()):
+            log.info("NPS campaign %s: %d surveys", run.key, run.total)
+        if self.transport is None:
+            return None
+        report = await outbox.sweep(self.sessions, self.policy, self.transport, self.clock)
+        st = report.stats
+        if st is not None and (st.sent or st.failed or st.unreachable):
+            log.info(
+                "surveys sent %d, unreachable %d, failed %d in %.1fs (%.1f/s); "
+                "skipped %s, deferred %d",
+                st.sent,
+                st.unreachable,
+                st.failed,
+                st.elapsed,
+                st.rate,
+                report.settled,
+                report.deferred,
+            )
+        return report
