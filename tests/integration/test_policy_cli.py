@@ -30,7 +30,7 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
         check=False,
     )
 

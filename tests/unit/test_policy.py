@@ -56,9 +56,15 @@ def test_custom_tier_names_and_count() -> None:
             {"tiers": [{"name": "A", "min_spend": 10}, {"name": "A", "min_spend": 0}]},
             "names must be unique",
         ),
-        ({"scoring": {"window_dayz": 30}}, "[scoring] window_dayz: unknown key (did you mean window_days?)"),
+        (
+            {"scoring": {"window_dayz": 30}},
+            "[scoring] window_dayz: unknown key (did you mean window_days?)",
+        ),
         ({"scoring": {"window_days": 0}}, "[scoring] window_days: Input should be greater"),
-        ({"identification": {"default_region": "usa"}}, "[identification] default_region: String should match"),
+        (
+            {"identification": {"default_region": "usa"}},
+            "[identification] default_region: String should match",
+        ),
         (
             {
                 "selfservice": {

@@ -276,3 +276,9 @@ def test_any_value_of_the_wrong_kind_is_a_policy_error(key: tuple[str, ...]) -> 
             parse_policy(data)
         except PolicyError as exc:
             assert exc.problems and all("\n" not in p for p in exc.problems)
+
+
+@pytest.mark.parametrize("text", ["{name.title.x}", "{score.real.x}", "{tier[x]}", "{name!z}"])
+def test_a_notice_placeholder_that_would_crash_the_sender_is_refused(text: str) -> None:
+    (line,) = problems({"scoring": {"messages": {"upgrade": {"en": text}}}})
+    assert line.startswith("[scoring.messages] upgrade: en: bad placeholder")

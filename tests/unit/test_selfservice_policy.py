@@ -40,8 +40,14 @@ def _menu(items: list[str], **kw: Any) -> dict[str, Any]:
         ),
         ({"root": "nowhere"}, "root: 'nowhere' is not a menu"),
         ({"tiers": {"Gold": {}}}, "[selfservice.tiers] Gold: no such tier (tiers: VIP, A, B, C)"),
-        ({"tiers": {"C": {"hours": ["weekdays 9-5"]}}}, "[selfservice.tiers.C] hours: hours 'weekdays 9-5'"),
-        ({"tiers": {"C": {"timezone": "Mars/Olympus"}}}, "[selfservice.tiers.C] timezone: \"Mars/Olympus\" is not a time zone"),
+        (
+            {"tiers": {"C": {"hours": ["weekdays 9-5"]}}},
+            "[selfservice.tiers.C] hours: hours 'weekdays 9-5'",
+        ),
+        (
+            {"tiers": {"C": {"timezone": "Mars/Olympus"}}},
+            '[selfservice.tiers.C] timezone: "Mars/Olympus" is not a time zone',
+        ),
         ({"tiers": {"C": {"menu": "nope"}}}, "tiers.C.menu: 'nope' is not a menu"),
         (
             {"menus": {"main": _menu(["hours"]), "human": _menu(["hours"])}},
@@ -51,7 +57,10 @@ def _menu(items: list[str], **kw: Any) -> dict[str, Any]:
             {"menus": {"main": _menu(["hours"], tiers=["Gold"])}},
             '[selfservice.menus.main] tiers: no such tier "Gold" (tiers: VIP, A, B, C)',
         ),
-        ({"faq": [{"id": "x" * 41, "question": "Q", "answer": "A"}]}, "[[selfservice.faq]] #1 id: String should have at most 40 characters"),
+        (
+            {"faq": [{"id": "x" * 41, "question": "Q", "answer": "A"}]},
+            "[[selfservice.faq]] #1 id: String should have at most 40 characters",
+        ),
     ],
 )
 def test_errors_name_the_node(selfservice: dict[str, Any], message: str) -> None:
