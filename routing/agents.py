@@ -23,10 +23,11 @@ from routing.models import (
 )
 
 ROLES = ("agent", "supervisor")
-# agents.telegram_id is a signed 64-bit column; agents.name a String(100).
+# What the columns hold: agents.telegram_id is a signed 64-bit integer, agents.max_chats a
+# signed 32-bit one, agents.name a String(100).
 MAX_TELEGRAM_ID = 2**63 - 1
 MAX_NAME_LENGTH = 100
-MAX_CHATS_LIMIT = 1000
+MAX_CHATS_LIMIT = 2**31 - 1
 
 
 class AgentError(Exception):

@@ -110,3 +110,12 @@ async def test_transfer_finds_exactly_one_agent_regardless_of_case(db: Db) -> No
         assert await agents.by_name(s, "strasse") is None
         found = await agents.by_name(s, "3")
         assert found is not None and found.name == "Straße"
+
+
+async def test_a_capacity_the_database_cannot_store_is_refused(db: Db) -> None:
+    with pytest.raises(agents.AgentError, match="--max-chats must be between 1 and 2147483647"):
+        async with db.sessions() as s, s.begin():
+            await agents.add_agent(s, 1, "Ann", max_chats=2**31, now=T0)
+    async with db.sessions() as s, s.begin():
+        agent, _ = await agents.add_agent(s, 1, "Ann", max_chats=2**31 - 1, now=T0)
+    assert agent.max_chats == 2**31 - 1
