@@ -27,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from html import escape
+from typing import Any
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -62,6 +64,69 @@ REFUSED = "Telegram refused the message: {error}"
 GAVE_UP = "Telegram could not be reached for too long; the message was not delivered."
 
 AgentUnreachable = Callable[[AsyncSession, int], Awaitable[None]]
+
+# Telegram's limit is about one message a second into one chat. After a 429 from a chat,
+# sends into it are paced at this interval for PACED_SECONDS, so the conversations that
+# share it (an agent's thirty chats) take turns instead of all retrying into new 429s.
+PACE_SECONDS = 1.0
+PACED_SECONDS = 60.0
+# A send waits its chat's turn in line at most this long holding its claim (a lease of
+# LEASE_SECONDS); longer, the row is handed back and the conversation looks again later.
+MAX_TURN_WAIT = 2.0
+
+
+class ChatTurns:
+    """Whose turn it is to send into each Telegram chat, in this process (monotonic time)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.free_at: dict[int, float] = {}
+        self.paced_until: dict[int, float] = {}
+        self.locks: dict[int, asyncio.Lock] = {}
+        self.waiting: dict[int, int] = {}
+
+    def wait(self, chat_id: int) -> float:
+        """Seconds until ``chat_id`` may take another message (0: now)."""
+        return max(self.free_at.get(chat_id, 0.0) - self.clock(), 0.0)
+
+    def busy(self, chat_id: int) -> bool:
+        return self.waiting.get(chat_id, 0) > 0
+
+    def queue_wait(self, chat_id: int) -> float:
+        """A fair guess of when a conversation that found the chat busy should look again:
+        after the sends ahead of it (a pace each if the chat is paced, else a moment)."""
+        paced = self.paced_until.get(chat_id, 0.0) > self.clock()
+        each = PACE_SECONDS if paced else 0.1
+        return self.wait(chat_id) + each * max(self.waiting.get(chat_id, 0), 1)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, chat_id: int) -> Any:
+        lock = self.locks.setdefault(chat_id, asyncio.Lock())
+        self.waiting[chat_id] = self.waiting.get(chat_id, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self.waiting[chat_id] -= 1
+            if not self.waiting[chat_id]:
+                del self.waiting[chat_id]
+                self.locks.pop(chat_id, None)
+                now = self.clock()
+                # Forget chats that are free again (memory stays bounded by live chats).
+                if self.free_at.get(chat_id, 0.0) <= now:
+                    self.free_at.pop(chat_id, None)
+                if self.paced_until.get(chat_id, 0.0) <= now:
+                    self.paced_until.pop(chat_id, None)
+
+    def sent(self, chat_id: int) -> None:
+        now = self.clock()
+        if self.paced_until.get(chat_id, 0.0) > now:
+            self.free_at[chat_id] = now + PACE_SECONDS
+
+    def limited(self, chat_id: int, retry_after: float) -> None:
+        now = self.clock()
+        self.free_at[chat_id] = max(self.free_at.get(chat_id, 0.0), now + retry_after)
+        self.paced_until[chat_id] = now + PACED_SECONDS
 
 
 def _classify(exc: BaseException) -> tuple[int | None, float | None]:
@@ -115,6 +180,10 @@ class Deliverer:
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self._users: dict[tuple[int, str], int] = {}
         self._timers: dict[int, tuple[datetime, asyncio.Task[None]]] = {}
+        self.turns = ChatTurns(time.monotonic)
+        # Where a conversation's rows went last (by direction): its chat's turn is checked
+        # before a row is claimed, so a busy chat costs no database write.
+        self._dest: dict[tuple[int, str], int] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
         self._idle = asyncio.Event()
@@ -196,6 +265,10 @@ class Deliverer:
         try:
             async with lock:
                 while True:
+                    dest = self._dest.get(key)
+                    if dest is not None and (self.turns.busy(dest) or self.turns.wait(dest)):
+                        self._later_by(conv_id, self.turns.queue_wait(dest))
+                        return
                     async with self.sessions() as s, s.begin():
                         head = await queue.claim_head(
                             s,
@@ -208,14 +281,40 @@ class Deliverer:
                         if head.wait_until is not None and not head.gated:
                             self._schedule(conv_id, head.wait_until)
                         return
-                    await self._send(head.claimed)
+                    self._dest[key] = head.claimed.chat_id
+                    if not await self._send_in_turn(head.claimed):
+                        return
         finally:
             self._users[key] -= 1
             if not self._users[key]:
                 del self._users[key]
                 self._locks.pop(key, None)
+                if key not in self._timers_keys():
+                    self._dest.pop(key, None)
                 if not self._users:
                     self._idle.set()
+
+    def _timers_keys(self) -> set[tuple[int, str]]:
+        return {(c, d) for c in self._timers for d in (TO_AGENT, TO_CUSTOMER)}
+
+    def _later_by(self, conv_id: int, seconds: float) -> None:
+        self._schedule(conv_id, self.now() + timedelta(seconds=seconds))
+
+    async def _send_in_turn(self, c: Claimed) -> bool:
+        """Send a claimed row when its chat's turn comes; False if it was handed back to
+        wait (the chat is busy for longer than a claim should be held)."""
+        async with self.turns.turn(c.chat_id):
+            wait = self.turns.wait(c.chat_id)
+            if wait > MAX_TURN_WAIT:
+                async with self.sessions() as s, s.begin():
+                    at = self.now() + timedelta(seconds=wait)
+                    await queue.retry_at(s, c.id, at=at, error="paced", counted=False)
+                self._schedule(c.conversation_id, at)
+                return False
+            if wait:
+                await asyncio.sleep(wait)
+            await self._send(c)
+        return True
 
     def _schedule(self, conv_id: int, at: datetime) -> None:
         """Kick the conversation again at ``at`` (a retry, an album's hold)."""
@@ -240,12 +339,17 @@ class Deliverer:
     # --- one row ----------------------------------------------------------------------
     async def _send(self, c: Claimed) -> None:
         try:
-            if c.relay:
-                await self._switch_header(c)
+            if c.relay and await self._switch_header(c):
+                self.turns.sent(c.chat_id)
+                if wait := self.turns.wait(c.chat_id):
+                    await asyncio.sleep(wait)
             sent = await self._call(c)
         except (TelegramAPIError, TimeoutError, OSError) as exc:
+            if isinstance(exc, TelegramRetryAfter):
+                self.turns.limited(c.chat_id, float(exc.retry_after))
             await self._failed(c, exc)
             return
+        self.turns.sent(c.chat_id)
         async with self.sessions() as s, s.begin():
             await queue.mark_sent(s, c.id, now=self.now(), agent_id=c.agent_id)
             if c.direction == TO_AGENT:
@@ -276,19 +380,20 @@ class Deliverer:
         )
         return [m.message_id for m in many]
 
-    async def _switch_header(self, c: Claimed) -> None:
-        """With several chats open, a header says whose messages follow (as relays did)."""
+    async def _switch_header(self, c: Claimed) -> bool:
+        """With several chats open, a header says whose messages follow (as relays did).
+        Returns whether one was sent."""
         async with self.sessions() as s, s.begin():
             agent = await s.get(Agent, c.agent_id) if c.agent_id is not None else None
             conv = await s.get(Conversation, c.conversation_id)
             if agent is None or conv is None:
-                return
+                return False
             several = len(await conversations.agent_chats(s, agent)) > 1
             if not several or agent.last_inbound_conversation_id == conv.id:
-                return
+                return False
             customer = await s.get(Customer, conv.customer_id)
             if customer is None:
-                return
+                return False
             text = texts.header(conv, customer)
         head = await self.bot.send_message(c.chat_id, text, request_timeout=self.request_timeout)
         async with self.sessions() as s, s.begin():
@@ -300,6 +405,7 @@ class Deliverer:
                 .where(Agent.id == c.agent_id)
                 .values(last_inbound_conversation_id=c.conversation_id)
             )
+        return True
 
     async def _failed(self, c: Claimed, exc: BaseException) -> None:
         code, retry_after = _classify(exc)
@@ -316,7 +422,9 @@ class Deliverer:
             at = now + timedelta(seconds=delay)
             log.info("delivery %s to %s failed (%s); again in %.1fs", c.id, c.chat_id, error, delay)
             async with self.sessions() as s, s.begin():
-                await queue.retry_at(s, c.id, at=at, error=error)
+                # A flood wait is Telegram pacing us, not a failure: it must not lengthen
+                # the backoff of a later outage.
+                await queue.retry_at(s, c.id, at=at, error=error, counted=code != 429)
             self._schedule(c.conversation_id, at)
             return
         log.warning("delivery %s to %s failed for good: %s", c.id, c.chat_id, error)

@@ -606,11 +606,18 @@ async def mark_sent(
     )
 
 
-async def retry_at(session: AsyncSession, row_id: int, *, at: datetime, error: str) -> None:
+async def retry_at(
+    session: AsyncSession, row_id: int, *, at: datetime, error: str, counted: bool = True
+) -> None:
+    """Back to pending until ``at``. ``counted=False``: the claim's attempt was not a
+    failure (a 429, or the chat's turn had not come), so the 5xx backoff does not grow."""
+    values: dict[str, object] = {"status": DELIVERY_PENDING, "next_at": at, "error": error[:1000]}
+    if not counted:
+        values["attempts"] = Delivery.attempts - 1
     await session.execute(
         update(Delivery)
         .where(Delivery.id == row_id, Delivery.status == DELIVERY_SENDING)
-        .values(status=DELIVERY_PENDING, next_at=at, error=error[:1000])
+        .values(**values)
     )
 
 

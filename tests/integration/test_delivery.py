@@ -21,7 +21,7 @@ from bot.delivery import BLOCKED, Deliverer
 from bot.desk import Desk
 from routing.agents import add_agent
 from routing.delivery import Backoff
-from routing.models import Customer, Delivery
+from routing.models import Agent, Customer, Delivery
 from routing.policy import Policy
 from tests.conftest import Db
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
@@ -247,3 +247,32 @@ async def test_a_send_cut_off_by_a_crash_is_sent_again_after_its_lease(h: Harnes
         row.next_at = deliverer.now() - timedelta(seconds=1)  # the lease ended
     assert await deliverer.sweep() == 1
     assert copies(h, ANN, VIPC) == [*sent, msg["message_id"]]
+
+
+async def test_conversations_sharing_an_agent_chat_take_turns_after_a_429(
+    h_rate: Harness,
+) -> None:
+    """Four chats with one agent under Telegram's one-message-a-second limit: after the first
+    429 into the agent's chat, sends into it are paced instead of every conversation retrying
+    on its own into new 429s (a storm that once made the bot fall minutes behind)."""
+    h = h_rate
+    customers = [VIPC + 100 + n for n in range(4)]
+    async with h.db.sessions() as s, s.begin():
+        agent = (await s.execute(select(Agent).where(Agent.telegram_id == ANN))).scalar_one()
+        agent.max_chats = 10
+        for tg in customers:
+            s.add(Customer(external_id=f"P{tg}", name=f"P{tg}", tier="VIP", telegram_id=tg,
+                           created_at=T0, updated_at=T0))  # fmt: skip
+    firsts = {tg: h.api.user_message(tg, f"hello from {tg}")["message_id"] for tg in customers}
+    await h.feed()
+    for _ in customers:
+        await h.say(ANN, "/next")
+    await _until(lambda: all(copies(h, ANN, tg) == [firsts[tg]] for tg in customers), timeout=40)
+    limited_before = h.api.count_429
+    more = {tg: [h.api.user_message(tg, f"{tg} #{i}")["message_id"] for i in range(2)]
+            for tg in customers}  # fmt: skip
+    await h.feed()
+    want = {tg: [firsts[tg], *more[tg]] for tg in customers}
+    await _until(lambda: all(copies(h, ANN, tg) == want[tg] for tg in customers), timeout=60)
+    # 8 relays (plus headers) into one chat: a handful of 429s, not one per try.
+    assert h.api.count_429 - limited_before <= 5, h.api.count_429 - limited_before
