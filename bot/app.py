@@ -112,6 +112,19 @@ async def build_app(settings: Settings, token: str) -> App:
     # The schema is brought up to date on every start: a fresh machine needs no extra step.
     await db.upgrade(engine)
     sessions = db.make_sessionmaker(engine)
+    # One bot per SQLite file; several on PostgreSQL only if all share Redis (routing.db).
+    has_redis = bool(settings.redis_url)
+    if engine.dialect.name == "postgresql" and not has_redis:
+        log.warning(
+            "no CONTACTBOT_REDIS_URL: conversation state (identification by code, order-status "
+            "steps) lives in this process only; run one instance, or set it for several"
+        )
+    try:
+        heartbeat = await db.register_instance(sessions, has_redis=has_redis)
+    except db.AnotherInstance as exc:
+        await engine.dispose()
+        raise SystemExit(f"contactbot: {exc}") from None
+    heartbeat.start()
     async with sessions() as s, s.begin():
         # Handled rows guard against redelivery, which Telegram does within hours;
         # quarantined ones are kept longer for a person to look at.
@@ -124,6 +137,7 @@ async def build_app(settings: Settings, token: str) -> App:
     dp = make_dispatcher(
         sessions, policy, bot, storage=make_storage(settings.redis_url), clock=clock
     )
+    dp.shutdown.register(heartbeat.stop)  # a clean stop frees the database at once
     return App(settings, policy, engine, bot, dp, clock)
 
 
@@ -242,10 +256,16 @@ async def run_webhook(settings: Settings, token: str) -> None:
         site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
         await site.start()
         await _set_commands(app.bot)
-        await app.bot.set_webhook(
+        # Every instance registers; idempotent, retried, and never fatal (bot/webhook_setup.py).
+        from bot.webhook_setup import register_webhook
+
+        await register_webhook(
+            app.bot,
+            db.make_sessionmaker(app.engine),
             settings.webhook_url.rstrip("/") + "/webhook",
-            secret_token=settings.webhook_secret,
-            allowed_updates=app.dp.resolve_used_update_types(),
+            settings.webhook_secret,
+            app.dp.resolve_used_update_types(),
+            attempts=settings.webhook_register_attempts,
         )
         log.info("contactbot webhook on %s:%s", settings.webhook_host, settings.webhook_port)
         sched = _start_scheduler(app)
