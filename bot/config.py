@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     webhook_secret: str | None = None
     webhook_host: str = "0.0.0.0"
     webhook_port: int = 8080
+    # setWebhook / getWebhookInfo attempts at start (429 and 5xx are retried); after the last
+    # one the instance logs an error and serves on (bot/webhook_setup.py).
+    webhook_register_attempts: int = 6
     # `contactbot run` checks the database, Redis and the Bot API before starting; each has
     # this many seconds to answer (bot/preflight.py).
     preflight_timeout: float = 5.0
