@@ -380,10 +380,12 @@ async def bot_process(
 
 
 def processed_count(db_path: Path) -> int:
-    """Updates the bot has finished (its redelivery guard rows), read with plain sqlite3."""
+    """Updates the bot has finished (done in its inbox), read with plain sqlite3."""
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
     try:
-        return int(con.execute("SELECT count(*) FROM processed_updates").fetchone()[0])
+        return int(
+            con.execute("SELECT count(*) FROM inbound_updates WHERE status = 'done'").fetchone()[0]
+        )
     finally:
         con.close()
 

@@ -113,8 +113,21 @@ async def _feed(dp: Dispatcher, bot: Bot, updates: list[Update]) -> float:
     return (time.process_time() - c0) / len(updates)
 
 
+async def _take_in(intake: Any, updates: list[Update]) -> float:
+    """CPU seconds per update the way the bot takes them: stored in the inbox in batches of
+    100 (a getUpdates answer), handled per chat, marked done (the delivery guarantees)."""
+    raws = [u.model_dump(mode="json", exclude_none=True) for u in updates]
+    c0 = time.process_time()
+    for i in range(0, len(raws), 100):
+        await intake.accept(raws[i : i + 100])
+    await intake.wait_idle()
+    return (time.process_time() - c0) / len(updates)
+
+
 async def _ours(workdir: Path, size: Size, tag: str) -> float:
     from bot.app import make_dispatcher
+    from bot.clock import utcnow
+    from bot.intake import Intake
     from routing.db import make_engine, make_sessionmaker
     from routing.policy import Policy
 
@@ -123,9 +136,9 @@ async def _ours(workdir: Path, size: Size, tag: str) -> float:
     engine = make_engine(world.db_url)
     bot = Bot(TOKEN, session=LocalSession())
     try:
-        dp = make_dispatcher(make_sessionmaker(engine), Policy(), bot)
-        per_update = await _feed(dp, bot, _updates(traffic, bot))
-        await dp["processed_log"].close()
+        sessions = make_sessionmaker(engine)
+        dp = make_dispatcher(sessions, Policy(), bot)
+        per_update = await _take_in(Intake(dp, bot, sessions, utcnow), _updates(traffic, bot))
     finally:
         await engine.dispose()
     return per_update
