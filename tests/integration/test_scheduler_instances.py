@@ -240,4 +240,3 @@ def test_interval_jobs_tick_at_the_same_instants_on_every_instance() -> None:
     assert a.get_job("queue").trigger.get_next_fire_time(None, now) == now.replace(
         second=5, microsecond=0
     )
-
