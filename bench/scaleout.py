@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import os
 import random
@@ -103,7 +104,7 @@ SIZES = {
     ),
     "default": Size(
         customers=300, messages=10, agents=10, max_chats=30, press_p=0.3, open_s=20,
-        exchange_s=100, tp_pairs=50, tp_updates=1500, chaos_mid_traffic=True, settle_s=420,
+        exchange_s=100, tp_pairs=50, tp_updates=600, chaos_mid_traffic=True, settle_s=420,
     ),
 }  # fmt: skip
 
@@ -210,6 +211,7 @@ class Agents:
     presses: int = 0
     nexts: int = 0
     over_capacity_seen: int = 0  # max over samples of agents holding more than max_chats
+    last_next: dict[int, int] = dataclasses.field(default_factory=dict)  # agent -> update id
 
     async def run(self) -> None:
         due: list[tuple[float, int, int, str]] = []
@@ -241,9 +243,15 @@ class Agents:
                     "SELECT count(*) FROM conversations WHERE status = 'queued'"
                 )
                 if waiting[0][0]:
+                    # A person clicks /next again only once the last one was answered: a
+                    # slow bot must not be flooded with the agents' retries.
+                    answered = await self.c.inbox(self.last_next.values())
                     for a in sorted(agents):
-                        self.c.api.user_message(a, "/next")
-                        self.nexts += 1
+                        last = self.last_next.get(a)
+                        if last is None or answered.get(last) == "done":
+                            self.c.api.user_message(a, "/next")
+                            self.last_next[a] = last_update_id(self.c.api)
+                            self.nexts += 1
                 over = await self.c.sql(
                     "SELECT count(*) FROM (SELECT a.id FROM agents a JOIN conversations cv "
                     "ON cv.agent_id = a.id AND cv.status = 'assigned' "
