@@ -181,6 +181,7 @@ class Deliverer:
         self._users: dict[tuple[int, str], int] = {}
         self._timers: dict[int, tuple[datetime, asyncio.Task[None]]] = {}
         self.turns = ChatTurns(time.monotonic)
+        self._sending: set[asyncio.Future[bool]] = set()
         # Where a conversation's rows went last (by direction): its chat's turn is checked
         # before a row is claimed, so a busy chat costs no database write.
         self._dest: dict[tuple[int, str], int] = {}
@@ -208,6 +209,9 @@ class Deliverer:
             t.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
+        # Sends in flight finish (and are marked) even when their handler was cancelled.
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=timeout)
         # Sends in flight under a kick finish with their handler; wait for them a while.
         if self._users:
             with contextlib.suppress(TimeoutError):
@@ -282,7 +286,13 @@ class Deliverer:
                             self._schedule(conv_id, head.wait_until)
                         return
                     self._dest[key] = head.claimed.chat_id
-                    if not await self._send_in_turn(head.claimed):
+                    # Shielded: a handler cancelled by a drain must not cut a send off
+                    # between Telegram's answer and its "sent" mark (it would be sent again
+                    # when its lease ends); stop() waits for these.
+                    send = asyncio.ensure_future(self._send_in_turn(head.claimed))
+                    self._sending.add(send)
+                    send.add_done_callback(self._sending.discard)
+                    if not await asyncio.shield(send):
                         return
         finally:
             self._users[key] -= 1

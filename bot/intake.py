@@ -71,9 +71,10 @@ POLL_TIMEOUT = 25  # seconds a getUpdates long poll waits for news
 MAX_ATTEMPTS = 5
 # Failures that are about the world (network, Telegram, the database), not about the update.
 TRANSIENT = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, OperationalError)
-# Several instances: a chat's lock outlives a dead holder by at most this long, and rows
+# Several instances: a chat's lock outlives a dead holder by at most this long (a live one
+# renews it), and rows
 # pending longer than ORPHAN_SECONDS are looked at again every SWEEP_SECONDS.
-LOCK_SECONDS = 120
+LOCK_SECONDS = 30
 ORPHAN_SECONDS = 10.0
 SWEEP_SECONDS = 5.0
 
@@ -83,15 +84,35 @@ ChatLock = Callable[[int], AbstractAsyncContextManager[None]]
 def redis_chat_lock(redis_url: str) -> ChatLock:
     """A chat's updates are handled by one instance at a time, across instances."""
     from redis.asyncio import Redis
+    from redis.exceptions import LockError
 
     client = Redis.from_url(redis_url)
 
     @asynccontextmanager
     async def lock(chat_id: int) -> AsyncIterator[None]:
-        async with client.lock(
+        held = client.lock(
             f"contactbot:chat:{chat_id}", timeout=LOCK_SECONDS, blocking_timeout=None
-        ):
+        )
+        await held.acquire()
+
+        async def renew() -> None:
+            # Held while one update is handled; renewed so a slow handler keeps it, while a
+            # dead holder's lock lapses within LOCK_SECONDS.
+            while True:
+                await asyncio.sleep(LOCK_SECONDS / 3)
+                await held.reacquire()
+
+        renewing = asyncio.create_task(renew())
+        try:
             yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LockError):
+                await renewing
+            try:
+                await held.release()
+            except LockError as exc:  # it lapsed (the instance stalled): say so, go on
+                log.warning("chat %s: the shared lock lapsed before release: %s", chat_id, exc)
 
     return lock
 
@@ -236,13 +257,19 @@ class Intake:
         taken = list(queue)
         queue.clear()
         try:
-            async with self._slots, self.chat_lock(chat_id):
-                async with self.sessions() as s, s.begin():
-                    rows = await inbox.pending_for_chat(s, chat_id)
-                for row in rows:
-                    await self._handle(row)
-                    if self.stopping:
+            # The lock is taken for one update at a time: a backlog never holds it for long,
+            # and other instances' turns interleave fairly.
+            seen: set[int] = set()
+            while not self.stopping:
+                async with self._slots, self.chat_lock(chat_id):
+                    async with self.sessions() as s, s.begin():
+                        rows = await inbox.pending_for_chat(s, chat_id, limit=1)
+                    if not rows or rows[0].update_id in seen:
+                        # Nothing left, or a row that could not be marked: the sweep
+                        # comes back to it rather than this turn spinning on it.
                         break
+                    seen.add(rows[0].update_id)
+                    await self._handle(rows[0])
         finally:
             for row in taken:
                 self._done_with(row.update_id)

@@ -128,12 +128,15 @@ async def pending(session: AsyncSession, limit: int = 10_000) -> list[RawUpdate]
     return [RawUpdate(u, c, p) for u, c, p in rows.all()]
 
 
-async def pending_for_chat(session: AsyncSession, chat_id: int) -> list[RawUpdate]:
+async def pending_for_chat(
+    session: AsyncSession, chat_id: int, limit: int | None = None
+) -> list[RawUpdate]:
     """One chat's stored updates not yet handled, in update id order."""
     rows = await session.execute(
         select(InboundUpdate.update_id, InboundUpdate.chat_id, InboundUpdate.payload)
         .where(InboundUpdate.chat_id == chat_id, InboundUpdate.status == INBOX_PENDING)
         .order_by(InboundUpdate.update_id)
+        .limit(limit)
     )
     return [RawUpdate(u, c, p) for u, c, p in rows.all()]
 

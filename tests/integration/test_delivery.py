@@ -5,6 +5,7 @@ retry timers alone deliver)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -276,3 +277,36 @@ async def test_conversations_sharing_an_agent_chat_take_turns_after_a_429(
     await _until(lambda: all(copies(h, ANN, tg) == want[tg] for tg in customers), timeout=60)
     # 8 relays (plus headers) into one chat: a handful of 429s, not one per try.
     assert h.api.count_429 - limited_before <= 5, h.api.count_429 - limited_before
+
+
+async def test_a_drain_that_cancels_a_handler_mid_send_does_not_send_twice(h: Harness) -> None:
+    """SIGTERM's drain cancels handlers still running at its bound. A relay whose copy
+    Telegram had already taken, cancelled before its "sent" mark, was sent again when its
+    lease ended (one duplicate in the scale-out benchmark). The send now finishes and is
+    marked; stop() waits for it."""
+    sent = await _open_and_claim(h)
+    deliverer: Deliverer = h.dp["delivery"]
+    deliverer.lease = 0.5
+    original = deliverer._call
+    answered = asyncio.Event()
+
+    async def slow_answer(c: Any) -> list[int]:
+        ids = await original(c)  # Telegram has the copy
+        answered.set()
+        await asyncio.sleep(0.3)  # ... and its answer is still on its way
+        return ids
+
+    deliverer._call = slow_answer  # type: ignore[method-assign]
+    msg = h.api.user_message(VIPC, "in flight at the drain")
+    handler = asyncio.ensure_future(h.feed())
+    await answered.wait()
+    handler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await handler
+    await deliverer.stop(5.0)
+    await asyncio.sleep(0.6)  # past the lease
+    assert await deliverer.sweep() == 0
+    assert copies(h, ANN, VIPC) == [*sent, msg["message_id"]]
+    async with h.db.sessions() as s:
+        statuses = set((await s.execute(select(Delivery.status))).scalars())
+    assert statuses <= {"sent"}
