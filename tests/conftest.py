@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from routing.db import make_engine, make_sessionmaker, upgrade
 from routing.policy import Policy
+from tests.xdist_databases import use_worker_databases
 
+use_worker_databases()
 PG_URL = os.environ.get("CONTACTBOT_TEST_PG_URL")
 REDIS_URL = os.environ.get("CONTACTBOT_TEST_REDIS_URL")
 
