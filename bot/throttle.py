@@ -27,8 +27,8 @@ Who is exempt:
 
 The limits are constants, not policy: flood control protects the bot, not a business rule,
 and no policy section is about incoming traffic. They are generous for a person typing
-(a burst of 10, then one a second) and still keep a script from costing more than a reply
-a second.
+(a burst of 20, then two a second) and still keep a script from costing more than two
+replies a second.
 
 Memory does not grow with the number of users ever seen: buckets are kept in last-use order,
 and one idle long enough to be full again is forgotten (it is then the same as no bucket);
@@ -62,8 +62,10 @@ __all__ = ["BURST", "PER_SECOND", "ThrottleMiddleware", "TokenBuckets", "Verdict
 log = logging.getLogger(__name__)
 
 # Updates a person may send at once, and per second after that (see the module docstring).
-BURST = 10
-PER_SECOND = 1.0
+# A person clicking through the menu quickly presses a dozen buttons in a few seconds; a
+# flood is hundreds. These let the first through and stop the second.
+BURST = 20
+PER_SECOND = 2.0
 # Buckets kept at most; past it the least recently used one is forgotten (forgiven).
 MAX_BUCKETS = 100_000
 # Update kinds a person produces by typing or pressing; only these are counted.
