@@ -124,6 +124,44 @@ async def add_message(
     return msg
 
 
+async def add_message_once(
+    session: AsyncSession,
+    conv: Conversation,
+    *,
+    sender: str,
+    content_type: str,
+    text: str | None,
+    file_id: str | None,
+    chat_id: int,
+    message_id: int,
+    now: datetime,
+    agent_id: int | None = None,
+) -> bool:
+    """Store a person's Telegram message in the transcript unless it is there already.
+
+    Returns False for a message stored before: its update was handled before (a redelivery,
+    or a crash between the relay and the inbox's "done" mark). This is the relay's guard
+    (``uq_messages_source``), taken in the caller's transaction with the delivery it queues.
+    """
+    try:
+        async with session.begin_nested():
+            await add_message(
+                session,
+                conv,
+                sender=sender,
+                content_type=content_type,
+                text=text,
+                file_id=file_id,
+                chat_id=chat_id,
+                message_id=message_id,
+                now=now,
+                agent_id=agent_id,
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
 async def transcript(session: AsyncSession, conversation_id: int) -> list[Message]:
     return list(
         (

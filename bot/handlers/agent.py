@@ -8,7 +8,6 @@ from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts, texts_queue, texts_survey
@@ -309,26 +308,20 @@ async def relay(
         await message.answer(NOT_REACHABLE)
         return
     content = content_of(message)
-    duplicate = False
     async with session.begin():
-        try:
-            async with session.begin_nested():
-                await conversations.add_message(
-                    session,
-                    conv,
-                    sender="agent",
-                    agent_id=agent.id,
-                    content_type=content.content_type,
-                    text=content.text,
-                    file_id=content.file_id,
-                    chat_id=message.chat.id,
-                    message_id=message.message_id,
-                    now=clock(),
-                )
-        except IntegrityError:
-            # uq_messages_source: relayed before (a redelivered update).
-            duplicate = True
-        if not duplicate:
+        new = await conversations.add_message_once(
+            session,
+            conv,
+            sender="agent",
+            agent_id=agent.id,
+            content_type=content.content_type,
+            text=content.text,
+            file_id=content.file_id,
+            chat_id=message.chat.id,
+            message_id=message.message_id,
+            now=clock(),
+        )
+        if new:
             # The transcript row and its delivery in one transaction: sent in order, retried
             # through outages and flood limits; a refusal is reported by the deliverer.
             await delivery.to_customer(
@@ -344,5 +337,5 @@ async def relay(
             await conversations.link(
                 session, agent.telegram_id, message.message_id, conv.id, "sent"
             )
-    if not duplicate:
+    if new:
         await desk.kick(conv.id)

@@ -16,7 +16,6 @@ from aiogram.types import (
     ReplyKeyboardRemove,
 )
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
@@ -756,23 +755,19 @@ async def converse(
                 session, customer, policy, conversations.ORIGIN_VIP, clock()
             )
         if conv is not None:
-            try:
-                async with session.begin_nested():
-                    await conversations.add_message(
-                        session,
-                        conv,
-                        sender="customer",
-                        content_type=content.content_type,
-                        text=content.text,
-                        file_id=content.file_id,
-                        chat_id=message.chat.id,
-                        message_id=message.message_id,
-                        now=clock(),
-                    )
-            except IntegrityError:
-                # uq_messages_source: this Telegram message is in the transcript already (a
-                # redelivered update); it was queued for the agent with it.
-                duplicate = True
+            # False: this Telegram message is in the transcript already (a redelivered
+            # update); it was queued for the agent with it.
+            duplicate = not await conversations.add_message_once(
+                session,
+                conv,
+                sender="customer",
+                content_type=content.content_type,
+                text=content.text,
+                file_id=content.file_id,
+                chat_id=message.chat.id,
+                message_id=message.message_id,
+                now=clock(),
+            )
             if not duplicate:
                 # For whoever holds the chat when it is sent: a queued chat's messages are
                 # the hand-over's backlog, whatever the order of the claim and this commit.
