@@ -15,9 +15,10 @@ Rules kept here:
 * The hand-over backlog. A customer's message is queued "for whoever holds the conversation"
   (``agent_id`` None) and resolved to the holder when sent. Such a row waits while the
   conversation is queued, and, after a claim that marked it (:func:`hold_for_hand_over`, in
-  the claim's transaction), until the holder's briefing (:func:`hand_over`) is queued: that
-  briefing moves the waiting rows behind itself, so the agent sees "you took #n" first and
-  then every message, whichever of the claim and the customer's message committed first.
+  the claim's transaction), until the holder's briefing (:func:`hand_over`) is queued; the
+  current assignment's briefing is sent before them (:func:`claim_head`), so the agent sees
+  "you took #n" first and then every message in order, whichever of the claim and the
+  customer's message committed first.
 * Backoff (:func:`retry_delay`, pure): 429 waits exactly ``retry_after``; 5xx and network
   errors back off exponentially up to a cap, until a horizon; 400/403 are permanent.
 * Leases. A claimed row is ``sending`` with ``next_at`` as its lease: a process that dies
@@ -296,28 +297,15 @@ async def hand_over(
     *,
     now: datetime,
 ) -> None:
-    """Queue a won claim's briefing for ``agent_id``, then the backlog behind it.
+    """Queue a won claim's briefing for ``agent_id`` and end the claim's hold.
 
     The customer's messages still waiting for whoever holds the conversation (queued while
-    nobody did, or written between the claim and this call) are moved behind the briefing,
-    keeping their order. ``assigned_at`` names the assignment the briefing opens.
+    nobody did, or written between the claim and this call) stay where they are: they follow
+    the briefing because :func:`claim_head` sends the current assignment's briefing
+    (``handover_at``) before any of them. They are not moved (re-inserted with new ids): on
+    PostgreSQL a message committing while this transaction ran would keep its older id and
+    overtake the moved ones (seen as a reordered message in the scale-out benchmark).
     """
-    waiting = list(
-        (
-            await session.execute(
-                select(Delivery)
-                .where(
-                    Delivery.conversation_id == conversation_id,
-                    Delivery.direction == TO_AGENT,
-                    Delivery.agent_id.is_(None),
-                    Delivery.status == DELIVERY_PENDING,
-                )
-                .order_by(Delivery.id)
-            )
-        ).scalars()
-    )
-    if waiting:
-        await session.execute(delete(Delivery).where(Delivery.id.in_([d.id for d in waiting])))
     rows: list[dict[str, object]] = []
     for item in items:
         base: dict[str, object] = {
@@ -352,28 +340,6 @@ async def hand_over(
     )
     for row in rows:
         await session.execute(insert(Delivery).values(**row))
-    for d in waiting:
-        await session.execute(
-            insert(Delivery).values(
-                conversation_id=d.conversation_id,
-                direction=d.direction,
-                agent_id=None,
-                chat_id=None,
-                kind=d.kind,
-                from_chat_id=d.from_chat_id,
-                message_ids=d.message_ids,
-                media_group_id=d.media_group_id,
-                text=d.text,
-                link_kind=d.link_kind,
-                status=DELIVERY_PENDING,
-                attempts=d.attempts,
-                next_at=max(d.next_at, now) if d.media_group_id else now,
-                created_at=d.created_at,
-                error=d.error,
-            )
-        )
-    for d in waiting:
-        session.expunge(d)
 
 
 async def waiting_message_ids(session: AsyncSession, conversation_id: int) -> set[tuple[int, int]]:
