@@ -246,32 +246,11 @@ async def _check_database(settings: Settings) -> None:
             f"CONTACTBOT_DATABASE_URL has the unsupported scheme {scheme!r}: use "
             "sqlite+aiosqlite:///path/to/contactbot.db or postgresql+asyncpg://user@host/db"
         )
-    if scheme.startswith("sqlite"):
-        _open_sqlite(url)
     try:
+        # Also opens an SQLite file without aiosqlite first (a clean one-line failure).
         await preflight._check_database(url, settings.preflight_timeout)
     except preflight.PreflightError as exc:
         raise DatabaseUnavailable(str(exc)) from None
-
-
-def _open_sqlite(url: str) -> None:
-    """Open an SQLite file without aiosqlite first. When aiosqlite cannot open a file, it
-    stops its worker thread with a message answered on the event loop, which asyncio.run may
-    have closed by then: a thread traceback would follow the one-line error."""
-    import sqlite3
-
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    path = parsed.database
-    if not path or path == ":memory:" or parsed.query:  # URI options: leave it to aiosqlite
-        return
-    try:
-        sqlite3.connect(path).close()
-    except sqlite3.Error as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to the database at {_safe_url(url)}: {exc}"
-        ) from None
 
 
 def _database_failure(exc: BaseException, settings: Settings) -> str | None:

@@ -111,12 +111,31 @@ def _database_scheme(url: str) -> str:
 # --------------------------------------------------------------------------- the checks
 
 
+def _open_sqlite_file(url: str, where: str) -> None:
+    """Open an SQLite file without aiosqlite first. When aiosqlite cannot open a file, it
+    stops its worker thread with a message answered on the event loop, which asyncio.run may
+    have closed by then: a thread traceback would follow the one-line error."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    path = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not path or path == ":memory:" or parsed.query:
+        return  # not a plain file (URI options): leave it to the driver
+    try:
+        sqlite3.connect(path).close()
+    except sqlite3.Error as exc:
+        raise PreflightError(f"cannot connect to the database at {where}: {exc}") from None
+
+
 async def _check_database(url: str, limit: float) -> None:
     from sqlalchemy import text
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
     where = safe_database_url(url)
+    _open_sqlite_file(url, where)
     try:
         # asyncpg's own connect timeout; for aiosqlite "timeout" is the busy timeout.
         engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": limit})
