@@ -7,7 +7,8 @@ Unlike ``bench.dispatch`` (the sender alone), every survey here is a database ro
 campaign run writes them (``surveys.campaigns``), the sweep claims them in batches, stamps
 each before its Telegram call and records its outcome and message id
 (``surveys.outbox``), exactly as the bot's scheduler does. SQLite (the default backend),
-real aiogram (``bot.sender.AiogramTransport`` with the bot's survey keyboard) over HTTP to
+real aiogram (``bot.adapters.survey_transport.AiogramTransport`` with the bot's survey
+keyboard) over HTTP to
 the fake Bot API, which enforces a scaled limit (``--rate`` messages/s overall, 1/s per
 chat); the sender is configured ``--factor`` under it (default 0.96).
 
@@ -44,12 +45,12 @@ from aiogram.client.telegram import TelegramAPIServer
 from sqlalchemy import func, insert, select
 
 from bench.common import Figure, judged, machine, write_json
+from bot.adapters.survey_transport import AiogramTransport
 from bot.app import settle_heap
 from bot.handlers.survey import render
-from bot.sender import AiogramTransport
-from routing.db import make_engine, make_sessionmaker, upgrade
-from routing.models import Customer, Survey
-from routing.policy import Policy, parse_policy
+from routing.policy.root import Policy, parse_policy
+from routing.store.db import make_engine, make_sessionmaker, upgrade
+from routing.store.models import Customer, Survey
 from surveys import campaigns, outbox
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 

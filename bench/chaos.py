@@ -84,7 +84,7 @@ from bench.common import (
     bot_env,
     judged,
 )
-from routing.db import is_sqlite, make_engine, upgrade
+from routing.store.db import is_sqlite, make_engine, upgrade
 
 PG_ENV = "CONTACTBOT_BENCH_PG_URL"
 BACKENDS = ("sqlite", "postgresql")

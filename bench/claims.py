@@ -3,7 +3,7 @@
     python -m bench claims [--size tiny|default] [--json FILE]
 
 50 agents (each its own task with its own session, as each /next is its own update) call
-``routing.queue.claim_next`` in a loop until the queue of 10,000 conversations is empty.
+``routing.queue.claims.claim_next`` in a loop until the queue of 10,000 conversations is empty.
 This measures the atomic claim itself, the part where agents contend; the Telegram side of
 /next (the briefing messages) is per-claim work already covered by the pipeline benchmark.
 Reported: claims/s, and double claims, i.e. conversations handed to more than one agent or
@@ -25,9 +25,9 @@ from pathlib import Path
 from sqlalchemy import func, insert, select, text
 
 from bench.common import NOW, Figure
-from routing.db import is_sqlite, make_engine, make_sessionmaker, upgrade
-from routing.models import QUEUED, Agent, Conversation, Customer
-from routing.queue import claim_next
+from routing.queue.claims import claim_next
+from routing.store.db import is_sqlite, make_engine, make_sessionmaker, upgrade
+from routing.store.models import QUEUED, Agent, Conversation, Customer
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from typing import Any
 
 from sqlalchemy import MetaData, Table, insert
 
-from routing.db import make_engine, upgrade
-from routing.models import ASSIGNED, Agent, Conversation, Customer
+from routing.store.db import make_engine, upgrade
+from routing.store.models import ASSIGNED, Agent, Conversation, Customer
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -128,8 +128,8 @@ async def _ours(workdir: Path, size: Size, tag: str) -> float:
     from bot.app import make_dispatcher
     from bot.clock import utcnow
     from bot.intake import Intake
-    from routing.db import make_engine, make_sessionmaker
-    from routing.policy import Policy
+    from routing.policy.root import Policy
+    from routing.store.db import make_engine, make_sessionmaker
 
     world = await seed(workdir / f"cpu-{tag}.db", size.customers)
     traffic = Traffic(world).mixed(size.messages)

@@ -4,7 +4,8 @@
 
 The fake enforces a scaled-up Telegram limit (``--rate`` messages/s overall, 1/s per chat)
 and the sender is configured just under it (``--factor`` of the rate, default 0.96). Real
-aiogram (``bot.sender.AiogramTransport``) talks HTTP to the fake; both run in this process
+aiogram (``bot.adapters.survey_transport.AiogramTransport``) talks HTTP to the fake; both run
+in this process
 and event loop: measured on a 2-core machine the pair sustains over 1,000 sendMessage/s
 (unlimited), twice the default rate, so the loop is not what limits the figures.
 
@@ -38,8 +39,8 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
 from bench.common import Figure, judged, machine, write_json
-from bot.sender import AiogramTransport
-from surveys.dispatch import Outcome, Push, Result, Sender, SenderConfig, Stats
+from bot.adapters.survey_transport import AiogramTransport
+from surveys.push import Outcome, Push, Result, Sender, SenderConfig, Stats
 from tests.fakes.bot_api import FakeBotAPI
 
 FIRST_CHAT = 300_000_000

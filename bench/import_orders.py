@@ -21,10 +21,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from routing.db import make_engine, make_sessionmaker, upgrade
-from routing.importer import ImportReport, import_customers, import_orders
-from routing.models import Customer, Order
-from routing.policy import Policy
+from routing.customers.importer import ImportReport, import_customers, import_orders
+from routing.policy.root import Policy
+from routing.store.db import make_engine, make_sessionmaker, upgrade
+from routing.store.models import Customer, Order
 
 SEED = 20260301
 CATEGORIES = ("electronics", "books", "garden", "toys", "grocery", "fashion", "sports")

@@ -1,4 +1,5 @@
-"""Benchmark: FAQ search (routing/knowledge.py): accuracy, index build and query time, and
+"""Benchmark: FAQ search (routing/selfservice/knowledge.py): accuracy, index build and query
+time, and
 character bigrams against jieba word segmentation for Chinese.
 
     python -m bench.knowledge [--entries 500] [--queries 2000] [--no-jieba]
@@ -19,9 +20,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from routing.knowledge import _CJK_STOP, KnowledgeIndex, decide, tokens
-from routing.policy import Policy
-from routing.selfservice import FaqEntry, SelfServicePolicy
+from routing.policy.root import Policy
+from routing.policy.selfservice import SelfServicePolicy
+from routing.policy.selfservice_parts import FaqEntry
+from routing.selfservice.knowledge import _CJK_STOP, KnowledgeIndex, decide, tokens
 
 LABELLED: list[tuple[str, str]] = [
     ("when will my parcel arive?", "delivery"),

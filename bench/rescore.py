@@ -5,7 +5,7 @@
 
 Generates the data set with ``bench.scoring_data`` in a child process when ``--db`` does not
 exist yet (or with ``--regenerate``), so this process's peak RSS is the rescoring's alone.
-Then runs ``routing.rescoring.rescore`` ``--runs`` times, each in its own transaction, the
+Then runs ``routing.scoring.rescoring.rescore`` ``--runs`` times, each in its own transaction, the
 way ``contactbot score`` does: run 1 grades everyone for the first time (every customer
 changes tier from the import's default), later runs are the steady state (scores move with
 recency, few tiers change). Prints per run: customers, seconds, customers/s, tier changes,
@@ -24,9 +24,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.scoring_data import NOW
-from routing.db import make_engine, make_sessionmaker
-from routing.policy import Policy
-from routing.rescoring import rescore
+from routing.policy.root import Policy
+from routing.scoring.rescoring import rescore
+from routing.store.db import make_engine, make_sessionmaker
 
 
 def peak_rss_mib() -> float:

@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from routing.db import make_engine, upgrade
+from routing.store.db import make_engine, upgrade
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 CATEGORIES = ("electronics", "books", "garden", "toys", "grocery", "fashion", "sports")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import Figure
-from routing.policy import Policy
+from routing.policy.root import Policy
 from routing.simulate import load_scenario, parse_scenario, simulate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,1 @@
+"""The Telegram edge: aiogram handlers, the desk, adapters for the domain's Protocols, the CLI."""

@@ -31,9 +31,10 @@ from bot.i18n import LocaleMiddleware, make_i18n
 from bot.intake import Intake, redis_chat_lock
 from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
 from bot.throttle import ThrottleMiddleware
-from routing import db, inbox, queue
-from routing.knowledge import KnowledgeIndex
-from routing.policy import Policy
+from routing.policy.root import Policy
+from routing.queue import claims
+from routing.selfservice.knowledge import KnowledgeIndex
+from routing.store import cluster, db, inbox
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ async def build_app(settings: Settings, token: str) -> App:
     # The schema is brought up to date on every start: a fresh machine needs no extra step.
     await db.upgrade(engine)
     sessions = db.make_sessionmaker(engine)
-    # One bot per SQLite file; several on PostgreSQL only if all share Redis (routing.db).
+    # One bot per SQLite file; several on PostgreSQL only if all share Redis (routing.store.db).
     has_redis = bool(settings.redis_url)
     if engine.dialect.name == "postgresql" and not has_redis:
         log.warning(
@@ -120,8 +121,8 @@ async def build_app(settings: Settings, token: str) -> App:
             "steps) lives in this process only; run one instance, or set it for several"
         )
     try:
-        heartbeat = await db.register_instance(sessions, has_redis=has_redis)
-    except db.AnotherInstance as exc:
+        heartbeat = await cluster.register_instance(sessions, has_redis=has_redis)
+    except cluster.AnotherInstance as exc:
         await engine.dispose()
         raise SystemExit(f"contactbot: {exc}") from None
     heartbeat.start()
@@ -131,7 +132,7 @@ async def build_app(settings: Settings, token: str) -> App:
         now = utcnow()
         await inbox.prune(s, now - timedelta(days=2), now - timedelta(days=30))
         # Chats queued before the queue_key column existed get their place in the order.
-        await queue.rekey_legacy(s, policy)
+        await claims.rekey_legacy(s, policy)
     bot = make_bot(token, settings.telegram_api_url)
     clock = make_clock(settings.clock_file)
     dp = make_dispatcher(

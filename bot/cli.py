@@ -19,9 +19,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.config import ConfigError, Settings
-from routing import agents, customers, db
-from routing.models import Agent
-from routing.policy import Policy, PolicyError, load_policy
+from routing.customers import identity as customers
+from routing.policy.root import Policy, PolicyError, load_policy
+from routing.queue import agents
+from routing.scoring import report
+from routing.store import db
+from routing.store.models import Agent
 
 T = TypeVar("T")
 
@@ -374,7 +377,7 @@ def _cmd_score(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
-    from routing import importer
+    from routing.customers import importer
 
     policy = settings.load_policy()
     if args.date_format is not None:
@@ -628,7 +631,7 @@ def _cmd_invite(settings: Settings, args: argparse.Namespace, policy: Policy) ->
     from datetime import timedelta
 
     from bot.clock import utcnow
-    from routing import invitations
+    from routing.customers import invitations
 
     if bool(args.external_id) == bool(args.tier) or bool(args.tier) != bool(args.out):
         err.print("contactbot: give an ID, or --tier T with --out FILE.csv", markup=False)
@@ -691,19 +694,18 @@ def _cmd_invite(settings: Settings, args: argparse.Namespace, policy: Policy) ->
 
 def _cmd_customers(settings: Settings, args: argparse.Namespace) -> int:
     from bot.clock import utcnow
-    from routing import rescoring
 
     policy = settings.load_policy()
     if args.customers_command == "invite":
         return _cmd_invite(settings, args, policy)
 
-    async def show(engine: AsyncEngine) -> rescoring.CustomerReport:
+    async def show(engine: AsyncEngine) -> report.CustomerReport:
         async with db.make_sessionmaker(engine)() as s, s.begin():
-            return await rescoring.customer_report(s, args.external_id, policy, utcnow())
+            return await report.customer_report(s, args.external_id, policy, utcnow())
 
     async def override(engine: AsyncEngine) -> customers.RescoreResult:
         async with db.make_sessionmaker(engine)() as s, s.begin():
-            return await rescoring.set_override(
+            return await report.set_override(
                 s,
                 args.external_id,
                 None if args.clear else args.tier,
@@ -724,7 +726,7 @@ def _cmd_customers(settings: Settings, args: argparse.Namespace) -> int:
             err.print("contactbot: pinning a tier needs --by NAME and --reason TEXT")
             return 2
         result = asyncio.run(_with_engine(settings, override))
-    except rescoring.CustomerNotFound:
+    except report.CustomerNotFound:
         err.print(f"contactbot: no customer with external_id {args.external_id!r}")
         return 1
     except ValueError as exc:

@@ -7,8 +7,8 @@ from pathlib import Path
 from aiogram.utils.token import TokenValidationError, validate_token
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from routing.db import DEFAULT_DATABASE_URL
-from routing.policy import Policy, load_policy
+from routing.policy.root import Policy, load_policy
+from routing.store.db import DEFAULT_DATABASE_URL
 
 DEFAULT_POLICY_FILE = "contactbot.toml"
 

@@ -1,10 +1,10 @@
-"""The delivery queue's Telegram side: sends what routing.delivery queued, in order, with
+"""The delivery queue's Telegram side: sends what routing.delivery.enqueue queued, in order, with
 backoff, and tells the sender when something can never be delivered.
 
 ``kick(conversation_id)`` after a commit delivers that conversation's due rows at once; a
 background sweep (``start``/``stop``) picks up rows waiting for their retry and rows a crash
 left behind. One asyncio lock per destination (conversation + direction) keeps two kicks from
-interleaving in this process; across processes the row's lease does (routing.delivery).
+interleaving in this process; across processes the row's lease does (routing.delivery.enqueue).
 
 What a permanent failure does (400/403, or retrying past the horizon):
 
@@ -50,10 +50,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import texts
 from bot.clock import Clock, utcnow
-from routing import conversations
-from routing import delivery as queue
-from routing.delivery import Backoff, Claimed
-from routing.models import TO_AGENT, TO_CUSTOMER, Agent, Conversation, Customer
+from routing.delivery import enqueue, sending
+from routing.delivery.sending import Backoff, Claimed
+from routing.queue import conversations
+from routing.store.models import TO_AGENT, TO_CUSTOMER, Agent, Conversation, Customer
 
 log = logging.getLogger(__name__)
 
@@ -160,11 +160,11 @@ class Deliverer:
         *,
         clock: Clock = utcnow,
         now: Clock = utcnow,
-        backoff: Backoff = queue.DEFAULT_BACKOFF,
+        backoff: Backoff = sending.DEFAULT_BACKOFF,
         sweep_seconds: float = 0.5,
-        lease: float = queue.LEASE_SECONDS,
+        lease: float = sending.LEASE_SECONDS,
         request_timeout: int = 20,
-        hold: float = queue.ALBUM_HOLD_SECONDS,
+        hold: float = enqueue.ALBUM_HOLD_SECONDS,
         on_agent_unreachable: AgentUnreachable | None = None,
     ) -> None:
         self.bot = bot
@@ -238,7 +238,7 @@ class Deliverer:
     async def sweep(self) -> int:
         """One pass over every conversation with a due row. Returns how many there were."""
         async with self.sessions() as s:
-            due = await queue.due_conversations(s, self.now())
+            due = await sending.due_conversations(s, self.now())
         for conv_id in due:
             if self._stopping:
                 break
@@ -274,7 +274,7 @@ class Deliverer:
                         self._later_by(conv_id, self.turns.queue_wait(dest))
                         return
                     async with self.sessions() as s, s.begin():
-                        head = await queue.claim_head(
+                        head = await sending.claim_head(
                             s,
                             conv_id,
                             direction,
@@ -318,7 +318,7 @@ class Deliverer:
             if wait > MAX_TURN_WAIT:
                 async with self.sessions() as s, s.begin():
                     at = self.now() + timedelta(seconds=wait)
-                    await queue.retry_at(s, c.id, at=at, error="paced", counted=False)
+                    await sending.retry_at(s, c.id, at=at, error="paced", counted=False)
                 self._schedule(c.conversation_id, at)
                 return False
             if wait:
@@ -361,11 +361,11 @@ class Deliverer:
             return
         self.turns.sent(c.chat_id)
         async with self.sessions() as s, s.begin():
-            await queue.mark_sent(s, c.id, now=self.now(), agent_id=c.agent_id)
+            await sending.mark_sent(s, c.id, now=self.now(), agent_id=c.agent_id)
             if c.direction == TO_AGENT:
                 for mid in sent:
                     await conversations.link(
-                        s, c.chat_id, mid, c.conversation_id, c.link_kind or queue.LINK_RELAY
+                        s, c.chat_id, mid, c.conversation_id, c.link_kind or enqueue.LINK_RELAY
                     )
                 if c.agent_id is not None:
                     await s.execute(
@@ -376,7 +376,7 @@ class Deliverer:
 
     async def _call(self, c: Claimed) -> list[int]:
         timeout = self.request_timeout
-        if c.kind == queue.KIND_TEXT:
+        if c.kind == enqueue.KIND_TEXT:
             msg = await self.bot.send_message(c.chat_id, c.text or "", request_timeout=timeout)
             return [msg.message_id]
         assert c.from_chat_id is not None
@@ -408,7 +408,7 @@ class Deliverer:
         head = await self.bot.send_message(c.chat_id, text, request_timeout=self.request_timeout)
         async with self.sessions() as s, s.begin():
             await conversations.link(
-                s, c.chat_id, head.message_id, c.conversation_id, queue.LINK_HEADER
+                s, c.chat_id, head.message_id, c.conversation_id, enqueue.LINK_HEADER
             )
             await s.execute(
                 update(Agent)
@@ -420,7 +420,7 @@ class Deliverer:
     async def _failed(self, c: Claimed, exc: BaseException) -> None:
         code, retry_after = _classify(exc)
         now = self.now()
-        delay = queue.retry_delay(
+        delay = sending.retry_delay(
             code,
             retry_after=retry_after,
             failures=c.attempts,
@@ -434,7 +434,7 @@ class Deliverer:
             async with self.sessions() as s, s.begin():
                 # A flood wait is Telegram pacing us, not a failure: it must not lengthen
                 # the backoff of a later outage.
-                await queue.retry_at(s, c.id, at=at, error=error, counted=code != 429)
+                await sending.retry_at(s, c.id, at=at, error=error, counted=code != 429)
             self._schedule(c.conversation_id, at)
             return
         log.warning("delivery %s to %s failed for good: %s", c.id, c.chat_id, error)
@@ -443,22 +443,22 @@ class Deliverer:
             return
         if c.relay and code == 403 and c.agent_id is not None and self.on_agent_unreachable:
             async with self.sessions() as s, s.begin():
-                await queue.give_back(s, c.id, now=now, error=error)
+                await sending.give_back(s, c.id, now=now, error=error)
             async with self.sessions() as s:
                 await self.on_agent_unreachable(s, c.agent_id)
             return
         async with self.sessions() as s, s.begin():
-            await queue.fail(s, c.id, now=now, error=error)
+            await sending.fail(s, c.id, now=now, error=error)
 
     async def _tell_agent(self, c: Claimed, code: int | None, exc: BaseException) -> None:
         """An agent's message cannot reach the customer: tell that agent, once."""
         now = self.now()
         async with self.sessions() as s, s.begin():
-            told = code == 403 and await queue.blocked_before(s, c.conversation_id)
-            await queue.fail(s, c.id, now=now, error=f"{code or 'network'}: {exc}")
+            told = code == 403 and await sending.blocked_before(s, c.conversation_id)
+            await sending.fail(s, c.id, now=now, error=f"{code or 'network'}: {exc}")
             more = 0
             if code == 403:
-                more = await queue.fail_destination(
+                more = await sending.fail_destination(
                     s, c.conversation_id, TO_CUSTOMER, now=now, error="the customer blocked the bot"
                 )
             agent_id = await s.scalar(select(Agent.id).where(Agent.telegram_id == c.from_chat_id))
@@ -471,7 +471,12 @@ class Deliverer:
             else:
                 message = exc.message if isinstance(exc, TelegramAPIError) else str(exc)
                 note = REFUSED.format(error=escape(message))
-            await queue.note_to_agent(
-                s, c.conversation_id, note, agent_id=agent_id, link_kind=queue.LINK_HEADER, now=now
+            await enqueue.note_to_agent(
+                s,
+                c.conversation_id,
+                note,
+                agent_id=agent_id,
+                link_kind=enqueue.LINK_HEADER,
+                now=now,
             )
         await self._drain(c.conversation_id, TO_AGENT, wait=False)

@@ -20,12 +20,13 @@ if TYPE_CHECKING:
     from bot.delivery import Deliverer
 
 from bot import keyboards, texts, texts_queue
+from bot.adapters.content import Content
 from bot.clock import Clock, utcnow
-from bot.content import Content
 from bot.i18n import for_agents, for_customer
-from routing import agents, conversations, delivery, queue
-from routing.models import Agent, Conversation, Customer
-from routing.policy import Policy
+from routing.delivery import enqueue
+from routing.policy.root import Policy
+from routing.queue import agents, claims, conversations, eligibility
+from routing.store.models import Agent, Conversation, Customer
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,12 @@ class Desk:
     async def announce_waiting(self, session: AsyncSession, agent: Agent) -> int:
         """Show an agent who just came online every chat that waited for somebody."""
         async with session.begin():
-            items = await queue.waiting(session, self.policy.queue.queue_page_size)
+            items = await claims.waiting(session, self.policy.queue.queue_page_size)
             previews = {c.id: await self._preview(session, c.id) for c, _ in items}
         now = self.clock()
         for conv, customer in items:
             # Only chats this agent may take: their tiers, and not held for someone else.
-            if not queue.serves(queue.parse_tiers(agent.tiers), conv.tier) or (
+            if not eligibility.serves(eligibility.parse_tiers(agent.tiers), conv.tier) or (
                 conv.reserved_agent_id not in (None, agent.id)
                 and conv.reserved_until is not None
                 and conv.reserved_until > now
@@ -122,11 +123,11 @@ class Desk:
             notes = await conversations.notifications(session, conv.id)
             transferred = conv.transferred_by is not None
             by = await session.get(Agent, conv.transferred_by) if transferred else None
-            waiting = await delivery.waiting_message_ids(session, conv.id)
-            items = [delivery.Briefing(text=texts.you_took(conv, customer), link_kind="header")]
+            waiting = await enqueue.waiting_message_ids(session, conv.id)
+            items = [enqueue.Briefing(text=texts.you_took(conv, customer), link_kind="header")]
             if by is not None:
                 items.append(
-                    delivery.Briefing(
+                    enqueue.Briefing(
                         text=texts_queue.transfer_note(by.name, conv.transfer_note),
                         link_kind="header",
                     )
@@ -137,12 +138,12 @@ class Desk:
                 if m.content_type == conversations.CONTENT_SURVEY:
                     # The answer that opened a service-recovery chat: its text, since copying
                     # would bring the customer's survey question instead.
-                    items.append(delivery.Briefing(text=escape(m.text or ""), link_kind="header"))
+                    items.append(enqueue.Briefing(text=escape(m.text or ""), link_kind="header"))
                 elif transferred or m.sender == "customer":
                     items.append(
-                        delivery.Briefing(from_chat_id=m.chat_id, message_ids=(m.message_id,))
+                        enqueue.Briefing(from_chat_id=m.chat_id, message_ids=(m.message_id,))
                     )
-            await delivery.hand_over(
+            await enqueue.hand_over(
                 session, conv.id, agent.id, conv.assigned_at, items, now=self.now()
             )
         for note in notes:
@@ -204,7 +205,7 @@ class Desk:
     ) -> None:
         """Queue a customer's message for their agent (transcript already stored) and send it."""
         async with session.begin():
-            await delivery.to_agent(
+            await enqueue.to_agent(
                 session,
                 conv.id,
                 from_chat_id=message.chat.id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiogram.filters import Filter
 from aiogram.types import TelegramObject
 
-from routing.models import Agent, Customer
+from routing.store.models import Agent, Customer
 
 
 class IsAgent(Filter):

@@ -28,7 +28,7 @@ from typing import Any
 from aiogram.types import TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
 
-from routing.selfservice import normalise_language
+from routing.policy.selfservice_parts import normalise_language
 
 LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 DOMAIN = "contactbot"

@@ -4,7 +4,7 @@ aiogram's own polling loop confirms an offset while the handlers of the updates 
 are still running, and its webhook handler answers 200 before handling; a kill in between
 loses those updates for good. Here an update is confirmed to Telegram (the next
 ``getUpdates`` offset, or the webhook's 200) only once its raw JSON is committed to the
-inbox (routing/inbox.py). Handling then runs from the stored row:
+inbox (routing/store/inbox.py). Handling then runs from the stored row:
 
 * one chat's updates one after another, in update id order; different chats in parallel,
   at most ``concurrency`` at once;
@@ -14,7 +14,7 @@ inbox (routing/inbox.py). Handling then runs from the stored row:
 * a handler that fails is retried with backoff (the database was away, say), and after
   ``max_attempts`` quarantined, so one poisoned update does not hold its chat forever;
 * handled updates are marked ``done``: the row is the redelivery guard. Effects are keyed on
-  the Telegram message too (routing/models.py ``uq_messages_source``), so an update handled
+  the Telegram message too (routing/store/models.py ``uq_messages_source``), so an update handled
   again after a crash between its effects and its mark is not relayed twice;
 * pending rows left by a crash are handled first on the next start (:meth:`Intake.recover`);
 * :meth:`Intake.drain` stops taking updates, lets the ones in flight finish within a bound
@@ -56,8 +56,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock, utcnow
-from routing import inbox
-from routing.inbox import RawUpdate
+from routing.store import inbox
+from routing.store.inbox import RawUpdate
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from bot import texts
 from bot.i18n import _
-from routing.models import Conversation, Customer
+from routing.store.models import Conversation, Customer
 
 # A row id inside callback data. Anyone can send any callback data (it is not signed), and
 # an integer past 64 bits made the database driver raise OverflowError, so the press was never

@@ -11,8 +11,10 @@ from aiogram.types import Chat, TelegramObject, Update, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock
-from routing import customers, senders, sqlite_driver
-from routing.policy import Policy
+from routing.customers import identity as customers
+from routing.policy.root import Policy
+from routing.store import sqlite_driver
+from routing.store import update_lookup as senders
 
 _SEEN = object()  # the update was handled before (a redelivery)
 

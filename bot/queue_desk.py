@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import keyboards, texts_queue
 from bot.i18n import for_agents, for_customer
-from routing import agents, conversations, db, delivery, queue, sla
-from routing.models import QUEUED, Agent, Conversation, Customer, QueueOffer
-from routing.policy import Policy
+from routing.delivery import enqueue
+from routing.policy.root import Policy
+from routing.queue import agents, claims, conversations, eligibility, estimate, offers, sla
+from routing.store import cluster
+from routing.store.models import QUEUED, Agent, Conversation, Customer, QueueOffer
 
 if TYPE_CHECKING:
     from bot.desk import Desk
@@ -35,8 +37,8 @@ _LEADER_KEY = 0x7175657565
 
 def leader(sessions: async_sessionmaker[AsyncSession]) -> AbstractAsyncContextManager[bool]:
     """Only one instance sweeps the queue on PostgreSQL, so two never both make an offer or
-    page the same reminder (see routing.db.leader)."""
-    return db.leader(sessions, _LEADER_KEY)
+    page the same reminder (see routing.store.db.leader)."""
+    return cluster.leader(sessions, _LEADER_KEY)
 
 
 class QueueDesk:
@@ -66,15 +68,17 @@ class QueueDesk:
         async with session.begin():
             online = await agents.page_targets(session, customer)
             manager = agents.find_manager(online, customer.account_manager)
-            tiers_ok = [a for a in online if queue.serves(queue.parse_tiers(a.tiers), conv.tier)]
-            reserved = await queue.reserve_for(
+            tiers_ok = [
+                a for a in online if eligibility.serves(eligibility.parse_tiers(a.tiers), conv.tier)
+            ]
+            reserved = await offers.reserve_for(
                 session, conv, customer, self.policy, self.now(), manager
             )
-            pos, eta = await queue.queued_position_and_eta(session, self.policy, conv)
-            if queue.eta_bucket(eta) <= 0:
+            pos, eta = await estimate.queued_position_and_eta(session, self.policy, conv)
+            if estimate.eta_bucket(eta) <= 0:
                 # "Right away" or "nobody is online" was just said by the caller: the sweep
                 # speaks up only when that changes, not to repeat it seconds later.
-                await queue.mark_told(session, conv, pos, eta)
+                await estimate.mark_told(session, conv, pos, eta)
         if self.policy.queue.routing_mode == "offer":
             await self.route(session)
             return len(tiers_ok)
@@ -90,9 +94,9 @@ class QueueDesk:
     async def route(self, session: AsyncSession) -> None:
         """End timed-out offers and offer waiting chats to the next agents."""
         async with session.begin():
-            ended = await queue.expire_offers(session, self.now())
+            ended = await offers.expire_offers(session, self.now())
             made = (
-                await queue.make_offers(session, self.policy, self.now())
+                await offers.make_offers(session, self.policy, self.now())
                 if self.policy.queue.routing_mode == "offer"
                 else []
             )
@@ -142,7 +146,7 @@ class QueueDesk:
 
     async def decline(self, session: AsyncSession, offer_id: int, agent: Agent) -> bool:
         async with session.begin():
-            offer = await queue.decline_offer(session, offer_id, agent)
+            offer = await offers.decline_offer(session, offer_id, agent)
             if offer is None:
                 return False
             conv = await session.get(Conversation, offer.conversation_id)
@@ -156,7 +160,7 @@ class QueueDesk:
     async def requeue_agent(self, session: AsyncSession, agent: Agent) -> int:
         """The agent went offline: their chats back to the front of their tier."""
         async with session.begin():
-            convs = await queue.requeue_agent(session, agent)
+            convs = await claims.requeue_agent(session, agent)
             pairs = [(c, await session.get(Customer, c.customer_id)) for c in convs]
         await self._after_requeue(session, [(c, cu) for c, cu in pairs if cu is not None])
         return len(convs)
@@ -179,7 +183,7 @@ class QueueDesk:
             preview = await self.desk._preview(session, conv.id)
         manager = agents.find_manager(online, customer.account_manager)
         for agent in online:
-            if queue.serves(queue.parse_tiers(agent.tiers), conv.tier):
+            if eligibility.serves(eligibility.parse_tiers(agent.tiers), conv.tier):
                 await self.desk._notify(session, agent, conv, customer, preview, agent is manager)
 
     async def transfer_back(
@@ -187,7 +191,7 @@ class QueueDesk:
         note: str | None,
     ) -> None:  # fmt: skip
         async with session.begin():
-            await queue.requeue(session, conv, front=False, note=note, by=agent.id)
+            await claims.requeue(session, conv, front=False, note=note, by=agent.id)
             if agent.focus_conversation_id == conv.id:
                 agent.focus_conversation_id = None
                 session.add(agent)
@@ -206,10 +210,10 @@ class QueueDesk:
             target = await agents.by_name(session, name)
             if target is None:
                 return texts_queue.transfer_unknown(name)
-            refused = await queue.transfer_to(session, conv, target, note, agent, self.now())
+            refused = await claims.transfer_to(session, conv, target, note, agent, self.now())
             if refused is None:
                 # The customer's messages wait for the new agent's briefing (hand_over).
-                await delivery.hold_for_hand_over(session, conv.id, target.id, now=self.desk.now())
+                await enqueue.hold_for_hand_over(session, conv.id, target.id, now=self.desk.now())
             if refused is None and agent.focus_conversation_id == conv.id:
                 agent.focus_conversation_id = None
                 session.add(agent)
@@ -236,7 +240,7 @@ class QueueDesk:
 
     async def _release_windows(self, session: AsyncSession) -> None:
         async with session.begin():
-            released = await queue.release_reservations(session, self.now())
+            released = await offers.release_reservations(session, self.now())
             pairs = [(c, await session.get(Customer, c.customer_id)) for c in released]
         for conv, customer in pairs:
             if customer is not None and self.policy.queue.routing_mode == "claim":
@@ -267,7 +271,7 @@ class QueueDesk:
         """Put a chat that is about to miss (or missed) its target before every agent again."""
         text = texts_queue.reannounce(a.conversation, a.customer, a.level, a.elapsed_s)
         for agent in online:
-            if not queue.serves(queue.parse_tiers(agent.tiers), a.conversation.tier):
+            if not eligibility.serves(eligibility.parse_tiers(agent.tiers), a.conversation.tier):
                 continue
             try:
                 sent = await self.desk.bot.send_message(
@@ -308,17 +312,17 @@ class QueueDesk:
 
     async def _positions(self, session: AsyncSession) -> None:
         async with session.begin():
-            notices = await queue.position_updates(session, self.policy, self.now())
+            notices = await estimate.position_updates(session, self.policy, self.now())
         for n in notices:
             await self._tell(n.customer, texts_queue.position, n.position, n.eta_seconds)
 
     # --- claims -----------------------------------------------------------------------
-    def refusal(self, result: queue.ClaimResult, agent: Agent) -> str | None:
-        if result.refused == queue.REFUSED_CAPACITY:
+    def refusal(self, result: claims.ClaimResult, agent: Agent) -> str | None:
+        if result.refused == claims.REFUSED_CAPACITY:
             return texts_queue.at_capacity(agent.max_chats)
-        if result.refused == queue.REFUSED_TIER and result.conversation is not None:
+        if result.refused == claims.REFUSED_TIER and result.conversation is not None:
             return texts_queue.not_your_tier(result.conversation.tier)
-        if result.refused == queue.REFUSED_RESERVED:
+        if result.refused == claims.REFUSED_RESERVED:
             return texts_queue.reserved()
         return None
 

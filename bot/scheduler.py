@@ -26,11 +26,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.adapters.tier_notices import BotTierNotifier
 from bot.desk import Desk
 from bot.survey_jobs import SurveyJobs
-from bot.tier_notices import BotTierNotifier
-from routing import db, rescoring, tier_notices
-from routing.policy import Policy
+from routing.policy.root import Policy
+from routing.scoring import rescoring, tier_notices
+from routing.store import cluster
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def job_key(job: str) -> int:
         from bot.queue_desk import _LEADER_KEY as QUEUE_KEY
 
         return QUEUE_KEY
-    return db.advisory_key("job:" + job)
+    return cluster.advisory_key("job:" + job)
 
 
 def interval_period(seconds: float) -> Period:
@@ -102,7 +103,7 @@ def exclusive(
     """``run`` as a scheduled job that runs once per period across instances."""
 
     async def tick() -> None:
-        async with db.leader(sessions, job_key(job)) as lead:
+        async with cluster.leader(sessions, job_key(job)) as lead:
             if not lead:
                 log.debug("job %s: another instance runs it", job)
                 return
@@ -110,7 +111,7 @@ def exclusive(
             start = period(now)
             if start is None:
                 return
-            claim = await db.claim_period(sessions, job, start, instance, now)
+            claim = await cluster.claim_period(sessions, job, start, instance, now)
             if not claim.won:
                 log.debug("job %s: already run for %s", job, start.isoformat())
                 return
@@ -118,7 +119,7 @@ def exclusive(
                 await run()
             except BaseException:
                 # The period is not done: the next tick (here or elsewhere) runs it again.
-                await db.release_period(sessions, job, start, claim.previous)
+                await cluster.release_period(sessions, job, start, claim.previous)
                 raise
 
     tick.__name__ = tick.__qualname__ = f"job_{job}"
@@ -141,7 +142,7 @@ async def rescore_job(
     )
     if bot is not None:
         # Tell the customers now, under the notices job's lock: never next to its sweep.
-        async with db.leader(sessions, job_key("tier_notices")) as lead:
+        async with cluster.leader(sessions, job_key("tier_notices")) as lead:
             if lead:
                 await notices_job(sessions, policy, bot, clock)
 
@@ -181,7 +182,7 @@ def make_scheduler(
     wall: Wall = _wall,
 ) -> AsyncIOScheduler:
     sched = AsyncIOScheduler(timezone=policy.scoring.timezone)
-    me = instance or db.new_instance_id()
+    me = instance or cluster.new_instance_id()
 
     def _add(
         job: str,

@@ -20,12 +20,12 @@ from datetime import datetime
 from aiogram import Bot
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.adapters.survey_transport import AiogramTransport
 from bot.handlers.survey import render
-from bot.sender import AiogramTransport
-from routing import db
-from routing.policy import Policy
+from routing.policy.root import Policy
+from routing.store import cluster
 from surveys import campaigns, outbox
-from surveys.dispatch import Transport
+from surveys.push import Transport
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class SurveyJobs:
             return None
         async with self._lock:
             if lead:
-                async with db.leader(self.sessions, _LEADER_KEY) as leader:
+                async with cluster.leader(self.sessions, _LEADER_KEY) as leader:
                     if not leader:
                         return None  # another instance runs the surveys
                     return await self._run()

@@ -11,7 +11,7 @@ from datetime import datetime
 from html import escape
 
 from bot.i18n import N_, _
-from routing.models import Conversation, Customer
+from routing.store.models import Conversation, Customer
 
 _LAZY: dict[str, str] = {
     # --- customers -----------------------------------------------------------------------

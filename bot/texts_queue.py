@@ -11,7 +11,7 @@ from html import escape
 
 from bot.i18n import _
 from bot.texts import conv_label
-from routing.models import Conversation, Customer
+from routing.store.models import Conversation, Customer
 
 # --- agents -----------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ from aiogram.types import TelegramObject, Update, User
 from aiogram.utils.i18n import I18n
 
 from bot.i18n import LocaleMiddleware, _, make_i18n
-from routing.policy import Policy
+from routing.policy.root import Policy
 
 __all__ = ["BURST", "PER_SECOND", "ThrottleMiddleware", "TokenBuckets", "Verdict"]
 

@@ -27,7 +27,7 @@ from aiogram.exceptions import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from routing import db
+from routing.store import cluster
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ async def register_webhook(
     try:
         info = await _retried("getWebhookInfo", bot.get_webhook_info, attempts, sleep)
         try:
-            stored = await db.get_setting(sessions, SETTING_KEY)
+            stored = await cluster.get_setting(sessions, SETTING_KEY)
         except Exception:  # unsure: set it again, which is harmless
             stored = None
         same_types = info.allowed_updates is None or sorted(info.allowed_updates) == sorted(
@@ -115,7 +115,7 @@ async def register_webhook(
         )
         return False
     try:
-        await db.put_setting(sessions, SETTING_KEY, wanted)
+        await cluster.put_setting(sessions, SETTING_KEY, wanted)
     except Exception as exc:
         log.warning("webhook registered, but its fingerprint was not stored: %s", exc)
     log.info("webhook registered: %s", url)

@@ -1,11 +1,11 @@
-"""Alembic environment. Run through ``routing.db.upgrade`` (or ``contactbot db upgrade``)."""
+"""Alembic environment. Run through ``routing.store.db.upgrade`` (or ``contactbot db upgrade``)."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from routing.models import Base
+from routing.store.base import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -25,5 +25,7 @@ def _run(connection: Connection) -> None:
 
 connection = config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through routing.db.upgrade(), which supplies a connection")
+    raise RuntimeError(
+        "run migrations through routing.store.db.upgrade(), which supplies a connection"
+    )
 _run(connection)

@@ -1,0 +1,1 @@
+"""The domain: customers, tiers, the queue and deliveries. Never imports aiogram, bot or surveys."""

@@ -1,7 +1,7 @@
 """Capacity planning: a discrete-event simulation of the queue on a virtual clock.
 
-It runs the production rules, not a model of them: the order is routing.priority's virtual
-arrival key, the agent for a chat is routing.queue.pick_agent (eligibility by tier, capacity,
+It runs the production rules, not a model of them: the order is routing.queue.priority's virtual
+arrival key, the agent for a chat is routing.queue.claims.pick_agent (eligibility by tier, capacity,
 least loaded), and the SLA targets come from the policy's ``[queue.sla]``. Nothing sleeps and
 nothing touches a database or Telegram. A seed reproduces a run exactly (seeded
 ``random.Random`` streams, consumed in a fixed order: one for arrivals and handle times, one
@@ -30,51 +30,48 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
-from routing import priority
-from routing.policy import Policy
-from routing.queue import AgentSlot, pick_agent, serves
+from routing.policy.base import Strict
+from routing.policy.root import Policy
+from routing.queue import priority
+from routing.queue.eligibility import AgentSlot, pick_agent, serves
 
 
 class ScenarioError(Exception):
     """A scenario file that cannot be used; the message names the key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AgentGroup(_Strict):
+class AgentGroup(Strict):
     count: int = Field(ge=0, le=100_000)
     capacity: int = Field(default=1, ge=1, le=100)
     # Tiers this group serves; absent = all.
     tiers: tuple[str, ...] | None = None
 
 
-class Service(_Strict):
+class Service(Strict):
     distribution: Literal["exponential", "lognormal"] = "exponential"
     mean_seconds: float = Field(gt=0)
     # lognormal only: the standard deviation of the log of the handle time.
     sigma: float = Field(default=0.5, gt=0)
 
 
-class Patience(_Strict):
+class Patience(Strict):
     # Customers give up after an exponential time with this mean (no key: nobody gives up).
     mean_seconds: float = Field(gt=0)
 
 
-class PolicyOverrides(_Strict):
+class PolicyOverrides(Strict):
     aging_outrank_seconds: float | None = Field(default=None, ge=0)
     routing_mode: Literal["claim", "offer"] | None = None
 
 
-class SlaOverrides(_Strict):
+class SlaOverrides(Strict):
     first_response_seconds: dict[str, float] | None = None
     service_level: float | None = Field(default=None, gt=0, le=1)
 
 
-class Scenario(_Strict):
+class Scenario(Strict):
     hours: float = Field(gt=0)
     agents: tuple[AgentGroup, ...]
     # Poisson arrival rate per hour, per tier name.

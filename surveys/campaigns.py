@@ -27,10 +27,10 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from routing.models import Customer, Survey, SurveyCampaign
-from routing.policy import Policy
-from routing.scoring import NPS
-from routing.survey_policy import NpsCampaign
+from routing.policy.root import Policy
+from routing.policy.surveys import NpsCampaign
+from routing.scoring.model import NPS
+from routing.store.models import Customer, Survey, SurveyCampaign
 from surveys.outbox import SCHEDULED, expiry_for
 
 __all__ = ["CampaignRun", "campaign_key", "latest_fire", "run_campaign", "run_due", "sampled"]

@@ -3,7 +3,7 @@
 An answer is accepted only while its row is ``sent`` and unexpired: one conditional UPDATE
 decides, so a double press (or two presses racing) records one answer and the other is told
 politely that nothing changed. The answer updates the customer's satisfaction average and
-rescores them (``routing.satisfaction``). A detractor (``scoring.satisfaction``
+rescores them (``routing.scoring.satisfaction``). A detractor (``scoring.satisfaction``
 ``csat_detractor_max`` / ``nps_detractor_max``) gets a service-recovery conversation in the
 human queue, boosted by ``surveys.recovery_priority_boost`` ranks, with the answer attached
 to its transcript; a VIP (human-first tier) detractor's account manager is paged at once
@@ -20,11 +20,11 @@ from typing import Protocol
 from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing import conversations
-from routing.models import QUEUED, Conversation, Customer, Survey
-from routing.policy import Policy
-from routing.satisfaction import SatisfactionUpdate, update_satisfaction
-from routing.scoring import CSAT
+from routing.policy.root import Policy
+from routing.queue import conversations
+from routing.scoring.model import CSAT
+from routing.scoring.satisfaction import SatisfactionUpdate, update_satisfaction
+from routing.store.models import QUEUED, Conversation, Customer, Survey
 from surveys.outbox import ANSWERED, EXPIRED, SENDING, SENT, rowcount
 
 __all__ = [

@@ -22,7 +22,7 @@ A sweep (:func:`sweep`) runs in three steps, all driven by the database:
    ``SKIP LOCKED`` on PostgreSQL) and decide eligibility at send time: guests, opted-out or
    unreachable customers, the frequency cap and unsent rows past their expiry are settled
    with a reason; quiet hours push the due time to the end of the quiet period.
-3. **Send** through :class:`surveys.dispatch.Sender`. Just before each Telegram call the row
+3. **Send** through :class:`surveys.push.Sender`. Just before each Telegram call the row
    is stamped ``attempted_at`` (group-committed, conditional on the row still being this
    sweep's claim, so an opt-out that lands meanwhile withdraws it); the result is written
    with the Telegram message id in the same statement that marks it ``sent``.
@@ -63,10 +63,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from routing.models import Customer, Survey
-from routing.policy import Policy
-from routing.scoring import CSAT, NPS
-from surveys.dispatch import (
+from routing.policy.root import Policy
+from routing.scoring.model import CSAT, NPS
+from routing.store.models import Customer, Survey
+from surveys.push import (
     Outcome,
     PermanentError,
     Push,

@@ -9,8 +9,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.models import Agent, Survey, SurveyCampaign
-from routing.scoring import CSAT
+from routing.scoring.model import CSAT
+from routing.store.models import Agent, Survey, SurveyCampaign
 from surveys.outbox import ANSWERED, FAILED, SCHEDULED, SENDING, SKIPPED
 
 __all__ = ["AgentCsat", "SurveyStatus", "agent_csat", "campaigns", "survey_status"]

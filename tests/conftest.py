@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from routing.db import make_engine, make_sessionmaker, upgrade
-from routing.policy import Policy
+from routing.policy.root import Policy
+from routing.store.db import make_engine, make_sessionmaker, upgrade
 from tests.xdist_databases import use_worker_databases
 
 use_worker_databases()

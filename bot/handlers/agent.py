@@ -11,16 +11,18 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts, texts_queue, texts_survey
+from bot.adapters.content import content_of
 from bot.clock import Clock
-from bot.content import content_of
 from bot.delivery import NOT_REACHABLE
 from bot.desk import Desk
 from bot.filters import IsAgent, IsSupervisor
 from bot.i18n import for_customer
-from routing import conversations, deflection, delivery, queue
-from routing.conversations import TargetHow
-from routing.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
-from routing.policy import Policy
+from routing.delivery import enqueue
+from routing.policy.root import Policy
+from routing.queue import claims, conversations, eligibility
+from routing.queue.conversations import TargetHow
+from routing.selfservice import deflection
+from routing.store.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
 from surveys import status as survey_status
 
 router = Router(name="agent")
@@ -67,8 +69,8 @@ async def offline(message: Message, session: AsyncSession, agent: Agent, desk: D
 @router.message(Command("queue"))
 async def show_queue(message: Message, session: AsyncSession, policy: Policy) -> None:
     async with session.begin():
-        items = await queue.waiting(session, policy.queue.queue_page_size)
-        total = await queue.waiting_count(session)
+        items = await claims.waiting(session, policy.queue.queue_page_size)
+        total = await claims.waiting_count(session)
     if not items:
         await message.answer(texts.QUEUE_EMPTY)
         return
@@ -81,11 +83,11 @@ async def next_(
 ) -> None:
     async with session.begin():
         # Checked first rather than caught: a rollback would expire `agent` for what follows.
-        full = not queue.has_capacity(await queue.load(session, agent.id), agent.max_chats)
-        conv = None if full else await queue.claim_next(session, agent, clock())
+        full = not eligibility.has_capacity(await claims.load(session, agent.id), agent.max_chats)
+        conv = None if full else await claims.claim_next(session, agent, clock())
         if conv is not None:
             # The customer's messages wait for the briefing hand_over queues next.
-            await delivery.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
+            await enqueue.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
     if full:
         await message.answer(texts_queue.at_capacity(agent.max_chats))
         return
@@ -105,9 +107,9 @@ async def claim_button(
     clock: Clock,
 ) -> None:
     async with session.begin():
-        result = await queue.claim(session, callback_data.conv, agent, clock())
+        result = await claims.claim(session, callback_data.conv, agent, clock())
         if result.won and result.conversation is not None:
-            await delivery.hold_for_hand_over(
+            await enqueue.hold_for_hand_over(
                 session, result.conversation.id, agent.id, now=desk.now()
             )
         customer = (
@@ -324,7 +326,7 @@ async def relay(
         if new:
             # The transcript row and its delivery in one transaction: sent in order, retried
             # through outages and flood limits; a refusal is reported by the deliverer.
-            await delivery.to_customer(
+            await enqueue.to_customer(
                 session,
                 conv.id,
                 customer.telegram_id,

@@ -19,26 +19,22 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
+from bot.adapters.content import content_of
 from bot.clock import Clock
-from bot.content import content_of
 from bot.desk import Desk
 from bot.filters import IsCustomer
 from bot.i18n import for_agents, for_customer
-from routing import (
-    agents,
-    conversations,
-    customers,
-    deflection,
-    delivery,
-    invitations,
-    orders,
-    queue,
-)
-from routing.customers import LinkResult, LinkStatus
-from routing.knowledge import KnowledgeIndex, Match, decide, tokens
-from routing.models import ASSIGNED, OPEN_STATUSES, Agent, Conversation, Customer
-from routing.policy import Policy
-from routing.selfservice import HUMAN, FaqEntry, SelfServicePolicy
+from routing.customers import identity as customers
+from routing.customers import invitations, orders
+from routing.customers.identity import LinkResult, LinkStatus
+from routing.delivery import enqueue
+from routing.policy.root import Policy
+from routing.policy.selfservice import SelfServicePolicy
+from routing.policy.selfservice_parts import HUMAN, FaqEntry
+from routing.queue import agents, claims, conversations
+from routing.selfservice import deflection
+from routing.selfservice.knowledge import KnowledgeIndex, Match, decide, tokens
+from routing.store.models import ASSIGNED, OPEN_STATUSES, Agent, Conversation, Customer
 
 router = Router(name="customer")
 router.message.filter(IsCustomer())
@@ -507,7 +503,7 @@ async def _request_human(
         if conv.status == ASSIGNED and conv.agent_id is not None:
             agent = await session.get(Agent, conv.agent_id)
             return texts.already_with_agent(agent.name if agent else None), False
-        pos = await queue.position(session, conv)
+        pos = await claims.position(session, conv)
     if not created:
         return texts.already_queued(pos), False
     if not access.is_open(now):
@@ -771,7 +767,7 @@ async def converse(
             if not duplicate:
                 # For whoever holds the chat when it is sent: a queued chat's messages are
                 # the hand-over's backlog, whatever the order of the claim and this commit.
-                await delivery.to_agent(
+                await enqueue.to_agent(
                     session,
                     conv.id,
                     from_chat_id=message.chat.id,

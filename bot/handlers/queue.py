@@ -12,9 +12,10 @@ from bot import keyboards, texts, texts_queue
 from bot.clock import Clock
 from bot.desk import Desk
 from bot.filters import IsAgent
-from routing import conversations, delivery, queue
-from routing.conversations import TargetHow
-from routing.models import Agent, Customer, QueueOffer
+from routing.delivery import enqueue
+from routing.queue import claims, conversations
+from routing.queue.conversations import TargetHow
+from routing.store.models import Agent, Customer, QueueOffer
 
 router = Router(name="queue")
 router.message.filter(IsAgent())
@@ -90,14 +91,14 @@ async def offer_answer(
         offer = await session.get(QueueOffer, callback_data.id)
         ok = offer is not None and offer.agent_id == agent.id and offer.outcome == "pending"
         result = (
-            await queue.claim(session, offer.conversation_id, agent, clock())
+            await claims.claim(session, offer.conversation_id, agent, clock())
             if ok and offer is not None
             else None
         )
         conv = result.conversation if result is not None else None
         if result is not None and result.won and conv is not None:
             # The customer's messages wait for the briefing hand_over queues next.
-            await delivery.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
+            await enqueue.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
         customer = await session.get(Customer, conv.customer_id) if conv is not None else None
     if result is None or conv is None or customer is None:
         await query.answer(texts_queue.offer_gone(), show_alert=True)

@@ -32,20 +32,20 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts_survey
+from bot.adapters.survey_transport import PackedMarkup
 from bot.clock import Clock
 from bot.desk import Desk
 from bot.filters import IsCustomer
 from bot.i18n import speaking
 from bot.keyboards import RowId
-from bot.sender import PackedMarkup
-from routing import agents, conversations
-from routing.models import Agent, Conversation, Customer
-from routing.policy import Policy
-from routing.scoring import CSAT
+from routing.policy.root import Policy
+from routing.queue import agents, conversations
+from routing.scoring.model import CSAT
+from routing.store.models import Agent, Conversation, Customer
 from surveys import feedback, outbox
-from surveys.dispatch import Push
 from surveys.feedback import AnswerStatus, scale
 from surveys.outbox import SurveyPush
+from surveys.push import Push
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def score_markup(survey_id: int, kind: str) -> PackedMarkup:
 
 
 def render(push: Push) -> tuple[str, PackedMarkup]:
-    """The survey message for one outbox push (``bot.sender.AiogramTransport``'s render)."""
+    """The survey message for one outbox push (what ``AiogramTransport`` renders)."""
     p: SurveyPush = push.payload
     # A push goes out from a scheduler job, outside any update: speak the customer's language.
     with speaking(p.language):

@@ -38,7 +38,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("last_active_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         # Existing queued chats get 0 (arrival then decides); the bot re-keys every queued
-        # chat from the policy at start-up (routing.queue.rekey).
+        # chat from the policy at start-up (routing.queue.claims.rekey).
         batch_op.add_column(
             sa.Column("queue_key", sa.Double(), server_default=sa.text("0"), nullable=False)
         )

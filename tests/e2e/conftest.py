@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from bot.clock import set_file_clock
-from routing.agents import add_agent
-from routing.db import make_engine, make_sessionmaker, upgrade
-from routing.models import Agent, Customer
+from routing.queue.agents import add_agent
+from routing.store.db import make_engine, make_sessionmaker, upgrade
+from routing.store.models import Agent, Customer
 from tests.fakes.bot_api import DEFAULT_TOKEN, Call, FakeBotAPI
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy import func, select
 
-from routing.models import INBOX_QUARANTINED, Conversation, InboundUpdate
+from routing.store.models import INBOX_QUARANTINED, Conversation, InboundUpdate
 from tests.e2e.conftest import ROOT, Env
 
 SECRET = "s3cret-token"

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from routing.agents import add_agent
-from routing.models import Agent, Conversation
+from routing.queue.agents import add_agent
+from routing.store.models import Agent, Conversation
 from tests.e2e.conftest import Env, buttons
 
 VIP_TG, B_TG = 601, 701

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from routing.models import Conversation, Order, SelfServiceSession
+from routing.store.models import Conversation, Order, SelfServiceSession
 from tests.e2e.conftest import ROOT, Env, buttons
 
 BETH, CARL, GUEST = 701, 702, 801
@@ -128,7 +128,7 @@ async def test_search_feedback_handoff_out_of_hours_and_deflection(env: Env) -> 
     await env.add_agent(BOB, "Bob", online=True)
 
     async def supervisor(s: Any) -> None:
-        from routing.models import Agent
+        from routing.store.models import Agent
 
         agent = (await s.execute(select(Agent).where(Agent.telegram_id == BOB))).scalar_one()
         agent.role = "supervisor"

@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from routing import conversations
-from routing.models import Agent, Conversation, Customer, Survey
-from routing.policy import Policy
+from routing.policy.root import Policy
+from routing.queue import conversations
+from routing.store.models import Agent, Conversation, Customer, Survey
 from tests.e2e.conftest import Env, buttons, message_id
 
 NOON = datetime(2026, 11, 23, 12, 0, 30, tzinfo=UTC)

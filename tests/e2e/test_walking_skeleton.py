@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from routing.models import Agent, Conversation, Customer, Message, Survey
+from routing.store.models import Agent, Conversation, Customer, Message, Survey
 from tests.e2e.conftest import Env, buttons, message_id
 
 VIP_TG, B_TG, B2_TG = 601, 701, 702

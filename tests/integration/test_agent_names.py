@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
-from routing import agents
-from routing.db import downgrade, upgrade
-from routing.models import Agent
+from routing.queue import agents
+from routing.store.db import downgrade, upgrade
+from routing.store.models import Agent
 from tests.conftest import Db
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -15,9 +15,9 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import Update
 
 from bot.app import make_dispatcher
-from routing.agents import add_agent
-from routing.models import Customer
-from routing.policy import Policy
+from routing.policy.root import Policy
+from routing.queue.agents import add_agent
+from routing.store.models import Customer
 from tests.conftest import Db
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 from tests.integration.test_queue_bot import _detach_routers

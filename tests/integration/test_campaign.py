@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from routing.models import Customer, Survey, SurveyCampaign
-from routing.policy import Policy, parse_policy
+from routing.policy.root import Policy, parse_policy
+from routing.store.models import Customer, Survey, SurveyCampaign
 from surveys import campaigns
 from surveys.campaigns import campaign_key, latest_fire, sampled
 from tests.conftest import Db

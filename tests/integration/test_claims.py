@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from routing.agents import add_agent
-from routing.conversations import ORIGIN_REQUEST, open_conversation
-from routing.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
-from routing.policy import Policy
-from routing.queue import claim, claim_next, waiting
+from routing.policy.root import Policy
+from routing.queue.agents import add_agent
+from routing.queue.claims import claim, claim_next, waiting
+from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
+from routing.store.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

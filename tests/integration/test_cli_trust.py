@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.cli import main
-from routing.conversations import ORIGIN_REQUEST, open_conversation
-from routing.db import make_engine, make_sessionmaker, upgrade
-from routing.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
-from routing.policy import parse_policy
+from routing.policy.root import parse_policy
+from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
+from routing.store.db import make_engine, make_sessionmaker, upgrade
+from routing.store.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -20,10 +20,10 @@ from sqlalchemy import select
 from bot.app import make_dispatcher
 from bot.delivery import BLOCKED, Deliverer
 from bot.desk import Desk
-from routing.agents import add_agent
-from routing.delivery import Backoff
-from routing.models import Agent, Customer, Delivery
-from routing.policy import Policy
+from routing.delivery.sending import Backoff
+from routing.policy.root import Policy
+from routing.queue.agents import add_agent
+from routing.store.models import Agent, Customer, Delivery
 from tests.conftest import Db
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 from tests.integration.test_queue_bot import ANN, T0, VIPC, Harness, _detach_routers

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from routing import customers
-from routing.conversations import ORIGIN_REQUEST, close, open_conversation
-from routing.customers import LinkStatus
-from routing.models import Conversation, Customer, Survey
-from routing.policy import Policy
+from routing.customers import identity as customers
+from routing.customers.identity import LinkStatus
+from routing.policy.root import Policy
+from routing.queue.conversations import ORIGIN_REQUEST, close, open_conversation
+from routing.store.models import Conversation, Customer, Survey
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)

@@ -20,10 +20,11 @@ from bot.app import make_dispatcher
 from bot.handlers import get_routers
 from bot.texts import _LAZY
 from bot.throttle import ThrottleMiddleware
-from routing import customers, invitations
-from routing.agents import add_agent
-from routing.models import CodeAttempt, Customer
-from routing.policy import Policy, parse_policy
+from routing.customers import identity as customers
+from routing.customers import invitations
+from routing.policy.root import Policy, parse_policy
+from routing.queue.agents import add_agent
+from routing.store.models import CodeAttempt, Customer
 from tests.conftest import Db
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 

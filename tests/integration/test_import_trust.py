@@ -17,8 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.cli import main
-from routing import rescoring
-from routing.importer import (
+from routing.customers.importer import (
     CLEAR,
     ImportOptionError,
     ImportReport,
@@ -26,8 +25,9 @@ from routing.importer import (
     import_orders,
     parse_order_row,
 )
-from routing.models import Customer, Order, TierChange
-from routing.policy import Policy
+from routing.policy.root import Policy
+from routing.scoring import report, rescoring
+from routing.store.models import Customer, Order, TierChange
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -73,7 +73,7 @@ async def pin_vip(db: Db, policy: Policy, tmp_path: Path) -> None:
     assert errors(await import_customers(db.sessions, first, policy, now=NOW)) == []
     async with db.sessions() as s, s.begin():
         await rescoring.rescore(s, policy, NOW)
-        await rescoring.set_override(
+        await report.set_override(
             s, "C00002", "VIP", by="Mia", reason="key account", policy=policy, now=NOW
         )
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from bench import import_orders as bench
-from routing.importer import (
+from routing.customers.importer import (
     CustomerRow,
     ImportFileError,
     ImportReport,
@@ -21,8 +21,8 @@ from routing.importer import (
     parse_customer_row,
     parse_order_row,
 )
-from routing.models import Customer, Order
-from routing.policy import Policy
+from routing.policy.root import Policy
+from routing.store.models import Customer, Order
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

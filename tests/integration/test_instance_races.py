@@ -9,12 +9,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select
 
-from routing.agents import add_agent
-from routing.conversations import ORIGIN_REQUEST, open_conversation
-from routing.customers import ensure_customer
-from routing.models import ASSIGNED, Agent, Conversation, Customer
-from routing.policy import Policy
-from routing.queue import AtCapacity, claim, claim_next
+from routing.customers.identity import ensure_customer
+from routing.policy.root import Policy
+from routing.queue.agents import add_agent
+from routing.queue.claims import AtCapacity, claim, claim_next
+from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
+from routing.store.models import ASSIGNED, Agent, Conversation, Customer
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from bot.app import build_app
 from bot.config import Settings
-from routing.db import AnotherInstance, Instance, register_instance
+from routing.store.cluster import AnotherInstance, Instance, register_instance
 from tests.conftest import Db
 from tests.fakes.bot_api import DEFAULT_TOKEN
 

@@ -22,11 +22,11 @@ from sqlalchemy import func, select
 
 from bot.app import make_dispatcher
 from bot.intake import Intake, redis_chat_lock
-from routing.agents import add_agent
-from routing.conversations import ORIGIN_REQUEST, open_conversation
-from routing.models import Conversation, Customer, InboundUpdate, Message
-from routing.policy import Policy
-from routing.queue import claim_next
+from routing.policy.root import Policy
+from routing.queue.agents import add_agent
+from routing.queue.claims import claim_next
+from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
+from routing.store.models import Conversation, Customer, InboundUpdate, Message
 from tests.conftest import REDIS_URL, Db
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 from tests.integration.test_queue_bot import _detach_routers

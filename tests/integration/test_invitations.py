@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from routing import customers, invitations
-from routing.customers import LinkStatus
-from routing.models import Customer, Invitation
-from routing.policy import parse_policy
+from routing.customers import identity as customers
+from routing.customers import invitations
+from routing.customers.identity import LinkStatus
+from routing.policy.root import parse_policy
+from routing.store.models import Customer, Invitation
 from tests.conftest import Db
 
 NOW = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)

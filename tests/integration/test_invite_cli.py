@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from routing import invitations
-from routing.customers import LinkStatus
-from routing.db import make_engine, make_sessionmaker, upgrade
-from routing.models import Customer
+from routing.customers import invitations
+from routing.customers.identity import LinkStatus
+from routing.store.db import make_engine, make_sessionmaker, upgrade
+from routing.store.models import Customer
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 
 NOW = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from routing.db import alembic_config, downgrade, make_engine, upgrade
+from routing.store.db import alembic_config, downgrade, make_engine, upgrade
 from tests.conftest import PG_URL, reset_pg
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from routing.db import alembic_config, downgrade, upgrade
-from routing.models import Base
+from routing.store.base import Base
+from routing.store.db import alembic_config, downgrade, upgrade
 from tests.conftest import Db
 
 

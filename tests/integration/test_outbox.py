@@ -16,11 +16,12 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from routing import conversations
-from routing.models import ASSIGNED, Conversation, Customer, Survey
-from routing.policy import Policy, parse_policy
+from routing.policy.root import Policy, parse_policy
+from routing.queue import conversations
+from routing.store.models import ASSIGNED, Conversation, Customer, Survey
 from surveys import outbox
-from surveys.dispatch import (
+from surveys.outbox import Claim, SweepReport, quiet_until
+from surveys.push import (
     PermanentError,
     Push,
     RetryAfter,
@@ -29,7 +30,6 @@ from surveys.dispatch import (
     TransientError,
     Unreachable,
 )
-from surveys.outbox import Claim, SweepReport, quiet_until
 from tests.conftest import Db
 
 NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

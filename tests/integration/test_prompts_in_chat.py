@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from routing.models import ASSIGNED
-from routing.policy import Policy
+from routing.policy.root import Policy
+from routing.store.models import ASSIGNED
 from tests.conftest import Db
 from tests.integration.test_queue_bot import BC, BOB, Harness, _harness
 

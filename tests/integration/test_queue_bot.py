@@ -17,9 +17,9 @@ from sqlalchemy import select
 from bot.app import make_dispatcher
 from bot.desk import Desk
 from bot.handlers import get_routers
-from routing.agents import add_agent
-from routing.models import QUEUED, Agent, Conversation, Customer
-from routing.policy import Policy, parse_policy
+from routing.policy.root import Policy, parse_policy
+from routing.queue.agents import add_agent
+from routing.store.models import QUEUED, Agent, Conversation, Customer
 from tests.conftest import Db
 from tests.fakes.bot_api import DEFAULT_TOKEN, Call, FakeBotAPI
 

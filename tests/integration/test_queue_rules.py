@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from routing import queue, sla
-from routing.agents import add_agent
-from routing.conversations import ORIGIN_REQUEST, add_message, open_conversation
-from routing.models import ASSIGNED, CLOSED, QUEUED, Agent, Conversation, Customer, SlaEvent
-from routing.policy import Policy, parse_policy
+from routing.policy.root import Policy, parse_policy
+from routing.queue import claims, estimate, offers, sla
+from routing.queue.agents import add_agent
+from routing.queue.conversations import ORIGIN_REQUEST, add_message, open_conversation
+from routing.store.models import ASSIGNED, CLOSED, QUEUED, Agent, Conversation, Customer, SlaEvent
 from tests.conftest import Db
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -51,7 +51,7 @@ async def _next(db: Db, agent: Agent, now: datetime) -> int | None:
     async with db.sessions() as s, s.begin():
         fresh = await s.get(Agent, agent.id)
         assert fresh is not None
-        conv = await queue.claim_next(s, fresh, now)
+        conv = await claims.claim_next(s, fresh, now)
         return conv.id if conv else None
 
 
@@ -76,9 +76,9 @@ async def test_aging_order_with_a_fixed_clock(db: Db) -> None:
     young_c = await _open(db, policy, "C", now - timedelta(minutes=9))
     # Keys: old_c = -21m + 3*10m = +9m; b = -5m + 20m = 15m; a = 0 + 10m; young_c = -9m + 30m.
     async with db.sessions() as s:
-        waiting = [c for c, _ in await queue.waiting(s, 10)]
+        waiting = [c for c, _ in await claims.waiting(s, 10)]
         listed = [c.id for c in waiting]
-        positions = [await queue.position(s, c) for c in waiting]
+        positions = [await claims.position(s, c) for c in waiting]
     assert listed == [old_c, a, b, young_c]
     assert positions == [1, 2, 3, 4]
     assert [await _next(db, agent, now) for _ in range(4)] == listed
@@ -104,11 +104,11 @@ async def test_capacity_refuses_next_and_claim(db: Db) -> None:
     ids = [await _open(db, policy, "B", T0 + timedelta(seconds=i)) for i in range(3)]
     assert await _next(db, agent, T0) == ids[0]
     assert await _next(db, agent, T0) == ids[1]
-    with pytest.raises(queue.AtCapacity):
+    with pytest.raises(claims.AtCapacity):
         await _next(db, agent, T0)
     async with db.sessions() as s, s.begin():
-        result = await queue.claim(s, ids[2], agent, T0)
-    assert not result.won and result.refused == queue.REFUSED_CAPACITY
+        result = await claims.claim(s, ids[2], agent, T0)
+    assert not result.won and result.refused == claims.REFUSED_CAPACITY
     assert (await _conv(db, ids[2])).status == QUEUED  # nothing lost
 
 
@@ -118,8 +118,8 @@ async def test_agents_limited_to_tiers(sqlite_db: Db) -> None:
     c = await _open(sqlite_db, policy, "C", T0)
     assert await _next(sqlite_db, vip_desk, T0) is None
     async with sqlite_db.sessions() as s, s.begin():
-        r = await queue.claim(s, c, vip_desk, T0)
-    assert r.refused == queue.REFUSED_TIER
+        r = await claims.claim(s, c, vip_desk, T0)
+    assert r.refused == claims.REFUSED_TIER
     a = await _open(sqlite_db, policy, "A", T0 + timedelta(minutes=1))
     assert await _next(sqlite_db, vip_desk, T0) == a
 
@@ -136,17 +136,17 @@ async def test_manager_first_window_then_everyone(sqlite_db: Db) -> None:
         conv = await s.get(Conversation, conv_id)
         cust = await s.get(Customer, conv.customer_id) if conv else None
         assert conv is not None and cust is not None
-        reserved = await queue.reserve_for(s, conv, cust, policy, T0, mia)
+        reserved = await offers.reserve_for(s, conv, cust, policy, T0, mia)
     assert reserved is not None and reserved.id == mia.id
     # Within the window Bob can neither /next nor Claim it.
     assert await _next(sqlite_db, bob, T0 + timedelta(seconds=10)) is None
     async with sqlite_db.sessions() as s, s.begin():
-        r = await queue.claim(s, conv_id, bob, T0 + timedelta(seconds=10))
-    assert r.refused == queue.REFUSED_RESERVED
+        r = await claims.claim(s, conv_id, bob, T0 + timedelta(seconds=10))
+    assert r.refused == claims.REFUSED_RESERVED
     # After it, the sweep releases it and Bob takes it.
     async with sqlite_db.sessions() as s, s.begin():
-        assert await queue.release_reservations(s, T0 + timedelta(seconds=20)) == []
-        released = await queue.release_reservations(s, T0 + timedelta(seconds=31))
+        assert await offers.release_reservations(s, T0 + timedelta(seconds=20)) == []
+        released = await offers.release_reservations(s, T0 + timedelta(seconds=31))
     assert [c.id for c in released] == [conv_id]
     assert await _next(sqlite_db, bob, T0 + timedelta(seconds=31)) == conv_id
 
@@ -163,7 +163,7 @@ async def test_no_window_when_the_manager_is_offline_and_sticky_without_one(
         assert conv is not None
         cust = await s.get(Customer, conv.customer_id)
         assert cust is not None
-        assert await queue.reserve_for(s, conv, cust, policy, T0, mia) is None
+        assert await offers.reserve_for(s, conv, cust, policy, T0, mia) is None
     # A VIP without a manager whom Bob served three days ago goes to Bob first.
     first = await _open(sqlite_db, policy, "VIP", T0 - timedelta(days=3), tg=None)
     assert await _next(sqlite_db, bob, T0 - timedelta(days=3)) == first
@@ -174,7 +174,7 @@ async def test_no_window_when_the_manager_is_offline_and_sticky_without_one(
         cust = await s.get(Customer, conv1.customer_id)
         assert cust is not None
         again, _ = await open_conversation(s, cust, policy, ORIGIN_REQUEST, T0)
-        chosen = await queue.reserve_for(s, again, cust, policy, T0, None)
+        chosen = await offers.reserve_for(s, again, cust, policy, T0, None)
     assert chosen is not None and chosen.id == bob.id
 
 
@@ -188,25 +188,25 @@ async def test_offer_times_out_and_passes_to_the_next_agent(db: Db) -> None:
     # Bob is busier: the least-loaded (Ann) gets the first offer.
     busy = await _open(db, policy, "C", T0 - timedelta(hours=1))
     async with db.sessions() as s, s.begin():
-        assert await queue.claim(s, busy, bob, T0)
+        assert await claims.claim(s, busy, bob, T0)
     conv_id = await _open(db, policy, "B", T0)
     async with db.sessions() as s, s.begin():
-        made = await queue.make_offers(s, policy, T0)
+        made = await offers.make_offers(s, policy, T0)
     assert [(m.conversation.id, m.agent.id) for m in made] == [(conv_id, ann.id)]
     # Nobody else is offered it while Ann's offer runs, and Bob's /next skips it.
     async with db.sessions() as s, s.begin():
-        assert await queue.make_offers(s, policy, T0 + timedelta(seconds=10)) == []
+        assert await offers.make_offers(s, policy, T0 + timedelta(seconds=10)) == []
     assert await _next(db, bob, T0 + timedelta(seconds=10)) is None
     # 30 s later Ann's offer expires and the chat goes to Bob.
     later = T0 + timedelta(seconds=31)
     async with db.sessions() as s, s.begin():
-        expired = await queue.expire_offers(s, later)
-        made = await queue.make_offers(s, policy, later)
+        expired = await offers.expire_offers(s, later)
+        made = await offers.make_offers(s, policy, later)
     assert [e.offer.agent_id for e in expired] == [ann.id]
     assert [(m.conversation.id, m.agent.id) for m in made] == [(conv_id, bob.id)]
     # Bob accepts; Ann's old offer cannot be used.
     async with db.sessions() as s, s.begin():
-        assert (await queue.claim(s, conv_id, bob, later)).won
+        assert (await claims.claim(s, conv_id, bob, later)).won
     assert (await _conv(db, conv_id)).agent_id == bob.id
 
 
@@ -216,12 +216,12 @@ async def test_declined_offer_goes_to_the_next_agent(sqlite_db: Db) -> None:
     bob = await _agent(sqlite_db, 2, "Bob")
     conv_id = await _open(sqlite_db, policy, "B", T0)
     async with sqlite_db.sessions() as s, s.begin():
-        [first] = await queue.make_offers(s, policy, T0)
+        [first] = await offers.make_offers(s, policy, T0)
     assert first.agent.id == ann.id
     async with sqlite_db.sessions() as s, s.begin():
-        assert await queue.decline_offer(s, first.offer.id, bob) is None  # not Bob's
-        assert await queue.decline_offer(s, first.offer.id, ann) is not None
-        [second] = await queue.make_offers(s, policy, T0 + timedelta(seconds=1))
+        assert await offers.decline_offer(s, first.offer.id, bob) is None  # not Bob's
+        assert await offers.decline_offer(s, first.offer.id, ann) is not None
+        [second] = await offers.make_offers(s, policy, T0 + timedelta(seconds=1))
     assert (second.conversation.id, second.agent.id) == (conv_id, bob.id)
 
 
@@ -238,7 +238,7 @@ async def test_transfer_back_to_queue_keeps_arrival_and_place(db: Db) -> None:
     async with db.sessions() as s, s.begin():
         conv = await s.get(Conversation, first)
         assert conv is not None
-        await queue.requeue(s, conv, front=False, note="needs billing", by=ann.id)
+        await claims.requeue(s, conv, front=False, note="needs billing", by=ann.id)
     after = await _conv(db, first)
     assert after.status == QUEUED and after.agent_id is None
     assert after.queued_at == before.queued_at and after.queue_key == before.queue_key
@@ -262,10 +262,10 @@ async def test_transfer_to_an_agent_checks_presence_capacity_and_tier(sqlite_db:
     async with sqlite_db.sessions() as s, s.begin():
         conv = await s.get(Conversation, conv_id)
         assert conv is not None
-        assert await queue.transfer_to(s, conv, off, None, ann, T0) == "offline"
-        assert await queue.transfer_to(s, conv, full, None, ann, T0) == queue.REFUSED_CAPACITY
-        assert await queue.transfer_to(s, conv, vip_only, None, ann, T0) == queue.REFUSED_TIER
-        assert await queue.transfer_to(s, conv, bob, "refund", ann, T0) is None
+        assert await claims.transfer_to(s, conv, off, None, ann, T0) == "offline"
+        assert await claims.transfer_to(s, conv, full, None, ann, T0) == claims.REFUSED_CAPACITY
+        assert await claims.transfer_to(s, conv, vip_only, None, ann, T0) == claims.REFUSED_TIER
+        assert await claims.transfer_to(s, conv, bob, "refund", ann, T0) is None
     c = await _conv(sqlite_db, conv_id)
     assert (c.status, c.agent_id, c.transfer_note, c.transferred_by) == (
         ASSIGNED,
@@ -286,7 +286,7 @@ async def test_requeue_on_agent_offline_goes_to_the_front_of_its_tier(db: Db) ->
     async with db.sessions() as s, s.begin():
         agent = await s.get(Agent, ann.id)
         assert agent is not None
-        moved = await queue.requeue_agent(s, agent)
+        moved = await claims.requeue_agent(s, agent)
     assert [c.id for c in moved] == [mine]
     back = await _conv(db, mine)
     assert back.status == QUEUED and back.agent_id is None
@@ -420,7 +420,7 @@ async def test_position_updates_only_when_material(sqlite_db: Db) -> None:
         async with sqlite_db.sessions() as s, s.begin():
             return {
                 n.conversation.id: (n.position, n.eta_seconds)
-                for n in await queue.position_updates(s, policy, at)
+                for n in await estimate.position_updates(s, policy, at)
             }
 
     first = await told(T0)

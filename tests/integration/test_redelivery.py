@@ -16,10 +16,12 @@ from sqlalchemy import func, select, update
 
 from bot.app import make_dispatcher
 from bot.intake import Intake
-from routing import inbox
-from routing.agents import add_agent
-from routing.conversations import ORIGIN_REQUEST, open_conversation
-from routing.models import (
+from routing.policy.root import Policy
+from routing.queue.agents import add_agent
+from routing.queue.claims import claim_next
+from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
+from routing.store import inbox
+from routing.store.models import (
     INBOX_DONE,
     INBOX_PENDING,
     INBOX_QUARANTINED,
@@ -27,8 +29,6 @@ from routing.models import (
     InboundUpdate,
     Message,
 )
-from routing.policy import Policy
-from routing.queue import claim_next
 from tests.conftest import Db
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 from tests.integration.test_queue_bot import _detach_routers

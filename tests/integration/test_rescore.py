@@ -14,10 +14,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from routing import rescoring, scoring
-from routing.models import Customer, Order, ScoringRun, Survey, TierChange
-from routing.policy import Policy, parse_policy
-from routing.satisfaction import record_answer, record_complaint, update_satisfaction
+from routing.policy.root import Policy, parse_policy
+from routing.scoring import facts, report, rescoring
+from routing.scoring import model as scoring
+from routing.scoring.satisfaction import record_answer, record_complaint, update_satisfaction
+from routing.store.models import Customer, Order, ScoringRun, Survey, TierChange
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -206,26 +207,26 @@ async def test_override_pins_the_tier_and_release_applies_the_model(db: Db, poli
     async with db.sessions() as s, s.begin():
         s.add(Customer(external_id="P", name="Pat", tier="C", created_at=NOW, updated_at=NOW))
     async with db.sessions() as s, s.begin():
-        r = await rescoring.set_override(
+        r = await report.set_override(
             s, "P", "VIP", by="mia", reason="board member", policy=policy, now=NOW
         )
         assert [(c.to_tier, c.kind) for c in r.changes] == [("VIP", "override")]
     async with db.sessions() as s, s.begin():
         r = await rescoring.rescore(s, policy, NOW + timedelta(days=40))
         assert r.changes == []  # the model says C; the override wins
-        rep = await rescoring.customer_report(s, "P", policy, NOW)
+        rep = await report.customer_report(s, "P", policy, NOW)
         assert rep.customer.tier == "VIP"
         assert (rep.customer.tier_override_by, rep.customer.tier_override_reason) == (
             "mia",
             "board member",
         )
     async with db.sessions() as s, s.begin():
-        r = await rescoring.set_override(s, "P", None, by=None, reason=None, policy=policy, now=NOW)
+        r = await report.set_override(s, "P", None, by=None, reason=None, policy=policy, now=NOW)
         assert [(c.from_tier, c.to_tier, c.kind) for c in r.changes] == [("VIP", "C", "override")]
         assert "override released" in r.changes[0].reason
     with pytest.raises(ValueError, match="unknown tier"):
         async with db.sessions() as s, s.begin():
-            await rescoring.set_override(s, "P", "Gold", by="x", reason="y", policy=policy, now=NOW)
+            await report.set_override(s, "P", "Gold", by="x", reason="y", policy=policy, now=NOW)
 
 
 async def test_customer_report_explains_by_dimension(db: Db, policy: Policy) -> None:
@@ -243,7 +244,7 @@ async def test_customer_report_explains_by_dimension(db: Db, policy: Policy) -> 
             )
     async with db.sessions() as s, s.begin():
         await rescoring.rescore(s, policy, NOW)
-        rep = await rescoring.customer_report(s, "E", policy, NOW)
+        rep = await report.customer_report(s, "E", policy, NOW)
     assert rep.customer.tier == "VIP"  # 300,000 is band A, raised one grade: 3 categories
     assert "raised to VIP: multi-category (3)" in rep.model.reason
     by = {d.name: d for d in rep.explanation.dimensions}
@@ -254,7 +255,7 @@ async def test_customer_report_explains_by_dimension(db: Db, policy: Policy) -> 
 
 
 async def test_open_conversation_keeps_its_priority(db: Db, policy: Policy) -> None:
-    from routing.conversations import open_conversation
+    from routing.queue.conversations import open_conversation
 
     async with db.sessions() as s, s.begin():
         c = Customer(external_id="Q", name="Quinn", tier="C", created_at=NOW, updated_at=NOW)
@@ -266,7 +267,7 @@ async def test_open_conversation_keeps_its_priority(db: Db, policy: Policy) -> N
         await rescoring.rescore(s, policy, NOW)
     async with db.sessions() as s:
         cust = (await s.execute(select(Customer).where(Customer.external_id == "Q"))).scalar_one()
-        from routing.models import Conversation
+        from routing.store.models import Conversation
 
         frozen = await s.get(Conversation, conv.id)
     assert cust.tier == "VIP"
@@ -286,10 +287,8 @@ async def _borderline(db: Db) -> tuple[Policy, int]:
         cid = c.id
     base = Policy()
     async with db.sessions() as s:
-        row = (await s.execute(rescoring.facts_query(base, NOW).where(Customer.id == cid))).one()
-    score_now = scoring.score(
-        rescoring.facts_from_row(row, rescoring.to_epoch_days(NOW), base), base
-    )
+        row = (await s.execute(facts.facts_query(base, NOW).where(Customer.id == cid))).one()
+    score_now = scoring.score(facts.facts_from_row(row, facts.to_epoch_days(NOW), base), base)
     policy = parse_policy(
         {
             "tiers": [

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from routing import rescoring
-from routing.agents import add_agent
-from routing.models import Customer, Order, TierChange
-from routing.policy import Policy, parse_policy
-from routing.tier_notices import send_pending
+from routing.policy.root import Policy, parse_policy
+from routing.queue.agents import add_agent
+from routing.scoring import rescoring
+from routing.scoring.tier_notices import send_pending
+from routing.store.models import Customer, Order, TierChange
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from bot.scheduler import make_scheduler, rescore_job
-from routing.models import Customer, Order, ScoringRun
-from routing.policy import Policy, parse_policy
+from routing.policy.root import Policy, parse_policy
+from routing.store.models import Customer, Order, ScoringRun
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

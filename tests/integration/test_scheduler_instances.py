@@ -19,9 +19,10 @@ from sqlalchemy import func, select
 
 from bot.app import make_bot
 from bot.scheduler import make_scheduler
-from routing import db as store
-from routing.models import Customer, Order, ScoringRun, TierChange
-from routing.policy import parse_policy
+from routing.policy.root import parse_policy
+from routing.scoring import rescoring
+from routing.store import db as store
+from routing.store.models import Customer, Order, ScoringRun, TierChange
 from tests.conftest import Db
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 
@@ -138,7 +139,6 @@ async def test_a_tick_that_fires_a_little_early_still_counts_for_its_period(
 async def test_a_failed_run_leaves_its_period_to_the_next_tick(
     db: Db, cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from routing import rescoring
 
     real = rescoring.rescore
     calls = 0
@@ -175,7 +175,7 @@ def _spy(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[int]:
 async def test_tier_notices_sweep_once_per_period(
     db: Db, cluster: Cluster, monkeypatch: pytest.MonkeyPatch, offset: float | None
 ) -> None:
-    from routing import rescoring, tier_notices
+    from routing.scoring import tier_notices
 
     await _vip_to_be(db, "V", 501)
     async with db.sessions() as s, s.begin():

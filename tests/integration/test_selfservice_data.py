@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from routing import deflection, orders
-from routing.models import Customer, Order
+from routing.customers import orders
+from routing.selfservice import deflection
+from routing.store.models import Customer, Order
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

@@ -11,8 +11,8 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.sender import AiogramTransport
-from surveys.dispatch import (
+from bot.adapters.survey_transport import AiogramTransport
+from surveys.push import (
     Outcome,
     PermanentError,
     Push,

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from routing.agents import add_agent
-from routing.conversations import ORIGIN_REQUEST, open_conversation
-from routing.models import CLOSED, INBOX_DONE, INBOX_PENDING, QUEUED, Customer, InboundUpdate
-from routing.policy import Policy
-from routing.senders import lookup
+from routing.policy.root import Policy
+from routing.queue.agents import add_agent
+from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
+from routing.store.models import CLOSED, INBOX_DONE, INBOX_PENDING, QUEUED, Customer, InboundUpdate
+from routing.store.update_lookup import lookup
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The one-trip aiosqlite adapter (routing/sqlite_driver.py) behaves as the stock one."""
+"""The one-trip aiosqlite adapter (routing/store/sqlite_driver.py) behaves as the stock one."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from routing.db import make_engine, make_sessionmaker, upgrade
-from routing.models import Customer
-from routing.sqlite_driver import OneTripCursor
+from routing.store.db import make_engine, make_sessionmaker, upgrade
+from routing.store.models import Customer
+from routing.store.sqlite_driver import OneTripCursor
 
 NOW = datetime(2026, 11, 23, tzinfo=UTC)
 

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from routing import rescoring
-from routing.customers import link_by_code
-from routing.models import ASSIGNED, CLOSED, Conversation, Customer, TierChange
-from routing.policy import Policy
-from routing.tier_notices import send_pending
+from routing.customers.identity import link_by_code
+from routing.policy.root import Policy
+from routing.scoring import report
+from routing.scoring.tier_notices import send_pending
+from routing.store.models import ASSIGNED, CLOSED, Conversation, Customer, TierChange
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -40,7 +40,7 @@ async def _imported(db: Db, **kw: object) -> None:
 
 async def _pin(db: Db, policy: Policy, tier: str | None, minutes: int) -> None:
     async with db.sessions() as s, s.begin():
-        await rescoring.set_override(
+        await report.set_override(
             s,
             "K",
             tier,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
-from routing.db import make_engine, make_sessionmaker, upgrade
-from routing.models import Customer, Survey, SurveyCampaign
+from routing.store.db import make_engine, make_sessionmaker, upgrade
+from routing.store.models import Customer, Survey, SurveyCampaign
 
 T = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 KEY = "nps:C:20261102T1200Z"

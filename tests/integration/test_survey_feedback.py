@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from routing import conversations
-from routing.models import Agent, Conversation, Customer, Message, Survey
-from routing.policy import Policy
+from routing.policy.root import Policy
+from routing.queue import conversations
+from routing.store.models import Agent, Conversation, Customer, Message, Survey
 from surveys import feedback, status
 from surveys.feedback import AnswerStatus
 from tests.conftest import Db

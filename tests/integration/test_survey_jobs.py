@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, text
 
 from bot.survey_jobs import _LEADER_KEY, SurveyJobs
-from routing.models import Customer, Survey
-from routing.policy import parse_policy
+from routing.policy.root import parse_policy
+from routing.store.models import Customer, Survey
 from tests.conftest import Db
 from tests.integration.test_outbox import FakeTransport
 

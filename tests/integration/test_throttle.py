@@ -22,11 +22,11 @@ from sqlalchemy import func, select
 from bot.app import make_dispatcher
 from bot.handlers import get_routers
 from bot.throttle import BURST, PER_SECOND, ThrottleMiddleware, TokenBuckets, Verdict
-from routing.agents import add_agent
-from routing.conversations import ORIGIN_REQUEST, open_conversation
-from routing.models import Customer, Message
-from routing.policy import Policy
-from routing.queue import claim_next
+from routing.policy.root import Policy
+from routing.queue.agents import add_agent
+from routing.queue.claims import claim_next
+from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
+from routing.store.models import Customer, Message
 from tests.conftest import Db
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 

@@ -325,7 +325,7 @@ class Posted:
 
 
 def update_chat(update: dict[str, Any]) -> int | None:
-    from routing.inbox import chat_key
+    from routing.store.inbox import chat_key
 
     return chat_key(update)
 
@@ -600,7 +600,7 @@ class Cluster:
     async def add_agent(
         self, telegram_id: int, name: str, *, online: bool = True, max_chats: int = 5
     ) -> int:
-        from routing.agents import add_agent
+        from routing.queue.agents import add_agent
 
         async def work(s: AsyncSession) -> int:
             agent, _ = await add_agent(s, telegram_id, name, max_chats=max_chats, now=self.now)
@@ -611,7 +611,7 @@ class Cluster:
         return int(await self.seed(work))
 
     async def add_customer(self, telegram_id: int, *, tier: str = "A", name: str = "") -> int:
-        from routing.models import Customer
+        from routing.store.models import Customer
 
         async def work(s: AsyncSession) -> int:
             c = Customer(
@@ -633,7 +633,7 @@ class Cluster:
 
     async def open_chat(self, customer_id: int, agent_id: int) -> int:
         """An assigned conversation between them (as after a claim)."""
-        from routing.models import ASSIGNED, Conversation
+        from routing.store.models import ASSIGNED, Conversation
 
         async def work(s: AsyncSession) -> int:
             conv = Conversation(
@@ -767,7 +767,7 @@ async def cluster(
     await flush_redis(redis_url)
     engine = create_async_engine(db_url, poolclass=NullPool)
     if migrate_first:
-        from routing.db import upgrade
+        from routing.store.db import upgrade
 
         await upgrade(engine)
     policy_path = workdir / "contactbot.toml"

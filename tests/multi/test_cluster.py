@@ -71,7 +71,7 @@ async def post_at_once(c: Cluster, pairs: list[tuple[int, dict[str, Any]]]) -> l
 def _head() -> str:
     from alembic.script import ScriptDirectory
 
-    from routing.db import alembic_config
+    from routing.store.db import alembic_config
 
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None

@@ -1,10 +1,10 @@
-"""The delivery queue's backoff rule (routing.delivery.retry_delay), pure."""
+"""The delivery queue's backoff rule (routing.delivery.enqueue.retry_delay), pure."""
 
 from __future__ import annotations
 
 import pytest
 
-from routing.delivery import Backoff, retry_delay
+from routing.delivery.sending import Backoff, retry_delay
 
 
 def test_429_waits_exactly_retry_after() -> None:

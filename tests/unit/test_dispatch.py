@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from surveys.dispatch import (
+from surveys.push import (
     Outcome,
     PermanentError,
     Push,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from bot import i18n, texts
-from routing.policy import Policy
-from routing.selfservice import default_selfservice
+from routing.policy.root import Policy
+from routing.policy.selfservice import default_selfservice
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from routing.knowledge import KnowledgeIndex, decide, tokens
-from routing.policy import Policy
-from routing.selfservice import FaqEntry, SearchPolicy
+from routing.policy.root import Policy
+from routing.policy.selfservice_parts import FaqEntry, SearchPolicy
+from routing.selfservice.knowledge import KnowledgeIndex, decide, tokens
 
 SS = Policy().selfservice
 INDEX = KnowledgeIndex.build(SS.faq, SS.search)

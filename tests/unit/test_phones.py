@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing.phones import normalize_phone
+from routing.customers.phones import normalize_phone
 
 
 @pytest.mark.parametrize(

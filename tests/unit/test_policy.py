@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from routing.policy import Policy, PolicyError, load_policy, parse_policy
+from routing.policy.root import Policy, PolicyError, load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 

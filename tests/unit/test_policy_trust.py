@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from routing.policy import Policy, PolicyError, load_policy, parse_policy
+from routing.policy.root import Policy, PolicyError, load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "contactbot.example.toml"

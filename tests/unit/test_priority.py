@@ -7,16 +7,9 @@ import random
 
 import pytest
 
-from routing import priority
-from routing.queue import (
-    AgentSlot,
-    eligible,
-    estimate_wait,
-    eta_bucket,
-    parse_tiers,
-    pick_agent,
-    should_tell_position,
-)
+from routing.queue import priority
+from routing.queue.eligibility import AgentSlot, eligible, parse_tiers, pick_agent
+from routing.queue.estimate import estimate_wait, eta_bucket, should_tell_position
 
 STEP = 900.0  # a chat waiting 15 min longer than one a tier higher outranks it
 

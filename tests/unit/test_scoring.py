@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from routing import scoring
-from routing.policy import Policy, PolicyError, parse_policy
-from routing.scoring import Facts, Grade, TierState
+from routing.policy.root import Policy, PolicyError, parse_policy
+from routing.scoring import model as scoring
+from routing.scoring.model import Facts, Grade, TierState
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 P = Policy()

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from routing.policy import Policy, PolicyError, parse_policy
-from routing.selfservice import TierAccess, normalise_language
+from routing.policy.root import Policy, PolicyError, parse_policy
+from routing.policy.selfservice_parts import TierAccess, normalise_language
 
 ROOT = Path(__file__).resolve().parents[2]
 

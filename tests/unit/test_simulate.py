@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bot.cli import main
-from routing.policy import Policy
+from routing.policy.root import Policy
 from routing.simulate import (
     Patience,
     ScenarioError,

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from bot.handlers.survey import ScoreCb, render, score_keyboard, score_markup
-from routing.scoring import CSAT, NPS
-from surveys.dispatch import Push
+from routing.scoring.model import CSAT, NPS
 from surveys.outbox import SurveyPush
+from surveys.push import Push
 
 
 @pytest.mark.parametrize("kind", [CSAT, NPS])

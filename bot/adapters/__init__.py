@@ -1,0 +1,1 @@
+"""aiogram implementations of the Protocols routing/ and surveys/ declare."""

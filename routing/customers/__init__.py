@@ -1,0 +1,1 @@
+"""Who the customers are: identity and linking, phones, invitations, the importer, orders."""

@@ -1,0 +1,328 @@
+"""The per-chat delivery queue: what a conversation still has to put in a Telegram chat.
+
+Every message for the other side of a conversation (a customer's message for the agent, an
+agent's message for the customer, a hand-over's briefing, a transfer's transcript copies) is
+a ``deliveries`` row written in the caller's transaction, next to the transcript row it
+carries. The Telegram side (bot/delivery.py) claims the rows of one destination (a
+conversation and a direction) strictly in id order, sends them and records the outcome here.
+
+Rules kept here:
+
+* Order. A destination's rows go in id order; a row waiting for its retry (or being sent)
+  holds back the later rows of that destination, never other destinations.
+* Albums. Parts of one album (same ``media_group_id``) join one row while it is still
+  pending; the row is held ``hold`` seconds after its last part so all parts are in.
+* The hand-over backlog. A customer's message is queued "for whoever holds the conversation"
+  (``agent_id`` None) and resolved to the holder when sent. Such a row waits while the
+  conversation is queued, and, after a claim that marked it (:func:`hold_for_hand_over`, in
+  the claim's transaction), until the holder's briefing (:func:`hand_over`) is queued; the
+  current assignment's briefing is sent before them (:func:`claim_head`), so the agent sees
+  "you took #n" first and then every message in order, whichever of the claim and the
+  customer's message committed first.
+* Backoff (:func:`retry_delay`, pure): 429 waits exactly ``retry_after``; 5xx and network
+  errors back off exponentially up to a cap, until a horizon; 400/403 are permanent.
+* Leases. A claimed row is ``sending`` with ``next_at`` as its lease: a process that dies
+  mid-send leaves it to be sent again once the lease ends (at-least-once).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from routing.store.models import (
+    DELIVERY_PENDING,
+    DELIVERY_SENT,
+    TO_AGENT,
+    TO_CUSTOMER,
+    Delivery,
+)
+
+KIND_COPY = "copy"
+KIND_TEXT = "text"
+KIND_GATE = "gate"  # a claim's marker: relays wait for the hand-over (never sent)
+LINK_RELAY = "relay"
+LINK_HEADER = "header"
+
+# Parts of an album arrive as separate updates within a fraction of a second.
+ALBUM_HOLD_SECONDS = 1.0
+# Telegram's limit on message ids in one copyMessages call.
+COPY_LIMIT = 100
+
+
+# --- backoff (pure) ---------------------------------------------------------------------
+
+
+# --- enqueueing (inside the caller's transaction) -----------------------------------------
+
+
+def _ids(raw: str | None) -> list[int]:
+    return [int(i) for i in json.loads(raw)] if raw else []
+
+
+async def _copy(
+    session: AsyncSession,
+    conversation_id: int,
+    direction: str,
+    *,
+    chat_id: int | None,
+    agent_id: int | None,
+    from_chat_id: int,
+    message_ids: list[int],
+    media_group_id: str | None,
+    link_kind: str | None,
+    now: datetime,
+    hold: float,
+) -> int:
+    if media_group_id is not None:
+        # Another part of an album whose row has not been claimed yet: join it.
+        row = (
+            await session.execute(
+                select(Delivery.id, Delivery.message_ids)
+                .where(
+                    Delivery.conversation_id == conversation_id,
+                    Delivery.direction == direction,
+                    Delivery.status == DELIVERY_PENDING,
+                    Delivery.media_group_id == media_group_id,
+                    Delivery.from_chat_id == from_chat_id,
+                )
+                .order_by(Delivery.id.desc())
+                .limit(1)
+            )
+        ).first()
+        if row is not None:
+            merged = sorted(set(_ids(row.message_ids)) | set(message_ids))
+            if len(merged) <= COPY_LIMIT:
+                joined = (
+                    await session.execute(
+                        update(Delivery)
+                        .where(Delivery.id == row.id, Delivery.status == DELIVERY_PENDING)
+                        .values(
+                            message_ids=json.dumps(merged),
+                            next_at=now + timedelta(seconds=hold),
+                        )
+                        .returning(Delivery.id)
+                    )
+                ).scalar_one_or_none()
+                if joined is not None:
+                    return int(joined)
+    held = hold if media_group_id is not None else 0.0
+    return int(
+        (
+            await session.execute(
+                insert(Delivery)
+                .values(
+                    conversation_id=conversation_id,
+                    direction=direction,
+                    agent_id=agent_id,
+                    chat_id=chat_id,
+                    kind=KIND_COPY,
+                    from_chat_id=from_chat_id,
+                    message_ids=json.dumps(message_ids),
+                    media_group_id=media_group_id,
+                    link_kind=link_kind,
+                    status=DELIVERY_PENDING,
+                    attempts=0,
+                    next_at=now + timedelta(seconds=held),
+                    created_at=now,
+                )
+                .returning(Delivery.id)
+            )
+        ).scalar_one()
+    )
+
+
+async def to_agent(
+    session: AsyncSession,
+    conversation_id: int,
+    *,
+    from_chat_id: int,
+    message_id: int,
+    media_group_id: str | None = None,
+    now: datetime,
+    hold: float = ALBUM_HOLD_SECONDS,
+) -> int:
+    """A customer's message for whoever holds the conversation when it is sent."""
+    return await _copy(
+        session,
+        conversation_id,
+        TO_AGENT,
+        chat_id=None,
+        agent_id=None,
+        from_chat_id=from_chat_id,
+        message_ids=[message_id],
+        media_group_id=media_group_id,
+        link_kind=LINK_RELAY,
+        now=now,
+        hold=hold,
+    )
+
+
+async def to_customer(
+    session: AsyncSession,
+    conversation_id: int,
+    chat_id: int,
+    *,
+    from_chat_id: int,
+    message_id: int,
+    media_group_id: str | None = None,
+    now: datetime,
+    hold: float = ALBUM_HOLD_SECONDS,
+) -> int:
+    """An agent's message for the customer's chat ``chat_id``."""
+    return await _copy(
+        session,
+        conversation_id,
+        TO_CUSTOMER,
+        chat_id=chat_id,
+        agent_id=None,
+        from_chat_id=from_chat_id,
+        message_ids=[message_id],
+        media_group_id=media_group_id,
+        link_kind=None,
+        now=now,
+        hold=hold,
+    )
+
+
+async def note_to_agent(
+    session: AsyncSession,
+    conversation_id: int,
+    text: str,
+    *,
+    agent_id: int | None = None,
+    link_kind: str = LINK_HEADER,
+    now: datetime,
+    handover_at: datetime | None = None,
+) -> int:
+    """A text for the agent's chat (a briefing, a survey answer): sent with sendMessage."""
+    return int(
+        (
+            await session.execute(
+                insert(Delivery)
+                .values(
+                    conversation_id=conversation_id,
+                    direction=TO_AGENT,
+                    agent_id=agent_id,
+                    kind=KIND_TEXT,
+                    text=text,
+                    link_kind=link_kind,
+                    handover_at=handover_at,
+                    status=DELIVERY_PENDING,
+                    attempts=0,
+                    next_at=now,
+                    created_at=now,
+                )
+                .returning(Delivery.id)
+            )
+        ).scalar_one()
+    )
+
+
+@dataclass(frozen=True)
+class Briefing:
+    """One item of a hand-over: a text, or copies of messages of one chat (an album, or a
+    run of a transcript, kept together in one copyMessages)."""
+
+    text: str | None = None
+    from_chat_id: int | None = None
+    message_ids: tuple[int, ...] = ()
+    link_kind: str = LINK_RELAY
+
+
+async def hand_over(
+    session: AsyncSession,
+    conversation_id: int,
+    agent_id: int,
+    assigned_at: datetime | None,
+    items: list[Briefing],
+    *,
+    now: datetime,
+) -> None:
+    """Queue a won claim's briefing for ``agent_id`` and end the claim's hold.
+
+    The customer's messages still waiting for whoever holds the conversation (queued while
+    nobody did, or written between the claim and this call) stay where they are: they follow
+    the briefing because :func:`claim_head` sends the current assignment's briefing
+    (``handover_at``) before any of them. They are not moved (re-inserted with new ids): on
+    PostgreSQL a message committing while this transaction ran would keep its older id and
+    overtake the moved ones (seen as a reordered message in the scale-out benchmark).
+    """
+    rows: list[dict[str, object]] = []
+    for item in items:
+        base: dict[str, object] = {
+            "conversation_id": conversation_id,
+            "direction": TO_AGENT,
+            "agent_id": agent_id,
+            "link_kind": item.link_kind,
+            "handover_at": assigned_at,
+            "status": DELIVERY_PENDING,
+            "attempts": 0,
+            "next_at": now,
+            "created_at": now,
+        }
+        if item.text is not None:
+            rows.append({**base, "kind": KIND_TEXT, "text": item.text})
+            continue
+        ids = list(item.message_ids)
+        for i in range(0, len(ids), COPY_LIMIT):
+            rows.append(
+                {
+                    **base,
+                    "kind": KIND_COPY,
+                    "from_chat_id": item.from_chat_id,
+                    "message_ids": json.dumps(ids[i : i + COPY_LIMIT]),
+                }
+            )
+    # The claim's hold ends here: what waited follows the briefing.
+    await session.execute(
+        delete(Delivery).where(
+            Delivery.conversation_id == conversation_id, Delivery.kind == KIND_GATE
+        )
+    )
+    for row in rows:
+        await session.execute(insert(Delivery).values(**row))
+
+
+async def waiting_message_ids(session: AsyncSession, conversation_id: int) -> set[tuple[int, int]]:
+    """(chat, message) pairs still waiting for whoever holds the conversation (the rows
+    :func:`hand_over` moves behind the briefing)."""
+    found: set[tuple[int, int]] = set()
+    rows = await session.execute(
+        select(Delivery.from_chat_id, Delivery.message_ids).where(
+            Delivery.conversation_id == conversation_id,
+            Delivery.direction == TO_AGENT,
+            Delivery.agent_id.is_(None),
+            Delivery.status == DELIVERY_PENDING,
+        )
+    )
+    for chat, raw in rows.all():
+        if chat is not None:
+            found.update((int(chat), i) for i in _ids(raw))
+    return found
+
+
+# --- claiming and outcomes (the sender's side) ----------------------------------------------
+
+
+async def hold_for_hand_over(
+    session: AsyncSession, conversation_id: int, agent_id: int, *, now: datetime
+) -> None:
+    """In a claim's transaction: hold the customer's messages until :func:`hand_over` has
+    queued the briefing (at most ``GATE_GRACE_SECONDS``, should the hand-over never come)."""
+    await session.execute(
+        insert(Delivery).values(
+            conversation_id=conversation_id,
+            direction=TO_AGENT,
+            agent_id=agent_id,
+            kind=KIND_GATE,
+            status=DELIVERY_SENT,  # a marker, never sent
+            attempts=0,
+            next_at=now,
+            created_at=now,
+        )
+    )

@@ -1,0 +1,1 @@
+"""The business's policy file, one module per section, validated strictly."""

@@ -1,0 +1,288 @@
+"""Conversation lifecycle: open, transcript, agent-side addressing, close."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from routing.policy.root import Policy
+from routing.queue.priority import effective_rank, queue_key_at
+from routing.store.models import (
+    ASSIGNED,
+    CLOSED,
+    OPEN_STATUSES,
+    QUEUED,
+    Agent,
+    Conversation,
+    Customer,
+    Message,
+    MessageLink,
+    Survey,
+)
+
+# Why a conversation entered the human queue.
+ORIGIN_VIP = "human_first"
+ORIGIN_REQUEST = "customer_request"
+# A transcript entry that is a note for agents (a survey answer), not a message to copy.
+CONTENT_SURVEY = "survey"
+
+
+async def open_for_customer(session: AsyncSession, customer_id: int) -> Conversation | None:
+    return (
+        await session.execute(
+            select(Conversation).where(
+                Conversation.customer_id == customer_id, Conversation.status.in_(OPEN_STATUSES)
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def open_conversation(
+    session: AsyncSession,
+    customer: Customer,
+    policy: Policy,
+    origin: str,
+    now: datetime,
+    *,
+    priority_boost: int = 0,
+) -> tuple[Conversation, bool]:
+    """Queue a conversation for the customer, or return the one already open.
+
+    Returns (conversation, created). The tier is frozen at open: a re-grade while waiting
+    does not reorder the queue under the agents' feet. ``priority_boost`` queues it as if
+    the customer's tier were that many ranks higher (service recovery).
+    """
+    existing = await open_for_customer(session, customer.id)
+    if existing is not None:
+        return existing, False
+    rank = effective_rank(policy.rank(customer.tier), priority_boost)
+    conv = Conversation(
+        customer_id=customer.id,
+        status=QUEUED,
+        tier=customer.tier,
+        priority=rank,
+        origin=origin,
+        queued_at=now,
+        # Virtual arrival (routing.queue.priority): the queue's order, fixed at open like the tier.
+        queue_key=queue_key_at(rank, now, policy.queue.aging_outrank_seconds),
+    )
+    try:
+        async with session.begin_nested():
+            session.add(conv)
+    except IntegrityError:
+        # A concurrent update for the same customer opened one first (unique open index).
+        existing = await open_for_customer(session, customer.id)
+        if existing is None:  # pragma: no cover - the index guarantees one exists
+            raise
+        return existing, False
+    return conv, True
+
+
+async def add_message(
+    session: AsyncSession,
+    conv: Conversation,
+    *,
+    sender: str,
+    content_type: str,
+    text: str | None,
+    file_id: str | None,
+    chat_id: int,
+    message_id: int,
+    now: datetime,
+    agent_id: int | None = None,
+) -> Message:
+    msg = Message(
+        conversation_id=conv.id,
+        sender=sender,
+        agent_id=agent_id,
+        content_type=content_type,
+        text=text,
+        file_id=file_id,
+        chat_id=chat_id,
+        message_id=message_id,
+        created_at=now,
+    )
+    session.add(msg)
+    if sender == "agent":
+        # First response (SLA) is the agent's first relayed message.
+        if conv.first_response_at is None:
+            conv.first_response_at = now
+        conv.last_agent_at = now
+        if agent_id is not None:
+            await session.execute(
+                update(Agent).where(Agent.id == agent_id).values(last_active_at=now)
+            )
+    elif sender == "customer":
+        conv.last_customer_at = now
+        conv.inactivity_warned_at = None
+    await session.flush()
+    return msg
+
+
+async def add_message_once(
+    session: AsyncSession,
+    conv: Conversation,
+    *,
+    sender: str,
+    content_type: str,
+    text: str | None,
+    file_id: str | None,
+    chat_id: int,
+    message_id: int,
+    now: datetime,
+    agent_id: int | None = None,
+) -> bool:
+    """Store a person's Telegram message in the transcript unless it is there already.
+
+    Returns False for a message stored before: its update was handled before (a redelivery,
+    or a crash between the relay and the inbox's "done" mark). This is the relay's guard
+    (``uq_messages_source``), taken in the caller's transaction with the delivery it queues.
+    """
+    try:
+        async with session.begin_nested():
+            await add_message(
+                session,
+                conv,
+                sender=sender,
+                content_type=content_type,
+                text=text,
+                file_id=file_id,
+                chat_id=chat_id,
+                message_id=message_id,
+                now=now,
+                agent_id=agent_id,
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+async def transcript(session: AsyncSession, conversation_id: int) -> list[Message]:
+    return list(
+        (
+            await session.execute(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.id)
+            )
+        ).scalars()
+    )
+
+
+async def link(
+    session: AsyncSession, chat_id: int, message_id: int, conversation_id: int, kind: str
+) -> None:
+    session.add(
+        MessageLink(
+            chat_id=chat_id, message_id=message_id, conversation_id=conversation_id, kind=kind
+        )
+    )
+    await session.flush()
+
+
+async def notifications(session: AsyncSession, conversation_id: int) -> list[MessageLink]:
+    return list(
+        (
+            await session.execute(
+                select(MessageLink).where(
+                    MessageLink.conversation_id == conversation_id,
+                    MessageLink.kind == "notification",
+                )
+            )
+        ).scalars()
+    )
+
+
+async def agent_chats(session: AsyncSession, agent: Agent) -> list[tuple[Conversation, Customer]]:
+    rows = await session.execute(
+        select(Conversation, Customer)
+        .join(Customer, Customer.id == Conversation.customer_id)
+        .where(Conversation.agent_id == agent.id, Conversation.status == ASSIGNED)
+        .order_by(Conversation.assigned_at, Conversation.id)
+    )
+    return [(c, cu) for c, cu in rows.all()]
+
+
+class TargetHow(StrEnum):
+    REPLY = "reply"
+    FOCUS = "focus"
+    ONLY = "only"
+    AMBIGUOUS = "ambiguous"
+    NONE = "none"
+    NOT_YOURS = "not_yours"
+
+
+@dataclass(frozen=True)
+class Target:
+    how: TargetHow
+    conversation: Conversation | None = None
+    customer: Customer | None = None
+
+
+async def resolve_target(
+    session: AsyncSession, agent: Agent, reply_to_message_id: int | None
+) -> Target:
+    """Which of the agent's chats a message (or /close) addresses.
+
+    A reply to a relayed message wins, then the focused chat, then the agent's only chat.
+    Anything else is ambiguous: sending it to a guessed customer would be worse than asking.
+    """
+    chats = await agent_chats(session, agent)
+    by_id = {c.id: (c, cu) for c, cu in chats}
+    if reply_to_message_id is not None:
+        linked = await session.get(MessageLink, (agent.telegram_id, reply_to_message_id))
+        if linked is not None:
+            if linked.conversation_id in by_id:
+                c, cu = by_id[linked.conversation_id]
+                return Target(TargetHow.REPLY, c, cu)
+            return Target(TargetHow.NOT_YOURS)
+    if agent.focus_conversation_id in by_id:
+        c, cu = by_id[agent.focus_conversation_id]
+        return Target(TargetHow.FOCUS, c, cu)
+    if len(chats) == 1:
+        c, cu = chats[0]
+        return Target(TargetHow.ONLY, c, cu)
+    return Target(TargetHow.AMBIGUOUS if chats else TargetHow.NONE)
+
+
+async def close(
+    session: AsyncSession, conv: Conversation, customer: Customer, policy: Policy, now: datetime
+) -> Survey | None:
+    """Close the conversation and write its CSAT survey row (the durable outbox).
+
+    Returns the survey row, or None if the conversation was already closed (a double /close).
+    """
+    closed = (
+        await session.execute(
+            update(Conversation)
+            .where(Conversation.id == conv.id, Conversation.status.in_(OPEN_STATUSES))
+            .values(status=CLOSED, closed_at=now)
+            .returning(Conversation.id)
+        )
+    ).scalar_one_or_none()
+    if closed is None:
+        return None
+    await session.refresh(conv)
+    survey = Survey(
+        kind="csat",
+        customer_id=customer.id,
+        conversation_id=conv.id,
+        agent_id=conv.agent_id,
+        created_at=now,
+        due_at=now + timedelta(seconds=policy.surveys.csat.delay_seconds),
+        # Not sent by then (the bot was down, quiet hours): it is too late to ask.
+        expires_at=now
+        + timedelta(seconds=policy.surveys.csat.delay_seconds)
+        + timedelta(hours=policy.surveys.csat.expiry_hours),
+        # Guests cannot be asked about a service we cannot attribute to a customer record.
+        status="skipped" if customer.is_guest else "scheduled",
+        reason="guest" if customer.is_guest else None,
+    )
+    session.add(survey)
+    await session.flush()
+    return survey

@@ -1,0 +1,205 @@
+"""Reservations (a VIP's manager first) and offers (one agent at a time, with a timeout):
+who is asked to take a waiting chat before everyone may claim it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from routing.policy.root import Policy
+from routing.queue.claims import queue_order
+from routing.queue.eligibility import eligible, online_slots, pick_agent
+from routing.store.models import QUEUED, Agent, Conversation, Customer, QueueOffer
+
+
+async def reserve_for(
+    session: AsyncSession,
+    conv: Conversation,
+    customer: Customer,
+    policy: Policy,
+    now: datetime,
+    manager: Agent | None,
+) -> Agent | None:
+    """Decide whether a newly queued top-tier chat waits for one agent first; record it.
+
+    The account manager (online, serving the tier, with capacity) first; without a manager
+    on record, the agent who last served this customer within ``sticky_days``.
+    """
+    q = policy.queue
+    if q.manager_window_seconds <= 0 or conv.tier != policy.tier_names[0]:
+        return None
+    slots = await online_slots(session)
+    chosen: Agent | None = None
+    if customer.account_manager:
+        slot = slots[manager.id][1] if manager is not None and manager.id in slots else None
+        if slot is not None and eligible(slot, conv.tier):
+            chosen = manager
+    elif q.sticky_days > 0:
+        last_agent = (
+            await session.execute(
+                select(Conversation.agent_id)
+                .where(
+                    Conversation.customer_id == customer.id,
+                    Conversation.id != conv.id,
+                    Conversation.agent_id.is_not(None),
+                    Conversation.queued_at >= now - timedelta(days=q.sticky_days),
+                )
+                .order_by(Conversation.queued_at.desc(), Conversation.id.desc())
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        if last_agent is not None and last_agent in slots:
+            a, slot = slots[last_agent]
+            if eligible(slot, conv.tier):
+                chosen = a
+    if chosen is None:
+        return None
+    conv.reserved_agent_id = chosen.id
+    conv.reserved_until = now + timedelta(seconds=q.manager_window_seconds)
+    await session.flush()
+    return chosen
+
+
+async def release_reservations(session: AsyncSession, now: datetime) -> list[Conversation]:
+    """Queued chats whose window ended: open to everyone now (page them all)."""
+    convs = list(
+        (
+            await session.execute(
+                select(Conversation).where(
+                    Conversation.status == QUEUED,
+                    Conversation.reserved_agent_id.is_not(None),
+                    Conversation.reserved_until <= now,
+                )
+            )
+        ).scalars()
+    )
+    for c in convs:
+        c.reserved_agent_id = None
+        c.reserved_until = None
+    await session.flush()
+    return convs
+
+
+@dataclass(frozen=True)
+class NewOffer:
+    offer: QueueOffer
+    conversation: Conversation
+    customer: Customer
+    agent: Agent
+
+
+@dataclass(frozen=True)
+class EndedOffer:
+    offer: QueueOffer
+    conversation: Conversation
+    customer: Customer
+
+
+async def expire_offers(session: AsyncSession, now: datetime) -> list[EndedOffer]:
+    rows = (
+        await session.execute(
+            select(QueueOffer, Conversation, Customer)
+            .join(Conversation, Conversation.id == QueueOffer.conversation_id)
+            .join(Customer, Customer.id == Conversation.customer_id)
+            .where(QueueOffer.outcome == "pending", QueueOffer.expires_at <= now)
+        )
+    ).all()
+    ended = []
+    for offer, conv, cu in rows:
+        offer.outcome = "expired"
+        if conv.offered_agent_id == offer.agent_id:
+            conv.offered_agent_id = None
+            conv.offer_expires_at = None
+        ended.append(EndedOffer(offer, conv, cu))
+    await session.flush()
+    return ended
+
+
+async def make_offers(
+    session: AsyncSession, policy: Policy, now: datetime, limit: int = 50
+) -> list[NewOffer]:
+    """Offer waiting chats, best first, each to the least-loaded eligible online agent.
+
+    An agent holds one pending offer at a time, and is not offered a chat they already
+    declined or let expire while another eligible agent has not been asked yet.
+    """
+    slots = await online_slots(session)
+    if not slots:
+        return []
+    busy = set(
+        (
+            await session.execute(
+                select(QueueOffer.agent_id).where(QueueOffer.outcome == "pending")
+            )
+        ).scalars()
+    )
+    convs = (
+        await session.execute(
+            select(Conversation, Customer)
+            .join(Customer, Customer.id == Conversation.customer_id)
+            .where(
+                Conversation.status == QUEUED,
+                or_(Conversation.offered_agent_id.is_(None), Conversation.offer_expires_at <= now),
+            )
+            .order_by(*queue_order())
+            .limit(limit)
+        )
+    ).all()
+    made: list[NewOffer] = []
+    timeout = timedelta(seconds=policy.queue.offer_timeout_seconds)
+    for conv, cu in convs:
+        free = [s for aid, (_, s) in slots.items() if aid not in busy]
+        if conv.reserved_agent_id is not None and conv.reserved_until and conv.reserved_until > now:
+            free = [s for s in free if s.id == conv.reserved_agent_id]
+        tried = list(
+            (
+                await session.execute(
+                    select(QueueOffer.agent_id)
+                    .where(QueueOffer.conversation_id == conv.id)
+                    .order_by(QueueOffer.id)
+                )
+            ).scalars()
+        )
+        slot = pick_agent(free, conv.tier, frozenset(tried))
+        if slot is None and tried:
+            # Everyone eligible was asked: go round again, but not straight back to the last.
+            slot = pick_agent(free, conv.tier, frozenset(tried[-1:]))
+        if slot is None:
+            continue
+        offer = QueueOffer(
+            conversation_id=conv.id,
+            agent_id=slot.id,
+            offered_at=now,
+            expires_at=now + timeout,
+            outcome="pending",
+        )
+        session.add(offer)
+        conv.offered_agent_id = slot.id
+        conv.offer_expires_at = offer.expires_at
+        busy.add(slot.id)
+        made.append(NewOffer(offer, conv, cu, slots[slot.id][0]))
+    await session.flush()
+    return made
+
+
+async def decline_offer(session: AsyncSession, offer_id: int, agent: Agent) -> QueueOffer | None:
+    """The agent passes: the chat goes to the next agent at the next routing pass."""
+    offer = await session.get(QueueOffer, offer_id)
+    if offer is None or offer.agent_id != agent.id or offer.outcome != "pending":
+        return None
+    offer.outcome = "declined"
+    await session.execute(
+        update(Conversation)
+        .where(Conversation.id == offer.conversation_id, Conversation.offered_agent_id == agent.id)
+        .values(offered_agent_id=None, offer_expires_at=None)
+    )
+    await session.flush()
+    return offer
+
+
+async def pending_offer(session: AsyncSession, offer_id: int) -> QueueOffer | None:
+    return await session.get(QueueOffer, offer_id)

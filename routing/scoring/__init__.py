@@ -1,0 +1,1 @@
+"""How customers are valued: the pure model, set-based rescoring, satisfaction, tier notices."""

@@ -1,0 +1,1 @@
+"""Self-service before a human: knowledge search and deflection tracking."""

@@ -1,0 +1,1 @@
+"""Persistence: models, engine and sessions, the SQLite driver, cluster coordination, the inbox."""

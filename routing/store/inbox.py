@@ -1,0 +1,221 @@
+"""The inbox: raw updates stored before Telegram is told they arrived.
+
+Telegram forgets an update once it is confirmed (the next ``getUpdates`` offset, or a 2xx
+answer to the webhook). Confirming only what is committed here means a crash, a kill or an
+outage of the handlers never loses one: pending rows are handled when the bot is back. The
+row is also the redelivery guard: an update id already ``done`` is not handled again.
+
+Storing is one INSERT for a whole ``getUpdates`` batch; marking one handled is one UPDATE.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from routing.store.models import INBOX_DONE, INBOX_PENDING, INBOX_QUARANTINED, InboundUpdate
+
+# Update kinds whose payload carries the chat it happens in; the rest carry only a user.
+_CHAT_KINDS = (
+    "message",
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "business_message",
+    "edited_business_message",
+    "my_chat_member",
+    "chat_member",
+    "chat_join_request",
+    "message_reaction",
+    "message_reaction_count",
+    "chat_boost",
+    "removed_chat_boost",
+)
+# Rows per INSERT: a handful of bound parameters each, well under SQLite's variable limit.
+_BATCH = 200
+
+
+@dataclass(frozen=True)
+class RawUpdate:
+    update_id: int
+    chat_id: int | None
+    payload: str  # the JSON text as received
+
+
+def chat_key(raw: Mapping[str, Any]) -> int | None:
+    """The chat (else the user) an update belongs to: its updates are handled in order.
+
+    Never raises: a malformed update gets no key and is handled (quarantined) on its own.
+    """
+    for kind, body in raw.items():
+        if kind == "update_id" or not isinstance(body, Mapping):
+            continue
+        if kind in _CHAT_KINDS:
+            chat = body.get("chat")
+            if isinstance(chat, Mapping) and isinstance(chat.get("id"), int):
+                return int(chat["id"])
+        if kind == "callback_query":
+            message = body.get("message")
+            chat = message.get("chat") if isinstance(message, Mapping) else None
+            if isinstance(chat, Mapping) and isinstance(chat.get("id"), int):
+                return int(chat["id"])
+        for who in ("from", "user", "voter_chat"):
+            person = body.get(who)
+            if isinstance(person, Mapping) and isinstance(person.get("id"), int):
+                return int(person["id"])
+    return None
+
+
+def parse_batch(raws: Sequence[Any]) -> tuple[list[RawUpdate], list[str]]:
+    """Raw updates as received (dicts) -> rows to store, and one line per item without an
+    integer ``update_id`` (those cannot be stored, confirmed or handled: reported, skipped)."""
+    rows: list[RawUpdate] = []
+    bad: list[str] = []
+    for raw in raws:
+        uid = raw.get("update_id") if isinstance(raw, Mapping) else None
+        if not isinstance(uid, int) or isinstance(uid, bool):
+            bad.append(f"an update without an integer update_id: {str(raw)[:200]!r}")
+            continue
+        rows.append(RawUpdate(uid, chat_key(raw), json.dumps(raw, ensure_ascii=False)))
+    return rows, bad
+
+
+async def store(session: AsyncSession, rows: Sequence[RawUpdate], now: datetime) -> set[int]:
+    """Insert new updates as pending; returns the ids that were new (others are redeliveries
+    of updates already stored, handled or not)."""
+    if not rows:
+        return set()
+    pg = session.get_bind().dialect.name == "postgresql"
+    ins = postgresql.insert if pg else sqlite.insert
+    new: set[int] = set()
+    for i in range(0, len(rows), _BATCH):
+        values = [
+            {
+                "update_id": r.update_id,
+                "chat_id": r.chat_id,
+                "payload": r.payload,
+                "status": INBOX_PENDING,
+                "attempts": 0,
+                "received_at": now,
+            }
+            for r in rows[i : i + _BATCH]
+        ]
+        stmt = (
+            ins(InboundUpdate)
+            .values(values)
+            .on_conflict_do_nothing(index_elements=["update_id"])
+            .returning(InboundUpdate.update_id)
+        )
+        new.update((await session.execute(stmt)).scalars())
+    return new
+
+
+async def pending(session: AsyncSession, limit: int = 10_000) -> list[RawUpdate]:
+    """Stored updates not yet handled, oldest first (after a crash or a drain timeout)."""
+    rows = await session.execute(
+        select(InboundUpdate.update_id, InboundUpdate.chat_id, InboundUpdate.payload)
+        .where(InboundUpdate.status == INBOX_PENDING)
+        .order_by(InboundUpdate.update_id)
+        .limit(limit)
+    )
+    return [RawUpdate(u, c, p) for u, c, p in rows.all()]
+
+
+async def pending_for_chat(
+    session: AsyncSession, chat_id: int, limit: int | None = None
+) -> list[RawUpdate]:
+    """One chat's stored updates not yet handled, in update id order."""
+    rows = await session.execute(
+        select(InboundUpdate.update_id, InboundUpdate.chat_id, InboundUpdate.payload)
+        .where(InboundUpdate.chat_id == chat_id, InboundUpdate.status == INBOX_PENDING)
+        .order_by(InboundUpdate.update_id)
+        .limit(limit)
+    )
+    return [RawUpdate(u, c, p) for u, c, p in rows.all()]
+
+
+async def stale_pending(
+    session: AsyncSession, received_before: datetime, limit: int = 500
+) -> list[RawUpdate]:
+    """Pending rows stored before ``received_before``, oldest first."""
+    rows = await session.execute(
+        select(InboundUpdate.update_id, InboundUpdate.chat_id, InboundUpdate.payload)
+        .where(
+            InboundUpdate.status == INBOX_PENDING,
+            InboundUpdate.received_at < received_before,
+        )
+        .order_by(InboundUpdate.update_id)
+        .limit(limit)
+    )
+    return [RawUpdate(u, c, p) for u, c, p in rows.all()]
+
+
+async def is_done(session: AsyncSession, update_id: int) -> bool:
+    status = await session.scalar(
+        select(InboundUpdate.status).where(InboundUpdate.update_id == update_id)
+    )
+    return status == INBOX_DONE
+
+
+async def mark_done(session: AsyncSession, update_id: int, now: datetime) -> None:
+    await session.execute(
+        update(InboundUpdate)
+        .where(InboundUpdate.update_id == update_id)
+        .values(status=INBOX_DONE, handled_at=now)
+    )
+
+
+async def record_failure(session: AsyncSession, update_id: int, error: str) -> int:
+    """Count a failed attempt at handling; returns the attempts so far."""
+    attempts = await session.scalar(
+        update(InboundUpdate)
+        .where(InboundUpdate.update_id == update_id)
+        .values(attempts=InboundUpdate.attempts + 1, error=error[:2000])
+        .returning(InboundUpdate.attempts)
+    )
+    return int(attempts or 0)
+
+
+async def quarantine(session: AsyncSession, update_id: int, error: str, now: datetime) -> None:
+    """Keep an update that cannot be handled (unparseable, or failing every time) for a
+    person to look at, and go on with the next ones."""
+    await session.execute(
+        update(InboundUpdate)
+        .where(InboundUpdate.update_id == update_id)
+        .values(status=INBOX_QUARANTINED, handled_at=now, error=error[:2000])
+    )
+
+
+async def prune(session: AsyncSession, done_before: datetime, quarantined_before: datetime) -> None:
+    """Handled rows only guard against redelivery, which Telegram does within hours."""
+    await session.execute(
+        delete(InboundUpdate).where(
+            InboundUpdate.status == INBOX_DONE, InboundUpdate.handled_at < done_before
+        )
+    )
+    await session.execute(
+        delete(InboundUpdate).where(
+            InboundUpdate.status == INBOX_QUARANTINED,
+            InboundUpdate.handled_at < quarantined_before,
+        )
+    )
+
+
+async def quarantined(session: AsyncSession, limit: int = 50) -> list[InboundUpdate]:
+    return list(
+        (
+            await session.execute(
+                select(InboundUpdate)
+                .where(InboundUpdate.status == INBOX_QUARANTINED)
+                .order_by(InboundUpdate.update_id.desc())
+                .limit(limit)
+            )
+        ).scalars()
+    )
