@@ -126,8 +126,8 @@ async def _take_in(intake: Any, updates: list[Update]) -> float:
 
 async def _ours(workdir: Path, size: Size, tag: str) -> float:
     from bot.app import make_dispatcher
-    from bot.clock import utcnow
     from bot.intake import Intake
+    from routing.clock import utcnow
     from routing.policy.root import Policy
     from routing.store.db import make_engine, make_sessionmaker
 

@@ -22,7 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import errors
-from bot.clock import Clock, make_clock, utcnow
+from bot.clock import make_clock
 from bot.config import Settings
 from bot.delivery import Deliverer
 from bot.desk import Desk
@@ -31,6 +31,7 @@ from bot.i18n import LocaleMiddleware, make_i18n
 from bot.intake import Intake, redis_chat_lock
 from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
 from bot.throttle import ThrottleMiddleware
+from routing.clock import Clock, utcnow
 from routing.policy.root import Policy
 from routing.queue import claims
 from routing.selfservice.knowledge import KnowledgeIndex

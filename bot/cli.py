@@ -362,7 +362,7 @@ def _print_rescore(result: customers.RescoreResult, policy: Policy, *, limit: in
 async def _rescore(
     engine: AsyncEngine, policy: Policy, trigger: str = "cli"
 ) -> customers.RescoreResult:
-    from bot.clock import utcnow
+    from routing.clock import utcnow
 
     sessions = db.make_sessionmaker(engine)
     async with sessions() as s, s.begin():
@@ -441,7 +441,7 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.clock import utcnow
+    from routing.clock import utcnow
 
     async def add(engine: AsyncEngine) -> str:
         async with db.make_sessionmaker(engine)() as s, s.begin():
@@ -630,7 +630,7 @@ def _cmd_invite(settings: Settings, args: argparse.Namespace, policy: Policy) ->
     import getpass
     from datetime import timedelta
 
-    from bot.clock import utcnow
+    from routing.clock import utcnow
     from routing.customers import invitations
 
     if bool(args.external_id) == bool(args.tier) or bool(args.tier) != bool(args.out):
@@ -693,7 +693,7 @@ def _cmd_invite(settings: Settings, args: argparse.Namespace, policy: Policy) ->
 
 
 def _cmd_customers(settings: Settings, args: argparse.Namespace) -> int:
-    from bot.clock import utcnow
+    from routing.clock import utcnow
 
     policy = settings.load_policy()
     if args.customers_command == "invite":

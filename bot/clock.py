@@ -9,15 +9,10 @@ can move time forward without sleeping. It is a testing hook: production leaves 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from routing.clock import Clock, utcnow
 
 
 class FileClock:

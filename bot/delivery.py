@@ -49,7 +49,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import texts
-from bot.clock import Clock, utcnow
+from routing.clock import Clock, utcnow
 from routing.delivery import enqueue, sending
 from routing.delivery.sending import Backoff, Claimed
 from routing.queue import conversations

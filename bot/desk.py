@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
 from bot import keyboards, texts, texts_queue
 from bot.adapters.content import Content
-from bot.clock import Clock, utcnow
 from bot.i18n import for_agents, for_customer
+from routing.clock import Clock, utcnow
 from routing.delivery import enqueue
 from routing.policy.root import Policy
 from routing.queue import agents, claims, conversations, eligibility

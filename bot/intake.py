@@ -55,7 +55,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.clock import Clock, utcnow
+from routing.clock import Clock, utcnow
 from routing.store import inbox
 from routing.store.inbox import RawUpdate
 

@@ -10,7 +10,7 @@ from aiogram import BaseMiddleware
 from aiogram.types import Chat, TelegramObject, Update, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.clock import Clock
+from routing.clock import Clock
 from routing.customers import identity as customers
 from routing.policy.root import Policy
 from routing.store import sqlite_driver

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.adapters.tier_notices import BotTierNotifier
 from bot.desk import Desk
 from bot.survey_jobs import SurveyJobs
+from routing.clock import Clock
 from routing.policy.root import Policy
 from routing.scoring import rescoring, tier_notices
 from routing.store import cluster
@@ -130,7 +131,7 @@ async def rescore_job(
     sessions: async_sessionmaker[AsyncSession],
     policy: Policy,
     bot: Bot | None,
-    clock: Callable[[], datetime],
+    clock: Clock,
 ) -> None:
     async with sessions() as s, s.begin():
         result = await rescoring.rescore(s, policy, clock(), trigger="schedule")
@@ -151,7 +152,7 @@ async def notices_job(
     sessions: async_sessionmaker[AsyncSession],
     policy: Policy,
     bot: Bot,
-    clock: Callable[[], datetime],
+    clock: Clock,
 ) -> None:
     async with sessions() as s, s.begin():
         n = await tier_notices.send_pending(s, BotTierNotifier(bot), policy, clock())
@@ -176,7 +177,7 @@ def make_scheduler(
     sessions: async_sessionmaker[AsyncSession],
     policy: Policy,
     bot: Bot | None,
-    clock: Callable[[], datetime],
+    clock: Clock,
     *,
     instance: str | None = None,
     wall: Wall = _wall,

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from datetime import datetime
 
 from aiogram import Bot
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.survey_transport import AiogramTransport
 from bot.handlers.survey import render
+from routing.clock import Clock
 from routing.policy.root import Policy
 from routing.store import cluster
 from surveys import campaigns, outbox
@@ -40,7 +39,7 @@ class SurveyJobs:
         sessions: async_sessionmaker[AsyncSession],
         policy: Policy,
         bot: Bot | None,
-        clock: Callable[[], datetime],
+        clock: Clock,
         transport: Transport | None = None,
     ) -> None:
         self.sessions = sessions

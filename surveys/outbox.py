@@ -63,6 +63,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from routing.clock import Clock
 from routing.policy.root import Policy
 from routing.scoring.model import CSAT, NPS
 from routing.store.models import Customer, Survey
@@ -125,7 +126,6 @@ R_NO_ANSWER = "not answered in time"
 R_RETRYING = "retrying: "  # + the last error; the row is scheduled again
 R_GAVE_UP = " (not sent before its expiry)"  # appended to the last error
 
-Clock = Callable[[], datetime]
 _T: Table = Survey.__table__  # type: ignore[assignment]
 _C: Table = Customer.__table__  # type: ignore[assignment]
 

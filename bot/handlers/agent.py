@@ -12,11 +12,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts, texts_queue, texts_survey
 from bot.adapters.content import content_of
-from bot.clock import Clock
 from bot.delivery import NOT_REACHABLE
 from bot.desk import Desk
 from bot.filters import IsAgent, IsSupervisor
 from bot.i18n import for_customer
+from routing.clock import Clock
 from routing.delivery import enqueue
 from routing.policy.root import Policy
 from routing.queue import claims, conversations, eligibility

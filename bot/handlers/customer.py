@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
 from bot.adapters.content import content_of
-from bot.clock import Clock
 from bot.desk import Desk
 from bot.filters import IsCustomer
 from bot.i18n import for_agents, for_customer
+from routing.clock import Clock
 from routing.customers import identity as customers
 from routing.customers import invitations, orders
 from routing.customers.identity import LinkResult, LinkStatus

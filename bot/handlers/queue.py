@@ -9,9 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts, texts_queue
-from bot.clock import Clock
 from bot.desk import Desk
 from bot.filters import IsAgent
+from routing.clock import Clock
 from routing.delivery import enqueue
 from routing.queue import claims, conversations
 from routing.queue.conversations import TargetHow

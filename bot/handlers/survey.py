@@ -33,11 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts_survey
 from bot.adapters.survey_transport import PackedMarkup
-from bot.clock import Clock
 from bot.desk import Desk
 from bot.filters import IsCustomer
 from bot.i18n import speaking
 from bot.keyboards import RowId
+from routing.clock import Clock
 from routing.policy.root import Policy
 from routing.queue import agents, conversations
 from routing.scoring.model import CSAT

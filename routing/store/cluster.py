@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Boolean, Integer, String, Text, delete, select, text, update
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from routing.clock import utcnow
 from routing.store.base import Base, UtcDateTime
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,6 @@ class ClusterSetting(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def advisory_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for ``name``."""
     digest = hashlib.sha256(b"contactbot:" + name.encode()).digest()
@@ -137,7 +134,7 @@ async def claim_period(
             return Claim(False, previous)
         table = JobRun.__table__
         stmt = _upsert(bind.dialect.name, table).values(
-            job=job, period_start=period_start, ran_at=now or _utcnow(), instance=instance
+            job=job, period_start=period_start, ran_at=now or utcnow(), instance=instance
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=[table.c.job],
@@ -176,7 +173,7 @@ async def put_setting(sessions: async_sessionmaker[AsyncSession], key: str, valu
     async with sessions() as s, s.begin():
         table = ClusterSetting.__table__
         stmt = _upsert(s.get_bind().dialect.name, table).values(
-            key=key, value=value, updated_at=_utcnow()
+            key=key, value=value, updated_at=utcnow()
         )
         await s.execute(
             stmt.on_conflict_do_update(
@@ -219,9 +216,9 @@ class Heartbeat:
                 async with self.sessions() as s, s.begin():
                     row = await s.get(Instance, self.id)
                     if row is None:  # deleted by someone who took it for dead: come back
-                        s.add(_instance_row(self.id, self.has_redis, _utcnow()))
+                        s.add(_instance_row(self.id, self.has_redis, utcnow()))
                     else:
-                        row.last_seen = _utcnow()
+                        row.last_seen = utcnow()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database away for a moment: try again next beat
@@ -287,7 +284,7 @@ async def register_instance(
     or an instance next to a running one that has no Redis. Stale rows are removed.
     """
     instance_id = instance_id or new_instance_id()
-    now = _utcnow()
+    now = utcnow()
     async with sessions() as s, s.begin():
         dialect = s.get_bind().dialect.name
         if dialect == "postgresql":
