@@ -1,25 +1,23 @@
-"""Translation: gettext catalogs (Babel) through aiogram's I18n, and the locale of each update.
+"""Translation at run time: gettext catalogs (Babel) through aiogram's I18n, and the locale
+of each update.
 
 ``_`` translates now (inside a handler, where :class:`LocaleMiddleware` has chosen the
 locale); ``__`` is the lazy form; ``N_`` only marks a string for extraction (translate it
 later with ``_(VALUE)``). Outside an I18n context (CLI, unit tests) ``_`` returns the
 English source text, so code never crashes for lack of a locale.
 
-Catalogs: ``bot/locales/<locale>/LC_MESSAGES/contactbot.po`` (and the compiled ``.mo``
-shipped beside it). After adding or changing strings anywhere in ``bot/``::
+Catalogs: ``bot/locales/<locale>/LC_MESSAGES/contactbot.po`` and the compiled ``.mo``
+shipped beside it (the bot reads only the ``.mo``). Extracting, updating, compiling and
+checking them is development work, done by ``tools/i18n.py``::
 
-    python -m bot.i18n update     # extract every _()/__()/N_() string into each .po
+    python -m tools.i18n update     # extract every _()/__()/N_() string into each .po
     (translate the new entries in bot/locales/zh_Hans/LC_MESSAGES/contactbot.po)
-    python -m bot.i18n compile    # write the .mo files
-    python -m bot.i18n check      # what tests/unit/test_i18n.py checks: complete, compiled
+    python -m tools.i18n compile    # write the .mo files
+    python -m tools.i18n check      # what tests/unit/test_i18n.py checks: complete, compiled
 """
 
 from __future__ import annotations
 
-import argparse
-import io
-import re
-import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,13 +30,6 @@ from routing.policy.selfservice_parts import normalise_language
 
 LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 DOMAIN = "contactbot"
-ROOT = Path(__file__).resolve().parents[1]
-# Where user-facing strings live. routing/ and surveys/ are scanned too, in case.
-SOURCE_DIRS = ("bot", "routing", "surveys")
-FIX_HINT = (
-    "run `python -m bot.i18n update`, translate the new entries in "
-    "bot/locales/zh_Hans/LC_MESSAGES/contactbot.po, then `python -m bot.i18n compile`"
-)
 
 
 def gettext(singular: str, plural: str | None = None, n: int = 1, locale: str | None = None) -> str:
@@ -187,188 +178,3 @@ def for_agents() -> Iterator[None]:
     i18n = I18n.get_current(no_error=True) or _shared_i18n()
     with speaking(i18n.default_locale):
         yield
-
-
-# --- catalogs: extract / update / compile / check ------------------------------------------
-_SINGULAR = {"_": None, "__": None, "N_": None, "gettext": None, "lazy_gettext": None}
-_PLURAL = {"_": (1, 2), "__": (1, 2), "gettext": (1, 2), "lazy_gettext": (1, 2)}
-_PLACEHOLDER = re.compile(r"\{(\w*)[^{}]*\}")
-
-
-def extract(root: Path = ROOT) -> Any:
-    """Every translatable string in the source, as a Babel catalog (the template)."""
-    from babel.messages.catalog import Catalog
-    from babel.messages.extract import extract_from_dir
-
-    template = Catalog(project="contactbot", domain=DOMAIN, charset="utf-8")
-    found: dict[str, tuple[Any, list[tuple[str, int]], list[str]]] = {}
-    for sub in SOURCE_DIRS:
-        base = root / sub
-        if not base.is_dir():
-            continue
-        for keywords in (_PLURAL, _SINGULAR):
-            for filename, lineno, message, comments, _ctx in extract_from_dir(
-                base, method_map=[("**.py", "python")], keywords=keywords, comment_tags=("i18n:",)
-            ):
-                key = message[0] if isinstance(message, tuple) else message
-                loc = (f"{sub}/{filename}", lineno)
-                if key in found:
-                    msg, locs, comm = found[key]
-                    if isinstance(message, tuple):
-                        msg = message
-                    if loc not in locs:
-                        locs.append(loc)
-                    found[key] = (msg, locs, comm)
-                else:
-                    found[key] = (message, [loc], list(comments))
-    for key in sorted(found):
-        msg, locs, comments = found[key]
-        template.add(msg, locations=sorted(locs), auto_comments=comments)
-    return template
-
-
-def _po_path(locale: str) -> Path:
-    return LOCALES_DIR / locale / "LC_MESSAGES" / f"{DOMAIN}.po"
-
-
-def locales() -> list[str]:
-    return sorted(p.parent.parent.name for p in LOCALES_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
-
-
-def _read(locale: str) -> Any:
-    from babel.messages.pofile import read_po
-
-    with _po_path(locale).open("rb") as f:
-        return read_po(f, locale=locale, domain=DOMAIN)
-
-
-def _write_po(catalog: Any, path: Path) -> None:
-    from babel.messages.pofile import write_po
-
-    buf = io.BytesIO()
-    # No line numbers: several people edit the sources, and a moved line is no change.
-    catalog.fuzzy = False
-    write_po(
-        buf,
-        catalog,
-        width=100,
-        sort_output=True,
-        omit_header=False,
-        ignore_obsolete=True,
-        include_lineno=False,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue())
-
-
-def update(root: Path = ROOT) -> dict[str, int]:
-    """Merge the source's strings into every catalog; returns untranslated counts."""
-    template = extract(root)
-    result: dict[str, int] = {}
-    for locale in locales():
-        catalog = _read(locale)
-        catalog.update(template, no_fuzzy_matching=True)
-        _write_po(catalog, _po_path(locale))
-        result[locale] = len(untranslated(catalog)) if locale != "en" else 0
-    return result
-
-
-def untranslated(catalog: Any) -> list[str]:
-    out = []
-    for m in catalog:
-        if not m.id:
-            continue
-        strings = m.string if isinstance(m.string, tuple) else (m.string,)
-        if m.fuzzy or not all(strings):
-            out.append(m.id[0] if isinstance(m.id, tuple) else m.id)
-    return out
-
-
-def compiled(locale: str) -> bytes:
-    from babel.messages.mofile import write_mo
-
-    buf = io.BytesIO()
-    write_mo(buf, _read(locale), use_fuzzy=False)
-    return buf.getvalue()
-
-
-def _mo_content(data: bytes) -> dict[tuple[Any, Any], Any]:
-    """The messages a compiled catalog holds, without its header.
-
-    The header records the Babel version and the compile date, so two .mo files built from
-    the same .po by different Babel releases differ byte for byte; what a reader sees does not.
-    """
-    from babel.messages.mofile import read_mo
-
-    return {(m.id, m.context): m.string for m in read_mo(io.BytesIO(data)) if m.id}
-
-
-def compile_all() -> list[Path]:
-    written = []
-    for locale in locales():
-        mo = _po_path(locale).with_suffix(".mo")
-        mo.write_bytes(compiled(locale))
-        written.append(mo)
-    return written
-
-
-def problems(root: Path = ROOT, translate: Sequence[str] = ("zh_Hans",)) -> list[str]:
-    """What is wrong with the catalogs, one line each (empty: all good)."""
-    out: list[str] = []
-    source = {m.id if isinstance(m.id, str) else m.id[0]: m for m in extract(root) if m.id}
-    for locale in locales():
-        catalog = _read(locale)
-        have = {m.id if isinstance(m.id, str) else m.id[0]: m for m in catalog if m.id}
-        missing = sorted(set(source) - set(have))
-        for msgid in missing:
-            out.append(f"{locale}: not in the catalog: {msgid!r}")
-        if locale in translate:
-            for msgid in untranslated(catalog):
-                if msgid in source:
-                    out.append(f"{locale}: no translation for {msgid!r}")
-            for msgid, m in have.items():
-                strings = m.string if isinstance(m.string, tuple) else (m.string,)
-                want = set(_PLACEHOLDER.findall(msgid))
-                for s in strings:
-                    if s and set(_PLACEHOLDER.findall(s)) != want:
-                        out.append(f"{locale}: placeholders differ in the translation of {msgid!r}")
-        mo = _po_path(locale).with_suffix(".mo")
-        if not mo.exists() or _mo_content(mo.read_bytes()) != _mo_content(compiled(locale)):
-            out.append(f"{locale}: {mo.relative_to(root)} is not compiled from the current .po")
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bot.i18n", description="gettext catalogs")
-    p.add_argument(
-        "action",
-        choices=["extract", "update", "compile", "check"],
-        help="extract: list the source's strings; update: merge them into every .po; "
-        "compile: write the .mo files; check: report missing translations and stale .mo",
-    )
-    args = p.parse_args(argv)
-    if args.action == "extract":
-        for m in extract():
-            if m.id:
-                print(m.id if isinstance(m.id, str) else m.id[0])
-        return 0
-    if args.action == "update":
-        for locale, n in update().items():
-            print(f"{_po_path(locale).relative_to(ROOT)}: {n} untranslated")
-        return 0
-    if args.action == "compile":
-        for path in compile_all():
-            print(f"wrote {path.relative_to(ROOT)}")
-        return 0
-    found = problems()
-    for line in found:
-        print(line)
-    if found:
-        print(f"\nTo fix: {FIX_HINT}.", file=sys.stderr)
-        return 1
-    print("catalogs complete and compiled")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,18 +9,20 @@ import pytest
 from aiogram.types import User
 
 from bot import i18n, texts
-from bot.i18n import FIX_HINT, LocaleMiddleware, choose_locale, make_i18n
+from bot.i18n import LocaleMiddleware, choose_locale, make_i18n
+from tools import i18n as catalogs
+from tools.i18n import FIX_HINT
 
 
 def test_every_source_string_has_a_chinese_translation_and_the_mo_files_are_current() -> None:
-    problems = i18n.problems()
+    problems = catalogs.problems()
     assert not problems, (
         f"{len(problems)} catalog problem(s):\n" + "\n".join(problems) + (f"\nTo fix: {FIX_HINT}.")
     )
 
 
 def test_extraction_finds_strings_across_bot() -> None:
-    ids = {m.id for m in i18n.extract() if m.id}
+    ids = {m.id for m in catalogs.extract() if m.id}
     assert "🙋 Talk to a person" in ids  # a N_() marker in bot/texts.py
     assert "Close {label}" in ids  # an _() call in bot/keyboards.py
     assert "NO_OPEN_CHATS" not in ids  # names are not messages
@@ -91,18 +93,18 @@ def test_a_catalog_compiled_by_another_babel_release_counts_as_current() -> None
 
     from babel.messages.mofile import read_mo, write_mo
 
-    current = i18n.compiled("zh_Hans")
+    current = catalogs.compiled("zh_Hans")
     catalog = read_mo(io.BytesIO(current))
     catalog.version = "other"
     catalog._set_mime_headers([("Generated-By", "Babel 99.0.0"), ("Project-Id-Version", "x")])
     other_header = io.BytesIO()
     write_mo(other_header, catalog)
     assert other_header.getvalue() != current
-    assert i18n._mo_content(other_header.getvalue()) == i18n._mo_content(current)
+    assert catalogs.mo_content(other_header.getvalue()) == catalogs.mo_content(current)
 
     changed = read_mo(io.BytesIO(current))
     first = next(m for m in changed if m.id)
     first.string = "something else"
     edited = io.BytesIO()
     write_mo(edited, changed)
-    assert i18n._mo_content(edited.getvalue()) != i18n._mo_content(current)
+    assert catalogs.mo_content(edited.getvalue()) != catalogs.mo_content(current)
