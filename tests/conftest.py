@@ -84,3 +84,27 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db
 @pytest.fixture
 def policy() -> Policy:
     return Policy()
+
+
+TESTS = Path(__file__).resolve().parent
+# Every test in these folders runs real bot processes against the fake Bot API.
+E2E_DIRS = {"e2e", "multi"}
+# The benchmark smoke tests: each runs a benchmark at its tiny size (bots, databases).
+# tests/unit/test_knowledge_bench_smoke.py is left out: it takes milliseconds.
+SLOW_DIRS = {"integration", "multi"}
+SLOW_FILES = "test_*_smoke.py"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers by place: ``e2e`` for tests/e2e/ and tests/multi/, ``slow`` for the bench smoke
+    tests. Deselect with ``pytest -m "not slow"`` (or ``"not e2e"``)."""
+    for item in items:
+        path = item.path.resolve()
+        if not path.is_relative_to(TESTS):
+            continue
+        room = path.relative_to(TESTS).parts[0]
+        if room in E2E_DIRS and item.get_closest_marker("e2e") is None:
+            item.add_marker(pytest.mark.e2e)
+        if room in SLOW_DIRS and path.match(SLOW_FILES) and item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.slow)
