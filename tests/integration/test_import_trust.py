@@ -17,13 +17,12 @@ import pytest
 from sqlalchemy import select
 
 from bot.cli import main
+from routing.customers.import_rows import CLEAR, parse_order_row
 from routing.customers.importer import (
-    CLEAR,
     ImportOptionError,
     ImportReport,
     import_customers,
     import_orders,
-    parse_order_row,
 )
 from routing.policy.root import Policy
 from routing.scoring import report, rescoring

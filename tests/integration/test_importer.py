@@ -10,16 +10,18 @@ import pytest
 from sqlalchemy import select
 
 from bench import import_orders as bench
-from routing.customers.importer import (
+from routing.customers.import_rows import (
     CustomerRow,
-    ImportFileError,
-    ImportReport,
     OrderRow,
     RowError,
-    import_customers,
-    import_orders,
     parse_customer_row,
     parse_order_row,
+)
+from routing.customers.importer import (
+    ImportFileError,
+    ImportReport,
+    import_customers,
+    import_orders,
 )
 from routing.policy.root import Policy
 from routing.store.models import Customer, Order
