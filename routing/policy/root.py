@@ -1,4 +1,4 @@
-"""The business's policy: tiers, scoring, queue, self-service and surveys.
+"""The business's policy: tiers, scoring, queue, self-service, surveys, complaints and care.
 
 Loaded from a TOML file (``CONTACTBOT_CONFIG``) and validated by pydantic so that every error
 names the offending key. Everything a business may want to tune lives here, not in code.
@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from routing.policy.base import Strict
+from routing.policy.care import CarePolicy
 from routing.policy.check import (
     Problem,
     describe,
@@ -29,6 +30,7 @@ from routing.policy.check import (
     problems,
     raise_problems,
 )
+from routing.policy.complaints import ComplaintsPolicy
 from routing.policy.identification import IdentificationPolicy
 from routing.policy.queue import QueuePolicy
 from routing.policy.scoring import ScoringPolicy
@@ -64,6 +66,8 @@ class Policy(Strict):
     queue: QueuePolicy = QueuePolicy()
     selfservice: SelfServicePolicy = Field(default_factory=default_selfservice)
     surveys: SurveysPolicy = Field(default_factory=SurveysPolicy)
+    complaints: ComplaintsPolicy = Field(default_factory=ComplaintsPolicy)
+    care: CarePolicy = Field(default_factory=CarePolicy)
 
     # Tier references: each section is checked against the tiers as soon as both are valid,
     # so one broken section does not hide another's dangling names. Only what the file sets
@@ -105,6 +109,29 @@ class Policy(Strict):
         if names is not None:
             raise_problems("surveys", surveys.tier_problems(names))
         return surveys
+
+    @field_validator("complaints")
+    @classmethod
+    def _complaint_refs(
+        cls, complaints: ComplaintsPolicy, info: ValidationInfo
+    ) -> ComplaintsPolicy:
+        found = []
+        names = _tier_names(info)
+        if names is not None:
+            found += complaints.tier_problems(names)
+        selfservice = info.data.get("selfservice")
+        if selfservice is not None:
+            found += complaints.language_problems(selfservice.languages)
+        raise_problems("complaints", found)
+        return complaints
+
+    @field_validator("care")
+    @classmethod
+    def _care_tiers(cls, care: CarePolicy, info: ValidationInfo) -> CarePolicy:
+        names = _tier_names(info)
+        if names is not None:
+            raise_problems("care", care.tier_problems(names))
+        return care
 
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:
