@@ -40,7 +40,9 @@ from aiogram.client.telegram import TelegramAPIServer
 
 from bench.common import Figure, judged, machine, write_json
 from bot.adapters.survey_transport import AiogramTransport
-from surveys.push import Outcome, Push, Result, Sender, SenderConfig, Stats
+from surveys.push import Sender, Stats
+from surveys.push_pacing import SenderConfig
+from surveys.push_transport import Outcome, Push, Result
 from tests.fakes.bot_api import FakeBotAPI
 
 FIRST_CHAT = 300_000_000

@@ -24,7 +24,7 @@ from routing.clock import Clock
 from routing.policy.root import Policy
 from routing.store import cluster
 from surveys import campaigns, outbox
-from surveys.push import Transport
+from surveys.push_transport import Transport
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from routing.policy.root import Policy
 from routing.policy.surveys import NpsCampaign
 from routing.scoring.model import NPS
 from routing.store.models import Customer, Survey, SurveyCampaign
-from surveys.outbox import SCHEDULED, expiry_for
+from surveys.outbox_schedule import expiry_for
+from surveys.outbox_states import SCHEDULED
 
 __all__ = ["CampaignRun", "campaign_key", "latest_fire", "run_campaign", "run_due", "sampled"]
 

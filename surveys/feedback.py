@@ -25,7 +25,7 @@ from routing.queue import conversations
 from routing.scoring.model import CSAT
 from routing.scoring.satisfaction import SatisfactionUpdate, update_satisfaction
 from routing.store.models import QUEUED, Conversation, Customer, Survey
-from surveys.outbox import ANSWERED, EXPIRED, SENDING, SENT, rowcount
+from surveys.outbox_states import ANSWERED, EXPIRED, SENDING, SENT, rowcount
 
 __all__ = [
     "ORIGIN_RECOVERY",

@@ -1,14 +1,11 @@
-"""The one sender every outgoing push goes through (surveys now, broadcasts later).
+"""The one sender every outgoing push goes through (surveys now, broadcasts later): its run loop.
 
 Telegram allows a bot about 30 messages/s overall and 1 message/s per chat, and answers
-429 ``retry_after`` past that. :class:`Sender` keeps under both limits itself:
+429 ``retry_after`` past that. :class:`Sender` keeps under both limits itself, with the
+global rate limiter and the per-chat queues of :mod:`surveys.push_pacing` (where the limits,
+:class:`SenderConfig`, are too). This module is the loop that uses them and acts on
+Telegram's answers:
 
-* a global limiter: pushes are spaced ``1/global_rate`` apart (with a few milliseconds of
-  catch-up so a late timer does not cost throughput), and never more than ``global_rate``
-  sends start in any one-second window;
-* per-chat pacing: a chat's next send starts no earlier than ``per_chat_interval`` after its
-  previous attempt *finished*. Chats wait in a heap keyed by the earliest moment they may
-  send, so a slow chat never holds a worker or blocks the others;
 * a 429 pauses *all* sending for ``retry_after`` and the same push is retried; 403-like
   answers mark the chat unreachable for the rest of the run; transient errors (5xx,
   network) are retried with exponential backoff and jitter, capped at ``backoff_max``;
@@ -23,11 +20,12 @@ survey's own expiry). Only an unexpected exception from the transport (a bug, no
 answer from Telegram) has an attempt budget, ``max_attempts``.
 
 It knows nothing of Telegram's client library: a :class:`Transport`
-(``bot/adapters/survey_transport.py`` for
-aiogram) sends one :class:`Push` and raises the error types below. Callers (an outbox sweep)
-hand :meth:`Sender.run` an iterable or async iterable of pushes and get one :class:`Result`
-per push through ``on_result`` as soon as it is final, so outcomes can be persisted as they
-happen. ``on_result`` is awaited from a single task, one result at a time.
+(``bot/adapters/survey_transport.py`` for aiogram) sends one :class:`Push` and raises the
+error types of :mod:`surveys.push_transport`. Callers (an outbox sweep) hand
+:meth:`Sender.run` an iterable or async iterable of pushes (a :class:`PushQueue` for a
+long-running sender) and get one :class:`Result` per push through ``on_result`` as soon as
+it is final, so outcomes can be persisted as they happen. ``on_result`` is awaited from a
+single task, one result at a time; :meth:`Sender.run` returns the run's :class:`Stats`.
 
 Time comes from the injected ``clock``/``sleep``, so tests run in virtual time.
 """
@@ -40,115 +38,25 @@ import heapq
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
-__all__ = [
-    "Outcome",
-    "PermanentError",
-    "Push",
-    "PushQueue",
-    "RateLimiter",
-    "Result",
-    "RetryAfter",
-    "Sender",
-    "SenderConfig",
-    "Stats",
-    "TransientError",
-    "Transport",
-    "Unreachable",
-]
+from surveys.push_pacing import ChatQueue, PendingPush, RateLimiter, SenderConfig
+from surveys.push_transport import (
+    Outcome,
+    PermanentError,
+    Push,
+    Result,
+    RetryAfter,
+    TransientError,
+    Transport,
+    Unreachable,
+)
+
+__all__ = ["PushQueue", "Sender", "Stats"]
 
 log = logging.getLogger(__name__)
-
-# How far behind schedule the global limiter may run before it stops catching up. Timers
-# fire late by a fraction of a millisecond; at 500 msg/s that is a quarter of an interval,
-# which strict spacing would lose on every message.
-_CATCH_UP = 0.02
-
-
-@dataclass(frozen=True)
-class Push:
-    """One outgoing message. ``key`` identifies its outbox row; ``payload`` is for the
-    transport (e.g. the text, or what to render)."""
-
-    key: str | int
-    chat_id: int
-    payload: Any
-
-
-class Outcome(StrEnum):
-    SENT = "sent"
-    UNREACHABLE = "unreachable"
-    FAILED = "failed"
-    # Transient failures (5xx, network, 429) for the whole retry_window: not sent in this
-    # run, but not a verdict on the push either; the caller may try it again later.
-    DEFERRED = "deferred"
-
-
-@dataclass
-class Result:
-    push: Push
-    outcome: Outcome
-    attempts: int  # transport calls made for this push, 429-answered ones included
-    reason: str | None = None
-    sent_at: float | None = None  # the sender's clock when the successful call returned
-    # What the transport's send returned on success (e.g. the Telegram message id): the
-    # proof of delivery an outbox records with the row.
-    response: Any = None
-
-
-class RetryAfter(Exception):
-    """Flood control: nothing may be sent for ``seconds``."""
-
-    def __init__(self, seconds: float, reason: str | None = None) -> None:
-        super().__init__(reason or f"retry after {seconds:g}s")
-        self.seconds = float(seconds)
-
-
-class Unreachable(Exception):
-    """The customer blocked the bot, was deactivated, or the chat does not exist."""
-
-
-class TransientError(Exception):
-    """May pass on a later attempt: network trouble, 5xx, odd 4xx."""
-
-
-class PermanentError(Exception):
-    """Will never pass for this push (e.g. a 400 about the message itself)."""
-
-
-class Transport(Protocol):
-    async def send(self, push: Push) -> object:
-        """Send one push; the return value is reported as :attr:`Result.response`."""
-        ...
-
-
-@dataclass(frozen=True)
-class SenderConfig:
-    global_rate: float = 25.0  # messages/s over all chats; Telegram's ceiling is ~30
-    per_chat_interval: float = 1.0  # seconds between sends to one chat
-    # Transport calls per push that may raise an unexpected exception (a transport bug);
-    # Telegram's transient answers (5xx, network, 429) are bounded by retry_window instead.
-    max_attempts: int = 5
-    backoff_base: float = 0.5
-    backoff_max: float = 60.0
-    # Seconds a push keeps being retried after its first transient failure or 429 before it
-    # is given up for this run as DEFERRED.
-    retry_window: float = 300.0
-    concurrency: int = 32  # sends in flight at once
-    max_pending: int = 10_000  # pushes read ahead of sending; bounds memory on huge inputs
-
-    def __post_init__(self) -> None:
-        if self.global_rate <= 0 or self.per_chat_interval < 0:
-            raise ValueError("global_rate must be > 0 and per_chat_interval >= 0")
-        if self.backoff_base <= 0 or self.backoff_max <= 0 or self.retry_window < 0:
-            raise ValueError("backoff_base and backoff_max must be > 0, retry_window >= 0")
-        if self.max_attempts < 1 or self.concurrency < 1 or self.max_pending < 1:
-            raise ValueError("max_attempts, concurrency and max_pending must be >= 1")
 
 
 @dataclass
@@ -169,33 +77,6 @@ class Stats:
         return self.sent / self.elapsed if self.elapsed > 0 else 0.0
 
 
-class RateLimiter:
-    """At most ``rate`` starts in any window of one second (``1/rate`` s below 1/s), spaced
-    evenly. Pure bookkeeping on a caller-supplied ``now``; the caller does the waiting."""
-
-    def __init__(self, rate: float, catch_up: float = _CATCH_UP) -> None:
-        self.interval = 1.0 / rate
-        self.span = max(1.0, self.interval)
-        self.capacity = max(1, int(rate * self.span + 1e-9))
-        self.catch_up = catch_up
-        self._tat = float("-inf")  # theoretical time of the next start (GCRA)
-        self._stamps: deque[float] = deque()
-
-    def available_at(self, now: float) -> float:
-        """The earliest time >= now at which :meth:`take` may be called."""
-        while self._stamps and self._stamps[0] + self.span <= now:
-            self._stamps.popleft()
-        at = max(now, self._tat - self.catch_up)
-        if len(self._stamps) >= self.capacity:
-            # The spacing alone lets a catch-up burst edge over the rate; the window doesn't.
-            at = max(at, self._stamps[0] + self.span)
-        return at
-
-    def take(self, now: float) -> None:
-        self._tat = max(self._tat, now) + self.interval
-        self._stamps.append(now)
-
-
 class PushQueue:
     """An async iterable of pushes fed with :meth:`put` until :meth:`close`: hand it to
     :meth:`Sender.run` for a long-running sender."""
@@ -212,24 +93,6 @@ class PushQueue:
     async def __aiter__(self) -> AsyncIterator[Push]:
         while (push := await self._queue.get()) is not None:
             yield push
-
-
-@dataclass
-class _Item:
-    push: Push
-    calls: int = 0
-    failures: int = 0  # transient failures and 429s: they set the backoff
-    errors: int = 0  # unexpected transport exceptions, counted against max_attempts
-    pauses: int = 0
-    not_before: float = float("-inf")
-    first_failure: float | None = None  # the retry_window runs from here
-
-
-@dataclass
-class _Chat:
-    queue: deque[_Item] = field(default_factory=deque)
-    next_at: float = float("-inf")
-    busy: bool = False  # a send to this chat is in flight: it is not in the heap meanwhile
 
 
 async def _aiter(pushes: AsyncIterable[Push] | Iterable[Push]) -> AsyncIterator[Push]:
@@ -291,7 +154,7 @@ class _Run:
         self.on_result = on_result
         self.stats = Stats()
         self.limiter = RateLimiter(self.cfg.global_rate)
-        self.chats: dict[int, _Chat] = {}
+        self.chats: dict[int, ChatQueue] = {}
         self.heap: list[tuple[float, int, int]] = []  # (ready at, seq, chat_id)
         self.seq = 0
         self.unreachable: set[int] = set()
@@ -350,16 +213,16 @@ class _Run:
         self.keys.add(push.key)
         self.pending += 1
         if push.chat_id in self.unreachable:
-            self._finish(_Item(push), Outcome.UNREACHABLE, "chat unreachable (skipped)")
+            self._finish(PendingPush(push), Outcome.UNREACHABLE, "chat unreachable (skipped)")
             return
         chat = self.chats.get(push.chat_id)
         if chat is None:
-            chat = self.chats[push.chat_id] = _Chat()
-        chat.queue.append(_Item(push))
+            chat = self.chats[push.chat_id] = ChatQueue()
+        chat.queue.append(PendingPush(push))
         if len(chat.queue) == 1 and not chat.busy:
             self._schedule(push.chat_id, chat)
 
-    def _schedule(self, chat_id: int, chat: _Chat) -> None:
+    def _schedule(self, chat_id: int, chat: ChatQueue) -> None:
         # Never earlier than now: ready chats go in the order they became ready, so a push
         # retried after a 429 or a backoff is not starved by every push read after it.
         ready = max(chat.next_at, chat.queue[0].not_before, self.clock())
@@ -368,7 +231,7 @@ class _Run:
 
     def _finish(
         self,
-        item: _Item,
+        item: PendingPush,
         outcome: Outcome,
         reason: str | None,
         sent_at: float | None = None,
@@ -449,7 +312,7 @@ class _Run:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def _attempt(self, chat_id: int, chat: _Chat, item: _Item) -> None:
+    async def _attempt(self, chat_id: int, chat: ChatQueue, item: PendingPush) -> None:
         item.calls += 1
         if item.calls > 1:
             self.stats.retries += 1
@@ -481,7 +344,7 @@ class _Run:
                 self._schedule(chat_id, chat)
             self.wake.set()
 
-    def _on_retry_after(self, item: _Item, error: RetryAfter) -> bool:
+    def _on_retry_after(self, item: PendingPush, error: RetryAfter) -> bool:
         now = self.clock()
         until = now + max(0.0, error.seconds)
         self.stats.pauses += 1
@@ -494,13 +357,15 @@ class _Run:
         log.info("429 on push %r: all sending paused for %.1fs", item.push.key, error.seconds)
         return True
 
-    def _on_unreachable(self, chat_id: int, chat: _Chat, item: _Item, reason: str) -> None:
+    def _on_unreachable(
+        self, chat_id: int, chat: ChatQueue, item: PendingPush, reason: str
+    ) -> None:
         self.unreachable.add(chat_id)
         self._finish(item, Outcome.UNREACHABLE, reason)
         while chat.queue:
             self._finish(chat.queue.popleft(), Outcome.UNREACHABLE, f"{reason} (skipped)")
 
-    def _on_transient(self, item: _Item, reason: str) -> bool:
+    def _on_transient(self, item: PendingPush, reason: str) -> bool:
         now = self.clock()
         item.failures += 1
         retry_at = now + self.s.backoff(item.failures)
@@ -510,18 +375,18 @@ class _Run:
         item.not_before = retry_at
         return True
 
-    def _out_of_window(self, item: _Item, now: float, retry_at: float) -> bool:
+    def _out_of_window(self, item: PendingPush, now: float, retry_at: float) -> bool:
         """Would the next try start past the push's retry_window?"""
         if item.first_failure is None:
             item.first_failure = now
         return retry_at - item.first_failure > self.cfg.retry_window
 
-    def _defer(self, item: _Item, now: float, reason: str) -> None:
+    def _defer(self, item: PendingPush, now: float, reason: str) -> None:
         assert item.first_failure is not None
         waited = now - item.first_failure
         self._finish(item, Outcome.DEFERRED, f"{reason}; still failing after {waited:.0f}s")
 
-    def _on_error(self, item: _Item, reason: str) -> bool:
+    def _on_error(self, item: PendingPush, reason: str) -> bool:
         item.errors += 1
         if item.errors >= self.cfg.max_attempts:
             self._finish(item, Outcome.FAILED, f"{reason} (after {item.errors} attempts)")

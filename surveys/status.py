@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.scoring.model import CSAT
 from routing.store.models import Agent, Survey, SurveyCampaign
-from surveys.outbox import ANSWERED, FAILED, SCHEDULED, SENDING, SKIPPED
+from surveys.outbox_states import ANSWERED, FAILED, SCHEDULED, SENDING, SKIPPED
 
 __all__ = ["AgentCsat", "SurveyStatus", "agent_csat", "campaigns", "survey_status"]
 

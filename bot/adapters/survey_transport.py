@@ -36,7 +36,7 @@ from aiogram.types import InlineKeyboardMarkup
 from aiohttp import ClientError
 from pydantic import BaseModel, ConfigDict
 
-from surveys.push import PermanentError, Push, RetryAfter, TransientError, Unreachable
+from surveys.push_transport import PermanentError, Push, RetryAfter, TransientError, Unreachable
 
 __all__ = ["AiogramTransport", "PackedMarkup", "Render"]
 

@@ -44,8 +44,8 @@ from routing.scoring.model import CSAT
 from routing.store.models import Agent, Conversation, Customer
 from surveys import feedback, outbox
 from surveys.feedback import AnswerStatus, scale
-from surveys.outbox import SurveyPush
-from surveys.push import Push
+from surveys.outbox_claims import SurveyPush
+from surveys.push_transport import Push
 
 log = logging.getLogger(__name__)
 

@@ -751,7 +751,7 @@ def test_parse_customer_row_rejects(policy: Policy, field: str, value: str, reas
 async def test_timezone_column_sets_the_zone_survey_quiet_hours_use(
     db: Db, policy: Policy, tmp_path: Path
 ) -> None:
-    from surveys.outbox import zone_of
+    from surveys.outbox_schedule import zone_of
 
     path = csv_file(
         tmp_path,

@@ -19,17 +19,13 @@ from sqlalchemy import select
 from routing.policy.root import Policy, parse_policy
 from routing.queue import conversations
 from routing.store.models import ASSIGNED, Conversation, Customer, Survey
-from surveys import outbox
-from surveys.outbox import Claim, SweepReport, quiet_until
-from surveys.push import (
-    PermanentError,
-    Push,
-    RetryAfter,
-    Sender,
-    SenderConfig,
-    TransientError,
-    Unreachable,
-)
+from surveys import outbox, outbox_states
+from surveys.outbox import SweepReport
+from surveys.outbox_claims import Claim
+from surveys.outbox_schedule import quiet_until
+from surveys.push import Sender
+from surveys.push_pacing import SenderConfig
+from surveys.push_transport import PermanentError, Push, RetryAfter, TransientError, Unreachable
 from tests.conftest import Db
 
 NOON = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -422,7 +418,7 @@ async def test_reconcile_sends_unattempted_rows_and_never_resends_unknown_ones(
     assert sorted(p.chat_id for p in t.calls) == [1200, 1203]
     got = await rows(db)
     assert [got[s].status for s in sids] == ["sent", "failed", "sent", "sent"]
-    assert got[sids[1]].reason == outbox.R_UNKNOWN
+    assert got[sids[1]].reason == outbox_states.R_UNKNOWN
 
 
 async def test_a_sweep_killed_mid_send_loses_nothing_and_duplicates_nothing(

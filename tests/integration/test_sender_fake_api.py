@@ -12,14 +12,14 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.adapters.survey_transport import AiogramTransport
-from surveys.push import (
+from surveys.push import Sender
+from surveys.push_pacing import SenderConfig
+from surveys.push_transport import (
     Outcome,
     PermanentError,
     Push,
     Result,
     RetryAfter,
-    Sender,
-    SenderConfig,
     TransientError,
     Unreachable,
 )
@@ -141,7 +141,7 @@ async def test_survey_render_sends_the_packed_keyboard_with_the_bots_defaults(
     from aiogram.client.default import DefaultBotProperties
 
     from bot.handlers.survey import ScoreCb, render
-    from surveys.outbox import SurveyPush
+    from surveys.outbox_claims import SurveyPush
 
     bot = Bot(
         api.token,

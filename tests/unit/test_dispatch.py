@@ -11,17 +11,14 @@ from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from surveys.push import (
+from surveys.push import PushQueue, Sender, Stats
+from surveys.push_pacing import RateLimiter, SenderConfig
+from surveys.push_transport import (
     Outcome,
     PermanentError,
     Push,
-    PushQueue,
-    RateLimiter,
     Result,
     RetryAfter,
-    Sender,
-    SenderConfig,
-    Stats,
     TransientError,
     Unreachable,
 )

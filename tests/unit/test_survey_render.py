@@ -8,8 +8,8 @@ import pytest
 
 from bot.handlers.survey import ScoreCb, render, score_keyboard, score_markup
 from routing.scoring.model import CSAT, NPS
-from surveys.outbox import SurveyPush
-from surveys.push import Push
+from surveys.outbox_claims import SurveyPush
+from surveys.push_transport import Push
 
 
 @pytest.mark.parametrize("kind", [CSAT, NPS])
