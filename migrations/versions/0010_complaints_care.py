@@ -61,6 +61,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_complaints")),
     )
     op.create_index(op.f("ix_complaints_customer_id"), "complaints", ["customer_id"])
+    # An agent's message acknowledges the cases its chat carries: looked up per message.
+    op.create_index(op.f("ix_complaints_conversation_id"), "complaints", ["conversation_id"])
     op.create_index("ix_complaints_status", "complaints", ["status", "opened_at"])
     op.create_index("ix_complaints_opened_at", "complaints", ["opened_at"])
 
@@ -167,5 +169,6 @@ def downgrade() -> None:
     op.drop_table("complaint_events")
     op.drop_index("ix_complaints_opened_at", table_name="complaints")
     op.drop_index("ix_complaints_status", table_name="complaints")
+    op.drop_index(op.f("ix_complaints_conversation_id"), table_name="complaints")
     op.drop_index(op.f("ix_complaints_customer_id"), table_name="complaints")
     op.drop_table("complaints")

@@ -1,8 +1,12 @@
-"""One customer's score explained (``contactbot customers show``) and manual tier overrides."""
+"""One customer's score explained (``contactbot customers show``) and manual tier overrides.
+
+The explanation lists the customer's complaint cases with what each weighs
+(``routing.complaints.weights``), so the complaints dimension can be read case by case.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import (
@@ -21,7 +25,8 @@ from routing.scoring.facts import (
 )
 from routing.scoring.model import Facts, Grade
 from routing.scoring.rescoring import RescoreResult, _last_cutoffs, rescore
-from routing.store.models import Customer, TierChange
+from routing.scoring.satisfaction import case_contribution
+from routing.store.models import Complaint, Customer, TierChange
 
 
 class CustomerNotFound(LookupError):
@@ -71,6 +76,18 @@ async def set_override(
     return await rescore(session, policy, now, customer_ids=[customer.id], released=released)
 
 
+@dataclass(frozen=True)
+class CaseWeight:
+    """One complaint case in the score's explanation."""
+
+    id: int  # the case number
+    category: str
+    status: str  # open | acknowledged | resolved | reopened
+    outcome: str | None  # the customer's follow-up answer: satisfied | unsatisfied
+    weight: float  # by its state and severity ([complaints.weights] x severity)
+    counts: float  # what it adds to the complaints dimension now (decayed since open)
+
+
 @dataclass
 class CustomerReport:
     customer: Customer
@@ -78,6 +95,33 @@ class CustomerReport:
     explanation: scoring.Explanation
     model: Grade
     history: list[TierChange]
+    # Newest first; the complaints dimension is their ``counts`` plus detractor answers.
+    cases: list[CaseWeight] = field(default_factory=list)
+
+
+async def case_weights(
+    session: AsyncSession, customer_id: int, policy: Policy, now: datetime, *, limit: int = 20
+) -> list[CaseWeight]:
+    """The customer's complaint cases, newest first, with their weight in the score."""
+    rows = (
+        await session.execute(
+            select(Complaint)
+            .where(Complaint.customer_id == customer_id)
+            .order_by(Complaint.opened_at.desc(), Complaint.id.desc())
+            .limit(limit)
+        )
+    ).scalars()
+    return [
+        CaseWeight(
+            c.id,
+            c.category,
+            c.status,
+            c.outcome,
+            c.weight,
+            case_contribution(c.weight, c.opened_at, now, policy),
+        )
+        for c in rows
+    ]
 
 
 async def customer_report(
@@ -100,4 +144,5 @@ async def customer_report(
             .limit(history)
         )
     ).scalars()
-    return CustomerReport(customer, facts, explanation, model, list(changes))
+    cases = await case_weights(session, customer.id, policy, now)
+    return CustomerReport(customer, facts, explanation, model, list(changes), cases)

@@ -1,9 +1,10 @@
 """Survey feedback into scoring: satisfaction average, complaints, and a rescore of one.
 
 The survey machinery (``surveys/``) calls ``record_answer`` when an answer arrives; an
-escalation (a complaint raised in a conversation) calls ``record_complaint``. Both run in the
-caller's transaction and rescore that customer at once, with the usual hysteresis: one bad
-answer does not move a tier down by itself, a run of them can.
+escalation (a complaint raised in a conversation) calls ``record_complaint``; a complaint
+case changing state (``routing.complaints``) calls ``adjust_complaints`` with the change of
+its weight. All run in the caller's transaction and rescore that customer at once, with the
+usual hysteresis: one bad answer does not move a tier down by itself, a run of them can.
 """
 
 from __future__ import annotations
@@ -37,17 +38,29 @@ class SatisfactionUpdate:
 _RANGES = {scoring.CSAT: (1, 5), scoring.NPS: (0, 10)}
 
 
+def current_complaints(customer: Customer, now: datetime, policy: Policy) -> float:
+    """The customer's complaint figure decayed to ``now`` (what the score sees)."""
+    if not customer.complaints or customer.complaints_at is None:
+        return 0.0
+    return scoring.decayed(
+        customer.complaints,
+        to_epoch_days(now) - to_epoch_days(customer.complaints_at),
+        policy.scoring.normalise.complaints_half_life_days,
+    )
+
+
+def case_contribution(weight: float, opened_at: datetime, now: datetime, policy: Policy) -> float:
+    """What a complaint case of ``weight`` (``routing.complaints.weights``) adds to the
+    complaint figure at ``now``: decayed from the day it was opened, as every complaint is.
+    Works for a change of weight too (negative when a case weighs less than before)."""
+    age = max(to_epoch_days(now) - to_epoch_days(opened_at), 0.0)
+    return float(weight * 0.5 ** (age / policy.scoring.normalise.complaints_half_life_days))
+
+
 async def _add_complaint(
     session: AsyncSession, customer: Customer, now: datetime, policy: Policy
 ) -> float:
-    current = 0.0
-    if customer.complaints and customer.complaints_at is not None:
-        current = scoring.decayed(
-            customer.complaints,
-            to_epoch_days(now) - to_epoch_days(customer.complaints_at),
-            policy.scoring.normalise.complaints_half_life_days,
-        )
-    return current + 1.0
+    return current_complaints(customer, now, policy) + 1.0
 
 
 async def update_satisfaction(
@@ -112,5 +125,29 @@ async def record_complaint(
         update(Customer)
         .where(Customer.id == customer_id)
         .values(complaints=complaints, complaints_at=now)
+    )
+    return await rescore_customer(session, customer_id, policy, now)
+
+
+async def adjust_complaints(
+    session: AsyncSession, customer_id: int, delta: float, now: datetime, policy: Policy
+) -> RescoreResult:
+    """Move the customer's complaint figure by ``delta`` (already decayed to ``now``) and
+    rescore them: a complaint case changing state (``routing.complaints``) calls this.
+
+    The row is locked first (PostgreSQL), so that two changes at once (a case resolved while
+    a detractor answer arrives) both count. The figure never goes below 0 (rounding).
+    """
+    customer = await session.get(
+        Customer, customer_id, with_for_update=True, populate_existing=True
+    )
+    if customer is None:
+        raise SurveyAnswerError(f"no customer #{customer_id}")
+    value = current_complaints(customer, now, policy) + delta
+    value = value if value > 1e-9 else 0.0
+    await session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id)
+        .values(complaints=value, complaints_at=now)
     )
     return await rescore_customer(session, customer_id, policy, now)

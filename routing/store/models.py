@@ -511,7 +511,7 @@ class Complaint(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     # The chat that carries the case (the latest one after a reopen); NULL if none.
-    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"))
+    conversation_id: Mapped[int | None] = mapped_column(ForeignKey("conversations.id"), index=True)
     tier: Mapped[str] = mapped_column(String(32))  # frozen at open: the SLA targets' tier
     category: Mapped[str] = mapped_column(String(40))
     severity: Mapped[float] = mapped_column()
