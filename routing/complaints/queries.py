@@ -101,3 +101,32 @@ async def show(session: AsyncSession, complaint_id: int, now: datetime) -> CaseV
             (await session.execute(select(Agent.id, Agent.name).where(Agent.id.in_(ids)))).all()
         )
     return CaseView(complaint, customer, timeline, names, bool(breached))
+
+
+async def open_cases(session: AsyncSession, customer_id: int) -> list[Complaint]:
+    """The customer's unresolved cases, oldest first (the customer card shows them)."""
+    return list(
+        (
+            await session.execute(
+                select(Complaint)
+                .where(
+                    Complaint.customer_id == customer_id,
+                    Complaint.status != COMPLAINT_RESOLVED,
+                )
+                .order_by(Complaint.opened_at, Complaint.id)
+            )
+        ).scalars()
+    )
+
+
+async def carried_by(session: AsyncSession, conversation_id: int) -> list[Complaint]:
+    """The cases a chat carries (``/remedy`` without a case number picks from these)."""
+    return list(
+        (
+            await session.execute(
+                select(Complaint)
+                .where(Complaint.conversation_id == conversation_id)
+                .order_by(Complaint.id)
+            )
+        ).scalars()
+    )

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from routing.complaints import cases, events, follow_up, queries, remedies
+from routing.complaints import cases, chats, events, follow_up, queries, remedies
 from routing.policy.root import Policy, parse_policy
 from routing.queue import conversations
 from routing.store.models import Agent, Complaint, ComplaintEvent, Conversation, Customer, Survey
@@ -133,7 +133,7 @@ async def test_vip_complaint_is_flagged_for_the_manager(db: Db, policy: Policy) 
             calls.append(("manager", customer_id))
             return True
 
-    await cases.notify_queued(Pager(), cid, opened.queued)
+    await chats.notify_queued(Pager(), cid, opened.queued)
     assert calls == [("agents", opened.queued.conversation_id), ("manager", cid)]
 
 
@@ -323,6 +323,10 @@ async def test_list_and_show(db: Db, policy: Policy) -> None:
         assert await ids(since=NOW - timedelta(days=30)) == [fresh, late]
         with pytest.raises(ValueError, match="open, resolved, breached"):
             await ids(status="lost")
+        assert [c.id for c in await queries.open_cases(s, b)] == [fresh]
+        first = (await s.get(Complaint, fresh)) or Complaint()
+        assert first.conversation_id is not None
+        assert [c.id for c in await queries.carried_by(s, first.conversation_id)] == [fresh]
         view = await queries.show(s, old, NOW)
         assert await queries.show(s, 99999, NOW) is None
     assert view is not None and view.customer.external_id == "K1" and not view.breached
