@@ -36,7 +36,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
 from routing.scoring.model import INITIAL
-from routing.store.models import OPEN_STATUSES, Agent, Conversation, Customer, TierChange
+from routing.store import managers
+from routing.store.models import OPEN_STATUSES, Conversation, Customer, TierChange
 
 PENDING, SENDING, SENT, FAILED, NONE = "pending", "sending", "sent", "failed", "none"
 # The customer's part waits for them to be reachable; the manager's part is settled.
@@ -75,17 +76,10 @@ def pick_text(texts: dict[str, str], language: str | None, policy: Policy) -> st
 
 
 async def resolve_manager(session: AsyncSession, manager: str) -> int | None:
-    """An account manager as the CRM names them: a Telegram id, or an agent's name."""
-    manager = manager.strip()
-    if manager.isdigit():
-        return int(manager)
-    return (
-        await session.execute(
-            select(Agent.telegram_id)
-            .where(func.lower(Agent.name) == manager.lower(), Agent.active.is_(True))
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    """The Telegram id of the account manager as the CRM names them (an agent's Telegram id
+    or name): only a registered agent (``routing.store.managers``, the queue's rule too)."""
+    agent = await managers.manager_of(session, manager)
+    return agent.telegram_id if agent is not None else None
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ async def test_vip_downgrade_tells_only_the_manager_and_stale_notices_are_droppe
     db: Db,
 ) -> None:
     policy = parse_policy({"scoring": {"downgrade_after": 1}})
+    async with db.sessions() as s, s.begin():
+        await add_agent(s, 9001, "Max", now=NOW)  # the manager, named by Telegram id
     await _customer(db, "V", name="Vic", telegram_id=601, account_manager="9001")
     await _rescore(db, policy)
     await _order(db, "V", 600_000)
@@ -120,3 +122,20 @@ async def test_vip_downgrade_tells_only_the_manager_and_stale_notices_are_droppe
         ("VIP", "sent"),
         ("C", "sent"),
     ]
+
+
+async def test_a_manager_no_agent_answers_to_is_not_told(db: Db) -> None:
+    """A numeric account_manager that is no agent's Telegram id names nobody: the manager's
+    part fails (nobody to tell), as it does for a name no agent has."""
+    policy = parse_policy({"scoring": {"downgrade_after": 1}})
+    await _customer(db, "U", name="Uma", telegram_id=701, account_manager="9002")
+    await _rescore(db, policy)
+    await _order(db, "U", 600_000)
+    await _rescore(db, policy, days=1)
+    notifier = FakeNotifier()
+    async with db.sessions() as s, s.begin():
+        assert await send_pending(s, notifier, policy, NOW + timedelta(days=1)) == 1
+    assert [to for to, _ in notifier.sent] == [701]  # the customer, not "9002"
+    async with db.sessions() as s:
+        notices = list(await s.scalars(select(TierChange.notice).order_by(TierChange.id)))
+    assert notices[-1] == "failed"

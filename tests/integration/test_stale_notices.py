@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 
 from routing.customers.identity import link_by_code
 from routing.policy.root import Policy
+from routing.queue.agents import add_agent
 from routing.scoring import report
 from routing.scoring.tier_notices import send_pending
 from routing.store.models import ASSIGNED, CLOSED, Conversation, Customer, TierChange
@@ -33,9 +34,12 @@ class FakeNotifier:
 
 
 async def _imported(db: Db, **kw: object) -> None:
-    """A customer from the CRM who has not linked Telegram yet."""
+    """A customer from the CRM who has not linked Telegram yet (their account manager, when
+    named, a registered agent: only agents are told)."""
     async with db.sessions() as s, s.begin():
         s.add(Customer(external_id="K", name="Kim", tier="C", created_at=NOW, updated_at=NOW, **kw))
+        if "account_manager" in kw:
+            await add_agent(s, MANAGER, "Max", now=NOW)
 
 
 async def _pin(db: Db, policy: Policy, tier: str | None, minutes: int) -> None:
