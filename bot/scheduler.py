@@ -55,7 +55,7 @@ def job_key(job: str) -> int:
 
         return _LEADER_KEY
     if job == "queue":
-        from bot.queue_desk import _LEADER_KEY as QUEUE_KEY
+        from bot.desk.queue import LEADER_KEY as QUEUE_KEY
 
         return QUEUE_KEY
     return cluster.advisory_key("job:" + job)

@@ -1,11 +1,13 @@
 """Capacity planning: a discrete-event simulation of the queue on a virtual clock.
 
 It runs the production rules, not a model of them: the order is routing.queue.priority's virtual
-arrival key, the agent for a chat is routing.queue.claims.pick_agent (eligibility by tier, capacity,
-least loaded), and the SLA targets come from the policy's ``[queue.sla]``. Nothing sleeps and
-nothing touches a database or Telegram. A seed reproduces a run exactly (seeded
-``random.Random`` streams, consumed in a fixed order: one for arrivals and handle times, one
-for patience, so that a patience nobody runs out of changes nothing).
+arrival key, who may take a chat is routing.queue.eligibility's one check (``refusal``: tier,
+capacity; simulated chats hold no reservation and the period is within business hours), the
+agent for a chat is ``eligibility.pick_agent`` (eligible, least loaded), and the SLA targets
+come from the policy's ``[queue.sla]``. Nothing sleeps and nothing touches a database or
+Telegram. A seed reproduces a run exactly (seeded ``random.Random`` streams, consumed in a
+fixed order: one for arrivals and handle times, one for patience, so that a patience nobody
+runs out of changes nothing).
 
 Modelling choices (docs/queue.md): an agent answers a chat the moment they take it (the
 simulated first response is the assignment), a chat's handle time does not depend on how many
@@ -35,7 +37,7 @@ from pydantic import Field, ValidationError, field_validator
 from routing.policy.base import Strict
 from routing.policy.root import Policy
 from routing.queue import priority
-from routing.queue.eligibility import AgentSlot, pick_agent, serves
+from routing.queue.eligibility import REFUSED_TIER, AgentSlot, Chat, pick_agent, refusal
 
 
 class ScenarioError(Exception):
@@ -239,7 +241,8 @@ def simulate(
         tiers = frozenset(g.tiers) if g.tiers is not None else None
         for _ in range(g.count):
             slots.append(AgentSlot(len(slots), 0, g.capacity, tiers))
-    serves_tiers = [[t for t in tier_names if serves(s.tiers, t)] for s in slots]
+    # The tiers each agent serves (the check's tier step; capacity is looked at per chat).
+    serves_tiers = [[t for t in tier_names if refusal(s, Chat(t)) != REFUSED_TIER] for s in slots]
     total_slots = sum(s.max_chats for s in slots)
 
     rates = [(t, scenario.arrivals.get(t, 0.0) / 3600.0) for t in tier_names]

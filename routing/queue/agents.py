@@ -1,4 +1,8 @@
-"""Agents: registration, presence, and who to page for a conversation."""
+"""Agents: registration, removal, lookups.
+
+Whom to page for a chat is ``routing.queue.assignment``'s; who an account manager is,
+``routing.store.managers`` (re-exported here as :func:`find_manager` and :func:`manager_of`).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.queue import claims
+from routing.store.managers import find_manager as find_manager
+from routing.store.managers import manager_of as manager_of
 from routing.store.models import (
     ASSIGNED,
     Agent,
     Conversation,
-    Customer,
     Delivery,
     Message,
     QueueOffer,
@@ -209,23 +214,6 @@ async def list_agents(session: AsyncSession) -> list[tuple[Agent, int]]:
     return [(a, int(n)) for a, n in rows.all()]
 
 
-async def page_targets(session: AsyncSession, customer: Customer) -> list[Agent]:
-    """Online agents to notify of a new chat: the account manager first, then everyone else."""
-    online = list(
-        (
-            await session.execute(
-                select(Agent)
-                .where(Agent.online.is_(True), Agent.active.is_(True))
-                .order_by(Agent.id)
-            )
-        ).scalars()
-    )
-    manager = find_manager(online, customer.account_manager)
-    if manager is None:
-        return online
-    return [manager, *(a for a in online if a.id != manager.id)]
-
-
 async def by_name(session: AsyncSession, ref: str) -> Agent | None:
     """The one active agent with this name (any case) or Telegram id, for /transfer NAME.
 
@@ -238,14 +226,3 @@ async def by_name(session: AsyncSession, ref: str) -> Agent | None:
         key = ref.casefold()
         matches = [a for a in active if a.name.casefold() == key]
     return matches[0] if len(matches) == 1 else None
-
-
-def find_manager(agents: list[Agent], account_manager: str | None) -> Agent | None:
-    """Match the CRM's ``account_manager`` value: an agent's Telegram id, else their name."""
-    if not account_manager:
-        return None
-    ref = account_manager.strip()
-    if ref.isdigit():
-        return next((a for a in agents if a.telegram_id == int(ref)), None)
-    low = ref.casefold()
-    return next((a for a in agents if a.name.casefold() == low), None)

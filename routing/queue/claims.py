@@ -6,8 +6,10 @@ whoever's update matches the row wins, everyone else matches nothing. That is co
 SQLite (writers are serialised by ``BEGIN IMMEDIATE``) and on PostgreSQL (the row lock makes
 the second update re-check ``status`` and match nothing), without application-level locking.
 
-The choice of agent (eligibility, capacity, least loaded) is made by pure functions over
-:class:`AgentSlot` so that the simulator (routing.simulate) runs exactly the same rules.
+Whether an agent may take a chat is routing.queue.eligibility's one check (``refusal``): tier,
+reservation, capacity. :func:`claim` and :func:`transfer_to` ask it; :func:`claim_next` picks
+in SQL with ``eligibility.sql_open_to`` (the same tier and reservation rule as conditions),
+capacity riding in its claiming UPDATE. The simulator (routing.simulate) asks it too.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
-from routing.queue import priority
-from routing.queue.eligibility import has_capacity, parse_tiers, serves
+from routing.queue import eligibility, priority
+from routing.queue.eligibility import REFUSED_CAPACITY as REFUSED_CAPACITY
+from routing.queue.eligibility import REFUSED_RESERVED as REFUSED_RESERVED
+from routing.queue.eligibility import REFUSED_TIER as REFUSED_TIER
+from routing.queue.eligibility import AgentSlot, Chat, has_capacity
 from routing.store.models import ASSIGNED, QUEUED, Agent, Conversation, Customer, QueueOffer
-
-# --- pure rules (shared with the simulator) --------------------------------------------
-
 
 # --- ordering ---------------------------------------------------------------------------
 
@@ -53,31 +55,20 @@ def _ahead_of(conv: Conversation) -> ColumnElement[bool]:
 
 
 def _open_to(agent: Agent, now: datetime) -> list[ColumnElement[bool]]:
-    """Conditions under which a queued chat may go to ``agent`` now."""
-    conds: list[ColumnElement[bool]] = [
-        or_(
-            Conversation.reserved_agent_id.is_(None),
-            Conversation.reserved_agent_id == agent.id,
-            Conversation.reserved_until <= now,
-        ),
+    """Conditions under which a queued chat may go to ``agent`` now: the eligibility rule's
+    tier and reservation steps (``eligibility.sql_open_to``), and no live offer to another
+    agent (offer mode asks one agent at a time)."""
+    return [
+        *eligibility.sql_open_to(agent, now),
         or_(
             Conversation.offered_agent_id.is_(None),
             Conversation.offered_agent_id == agent.id,
             Conversation.offer_expires_at <= now,
         ),
     ]
-    tiers = parse_tiers(agent.tiers)
-    if tiers is not None:
-        conds.append(Conversation.tier.in_(sorted(tiers)))
-    return conds
 
 
 # --- claims -----------------------------------------------------------------------------
-
-# Why a claim was refused before anyone raced for it.
-REFUSED_CAPACITY = "capacity"
-REFUSED_TIER = "tier"
-REFUSED_RESERVED = "reserved"
 
 
 @dataclass(frozen=True)
@@ -131,17 +122,8 @@ async def claim(
     await lock_agent(session, agent.id)
     conv = await session.get(Conversation, conversation_id, populate_existing=True)
     if conv is not None and conv.status == QUEUED:
-        refused = None
-        if not serves(parse_tiers(agent.tiers), conv.tier):
-            refused = REFUSED_TIER
-        elif (
-            conv.reserved_agent_id not in (None, agent.id)
-            and conv.reserved_until is not None
-            and conv.reserved_until > now
-        ):
-            refused = REFUSED_RESERVED
-        elif not has_capacity(await load(session, agent.id), agent.max_chats):
-            refused = REFUSED_CAPACITY
+        slot = AgentSlot.of(agent, await load(session, agent.id))
+        refused = eligibility.refusal(slot, Chat.of(conv), now)
         if refused is not None:
             return ClaimResult(False, conv, None, refused)
     won = (
@@ -317,11 +299,11 @@ async def transfer_to(
         return "self"
     if not to.online:
         return "offline"
-    if not serves(parse_tiers(to.tiers), conv.tier):
-        return REFUSED_TIER
     await lock_agent(session, to.id)
-    if not has_capacity(await load(session, to.id), to.max_chats):
-        return REFUSED_CAPACITY
+    # An assigned chat holds no reservation: tier and capacity decide.
+    refused = eligibility.refusal(AgentSlot.of(to, await load(session, to.id)), Chat(conv.tier))
+    if refused is not None:
+        return refused
     done = (
         await session.execute(
             update(Conversation)
@@ -353,9 +335,6 @@ async def requeue_agent(session: AsyncSession, agent: Agent) -> list[Conversatio
     return convs
 
 
-# --- reservations (manager-first, sticky) ----------------------------------------------
-
-
 # --- offer mode -------------------------------------------------------------------------
 
 
@@ -377,6 +356,3 @@ async def _settle_offers(session: AsyncSession, conv_id: int, winner_id: int) ->
         .where(*pending, QueueOffer.agent_id == winner_id)
         .values(outcome="accepted")
     )
-
-
-# --- estimates --------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Position and ETA for waiting customers: estimates, buckets, and when to tell them again."""
+"""Position and ETA for waiting customers: buckets, and when to tell them again.
+
+The estimate itself is ``routing.queue.assignment.eta`` (``estimate_wait`` is re-exported here).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
-from routing.queue.claims import position, queue_order
-from routing.queue.eligibility import online_slots, serves
+from routing.queue.assignment import estimate_wait as estimate_wait
+from routing.queue.assignment import eta
+from routing.queue.claims import queue_order
+from routing.queue.eligibility import online_slots
 from routing.store.models import CLOSED, QUEUED, Conversation, Customer
 
 # ETA buckets in seconds (upper bounds): the customer hears again only when the bucket changes.
@@ -25,23 +30,6 @@ def eta_bucket(eta_seconds: float | None) -> int:
         if eta_seconds <= upper:
             return i
     return len(ETA_BUCKETS)
-
-
-def estimate_wait(
-    position: int, free_slots: int, total_slots: int, mean_handle_s: float
-) -> float | None:
-    """Seconds until a chat at ``position`` (1-based) is taken.
-
-    Chats ahead are taken as slots free up: with ``total_slots`` concurrent chats across the
-    online agents each lasting ``mean_handle_s``, a slot frees every
-    ``mean_handle_s / total_slots`` seconds on average. Free slots take chats at once.
-    """
-    if total_slots <= 0:
-        return None
-    behind_free = position - free_slots
-    if behind_free <= 0:
-        return 0.0
-    return behind_free * mean_handle_s / total_slots
 
 
 def should_tell_position(
@@ -108,17 +96,14 @@ async def position_updates(
     ).all()
     if not rows:
         return []
-    slots = await online_slots(session)
+    online = [s for _, s in (await online_slots(session)).values()]
     handle = await mean_handle_seconds(session, policy)
     notices: list[PositionNotice] = []
     # Position among the chats of tiers each agent serves would be more exact; the whole
     # queue is what the customer can picture, and what /queue shows.
     for pos, (conv, cu) in enumerate(rows, start=1):
-        serving = [s for _, s in slots.values() if serves(s.tiers, conv.tier)]
-        total = sum(s.max_chats for s in serving)
-        free = sum(max(s.max_chats - s.load, 0) for s in serving)
-        eta = estimate_wait(pos, free, total, handle)
-        bucket = eta_bucket(eta)
+        wait = eta(pos, online, conv.tier, handle)
+        bucket = eta_bucket(wait)
         if cu.telegram_id is None:
             continue
         if should_tell_position(
@@ -126,7 +111,7 @@ async def position_updates(
         ):
             conv.told_position = pos
             conv.told_eta_bucket = bucket
-            notices.append(PositionNotice(conv, cu, pos, eta))
+            notices.append(PositionNotice(conv, cu, pos, wait))
     await session.flush()
     return notices
 
@@ -135,14 +120,3 @@ async def mark_told(session: AsyncSession, conv: Conversation, pos: int, eta: fl
     conv.told_position = pos
     conv.told_eta_bucket = eta_bucket(eta)
     await session.flush()
-
-
-async def queued_position_and_eta(
-    session: AsyncSession, policy: Policy, conv: Conversation
-) -> tuple[int, float | None]:
-    pos = await position(session, conv)
-    slots = await online_slots(session)
-    serving = [s for _, s in slots.values() if serves(s.tiers, conv.tier)]
-    total = sum(s.max_chats for s in serving)
-    free = sum(max(s.max_chats - s.load, 0) for s in serving)
-    return pos, estimate_wait(pos, free, total, await mean_handle_seconds(session, policy))

@@ -1,5 +1,8 @@
 """Reservations (a VIP's manager first) and offers (one agent at a time, with a timeout):
 who is asked to take a waiting chat before everyone may claim it.
+
+The decisions are ``routing.queue.assignment``'s and ``routing.queue.eligibility``'s; this
+module reads their inputs from the database and records what they decided.
 """
 
 from __future__ import annotations
@@ -11,9 +14,57 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
-from routing.queue.claims import queue_order
-from routing.queue.eligibility import eligible, online_slots, pick_agent
+from routing.queue import assignment, estimate
+from routing.queue.claims import position, queue_order
+from routing.queue.eligibility import Chat, online_slots, pick_agent, reserved_for_other
+from routing.store import managers
 from routing.store.models import QUEUED, Agent, Conversation, Customer, QueueOffer
+
+
+async def _last_agent(
+    session: AsyncSession, conv: Conversation, customer: Customer, policy: Policy, now: datetime
+) -> int | None:
+    """The agent who served this customer within ``sticky_days`` (another chat), if any."""
+    if policy.queue.sticky_days <= 0:
+        return None
+    return (
+        await session.execute(
+            select(Conversation.agent_id)
+            .where(
+                Conversation.customer_id == customer.id,
+                Conversation.id != conv.id,
+                Conversation.agent_id.is_not(None),
+                Conversation.queued_at >= now - timedelta(days=policy.queue.sticky_days),
+            )
+            .order_by(Conversation.queued_at.desc(), Conversation.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+
+
+async def _people(
+    session: AsyncSession,
+    conv: Conversation,
+    customer: Customer,
+    policy: Policy,
+    now: datetime,
+    manager: Agent | None,
+) -> assignment.People:
+    has_manager = bool(customer.account_manager)
+    # Only a top-tier chat with a window can be reserved: no lookup otherwise.
+    wants = policy.queue.manager_window_seconds > 0 and conv.tier == policy.tier_names[0]
+    last = (
+        None
+        if has_manager or not wants
+        else await _last_agent(session, conv, customer, policy, now)
+    )
+    return assignment.People(has_manager, manager.id if manager else None, last)
+
+
+def _record(conv: Conversation, plan: assignment.Plan) -> None:
+    if plan.reserve_for is not None:
+        conv.reserved_agent_id = plan.reserve_for
+        conv.reserved_until = plan.reserved_until
 
 
 async def reserve_for(
@@ -26,42 +77,51 @@ async def reserve_for(
 ) -> Agent | None:
     """Decide whether a newly queued top-tier chat waits for one agent first; record it.
 
-    The account manager (online, serving the tier, with capacity) first; without a manager
-    on record, the agent who last served this customer within ``sticky_days``.
+    The rule is ``assignment.reservation``: the account manager (``manager``: the agent the
+    customer's ``account_manager`` names) first; without a manager on record, the agent who
+    last served this customer within ``sticky_days``.
     """
-    q = policy.queue
-    if q.manager_window_seconds <= 0 or conv.tier != policy.tier_names[0]:
-        return None
     slots = await online_slots(session)
-    chosen: Agent | None = None
-    if customer.account_manager:
-        slot = slots[manager.id][1] if manager is not None and manager.id in slots else None
-        if slot is not None and eligible(slot, conv.tier):
-            chosen = manager
-    elif q.sticky_days > 0:
-        last_agent = (
-            await session.execute(
-                select(Conversation.agent_id)
-                .where(
-                    Conversation.customer_id == customer.id,
-                    Conversation.id != conv.id,
-                    Conversation.agent_id.is_not(None),
-                    Conversation.queued_at >= now - timedelta(days=q.sticky_days),
-                )
-                .order_by(Conversation.queued_at.desc(), Conversation.id.desc())
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-        if last_agent is not None and last_agent in slots:
-            a, slot = slots[last_agent]
-            if eligible(slot, conv.tier):
-                chosen = a
-    if chosen is None:
+    people = await _people(session, conv, customer, policy, now, manager)
+    online = [s for _, s in slots.values()]
+    held = assignment.reservation(assignment.Waiting.of(conv), online, people, policy, now)
+    if held is None:
         return None
-    conv.reserved_agent_id = chosen.id
-    conv.reserved_until = now + timedelta(seconds=q.manager_window_seconds)
+    conv.reserved_agent_id, conv.reserved_until = held
     await session.flush()
-    return chosen
+    return slots[held[0]][0]
+
+
+@dataclass(frozen=True)
+class NewChatPlan:
+    plan: assignment.Plan
+    # The agents of ``plan.page`` (and of the reservation), by id.
+    agents: dict[int, Agent]
+
+
+async def plan_new_chat(
+    session: AsyncSession, conv: Conversation, customer: Customer, policy: Policy, now: datetime
+) -> NewChatPlan:
+    """Gather what ``assignment.plan`` needs for a newly queued chat, ask it, and record its
+    reservation. When the estimate says "right away" or "nobody is online" (what the customer
+    was just told), the position sweep speaks up only when that changes."""
+    slots = await online_slots(session)
+    manager = await managers.manager_of(session, customer.account_manager)
+    people = await _people(session, conv, customer, policy, now, manager)
+    plan = assignment.plan(
+        assignment.Waiting.of(conv),
+        [s for _, s in slots.values()],
+        policy,
+        now,
+        people=people,
+        position=await position(session, conv),
+        mean_handle_s=await estimate.mean_handle_seconds(session, policy),
+    )
+    _record(conv, plan)
+    if estimate.eta_bucket(plan.eta_seconds) <= 0:
+        await estimate.mark_told(session, conv, plan.position, plan.eta_seconds)
+    await session.flush()
+    return NewChatPlan(plan, {aid: a for aid, (a, _) in slots.items()})
 
 
 async def release_reservations(session: AsyncSession, now: datetime) -> list[Conversation]:
@@ -152,9 +212,14 @@ async def make_offers(
     made: list[NewOffer] = []
     timeout = timedelta(seconds=policy.queue.offer_timeout_seconds)
     for conv, cu in convs:
-        free = [s for aid, (_, s) in slots.items() if aid not in busy]
-        if conv.reserved_agent_id is not None and conv.reserved_until and conv.reserved_until > now:
-            free = [s for s in free if s.id == conv.reserved_agent_id]
+        # Not to anyone the chat is held from (eligibility's reservation step); tier and
+        # capacity are pick_agent's (the same check).
+        chat = Chat.of(conv)
+        free = [
+            s
+            for aid, (_, s) in slots.items()
+            if aid not in busy and not reserved_for_other(chat, aid, now)
+        ]
         tried = list(
             (
                 await session.execute(

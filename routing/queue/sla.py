@@ -3,7 +3,7 @@
 Everything here reads the database and the clock it is given, and records what it decided
 (``sla_events``, ``conversations.inactivity_warned_at``, ...) in the same transaction, so a
 sweep that runs twice, or on two instances, or after a restart, alerts once. The caller
-(bot/queue_desk.py) sends the messages after the commit.
+(bot/desk/queue.py) sends the messages after the commit.
 """
 
 from __future__ import annotations

@@ -441,7 +441,7 @@ async def test_position_updates_only_when_material(sqlite_db: Db) -> None:
 
 
 async def test_one_queue_sweeper_at_a_time_on_postgresql(pg_db: Db) -> None:
-    from bot.queue_desk import leader
+    from bot.desk.queue import leader
 
     async with leader(pg_db.sessions) as first, leader(pg_db.sessions) as second:
         assert first and not second

@@ -194,7 +194,7 @@ async def test_tier_notices_sweep_once_per_period(
 async def test_queue_sweep_once_per_period(
     db: Db, cluster: Cluster, monkeypatch: pytest.MonkeyPatch, offset: float | None
 ) -> None:
-    from bot.queue_desk import QueueDesk
+    from bot.desk.queue import QueueDesk
 
     runs = _spy(monkeypatch, QueueDesk, "sweep")
     # The queue ticks every 5 s (queue.sweep_seconds); 1 s apart is within one tick.

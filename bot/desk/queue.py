@@ -1,94 +1,91 @@
-"""The queue's Telegram side: routing a new chat (claim or offer mode, manager-first window),
-offers, SLA alerts, requeues and transfers, inactivity, and customers' position updates.
+"""The queue's Telegram side: carrying out routing/'s plans for a newly queued chat (pages,
+the manager-first window, offers), announcements to an agent coming online, requeues and
+transfers, and the sweep (windows, offers, SLA alerts, silent agents, inactivity, positions).
 
-Decisions are made and recorded by routing/ in short transactions; the Telegram calls follow
-the commit, so a slow API never holds the database and a crash repeats at most a message.
+Who gets a chat is decided by ``routing.queue.assignment`` and ``routing.queue.eligibility``
+and recorded by routing/ in short transactions; the Telegram calls follow the commit, so a
+slow API never holds the database and a crash repeats at most a message.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from aiogram.exceptions import TelegramAPIError
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import keyboards, texts_queue
-from bot.i18n import for_agents, for_customer
+from bot import keyboards, texts
+from bot.desk.handover import Handover
+from bot.desk.notify import Notices
+from bot.i18n import for_agents
+from routing.clock import Clock
 from routing.delivery import enqueue
 from routing.policy.root import Policy
-from routing.queue import agents, claims, conversations, eligibility, estimate, offers, sla
+from routing.queue import agents, assignment, claims, conversations, estimate, offers, sla
+from routing.queue.eligibility import AgentSlot, Chat, online_slots
 from routing.store import cluster
 from routing.store.models import QUEUED, Agent, Conversation, Customer, QueueOffer
-
-if TYPE_CHECKING:
-    from bot.desk import Desk
 
 log = logging.getLogger(__name__)
 
 
 # pg_try_advisory_lock key: "queue" in ASCII.
-_LEADER_KEY = 0x7175657565
+LEADER_KEY = 0x7175657565
 
 
 def leader(sessions: async_sessionmaker[AsyncSession]) -> AbstractAsyncContextManager[bool]:
     """Only one instance sweeps the queue on PostgreSQL, so two never both make an offer or
     page the same reminder (see routing.store.db.leader)."""
-    return cluster.leader(sessions, _LEADER_KEY)
+    return cluster.leader(sessions, LEADER_KEY)
 
 
 class QueueDesk:
-    def __init__(self, desk: Desk) -> None:
-        self.desk = desk
-
-    @property
-    def policy(self) -> Policy:
-        return self.desk.policy
+    def __init__(self, notices: Notices, handover: Handover, policy: Policy, clock: Clock) -> None:
+        self.notices = notices
+        self.handover = handover
+        self.policy = policy
+        self.clock = clock
 
     def now(self) -> datetime:
-        return self.desk.clock()
-
-    async def _tell(self, customer: Customer, make: Callable[..., str], *args: Any) -> None:
-        """A message to a customer, in their language whoever triggered it."""
-        if customer.telegram_id is None:
-            return
-        with for_customer(customer):
-            text = make(*args)
-        await self.desk.send_quietly(customer.telegram_id, text)
+        return self.clock()
 
     # --- a newly queued chat ----------------------------------------------------------
     async def on_queued(
         self, session: AsyncSession, conv: Conversation, customer: Customer, preview: str | None
     ) -> int:
-        """Route a newly queued chat. Returns how many online agents serve its tier."""
+        """Carry out the plan for a newly queued chat (``assignment.plan``): page the agents
+        it names (the reserved one alone during a window), or offer it in offer mode.
+
+        Returns how many online agents serve its tier (0: nobody is there)."""
         async with session.begin():
-            online = await agents.page_targets(session, customer)
-            manager = agents.find_manager(online, customer.account_manager)
-            tiers_ok = [
-                a for a in online if eligibility.serves(eligibility.parse_tiers(a.tiers), conv.tier)
-            ]
-            reserved = await offers.reserve_for(
-                session, conv, customer, self.policy, self.now(), manager
-            )
-            pos, eta = await estimate.queued_position_and_eta(session, self.policy, conv)
-            if estimate.eta_bucket(eta) <= 0:
-                # "Right away" or "nobody is online" was just said by the caller: the sweep
-                # speaks up only when that changes, not to repeat it seconds later.
-                await estimate.mark_told(session, conv, pos, eta)
-        if self.policy.queue.routing_mode == "offer":
+            new = await offers.plan_new_chat(session, conv, customer, self.policy, self.now())
+        plan = new.plan
+        if plan.offer_mode:
             await self.route(session)
-            return len(tiers_ok)
-        if reserved is not None:
-            # The window: only the manager (or the sticky agent) hears of it for now.
-            await self.desk._notify(session, reserved, conv, customer, preview, reserved is manager)
-            return len(tiers_ok)
-        for agent in tiers_ok:
-            await self.desk._notify(session, agent, conv, customer, preview, agent is manager)
-        return len(tiers_ok)
+            return plan.serving
+        for agent_id in plan.page:
+            agent = new.agents[agent_id]
+            manager = agent_id == plan.manager
+            await self.notices.page(session, agent, conv, customer, preview, manager)
+        return plan.serving
+
+    async def announce_waiting(self, session: AsyncSession, agent: Agent) -> int:
+        """Show an agent who just came online every chat that waited for somebody."""
+        now = self.now()
+        async with session.begin():
+            items = await claims.waiting(session, self.policy.queue.queue_page_size)
+            slot = AgentSlot.of(agent, await claims.load(session, agent.id))
+            # Only chats this agent may be told of: their tiers, not held for someone else.
+            shown = set(assignment.announce_to(slot, [(c.id, Chat.of(c)) for c, _ in items], now))
+            previews = {c.id: await self.notices.preview(session, c.id) for c, _ in items}
+        for conv, customer in items:
+            if conv.id not in shown:
+                continue
+            is_manager = agents.find_manager([agent], customer.account_manager) is not None
+            await self.notices.page(session, agent, conv, customer, previews[conv.id], is_manager)
+        return len(items)
 
     # --- offer mode -------------------------------------------------------------------
     async def route(self, session: AsyncSession) -> None:
@@ -100,22 +97,22 @@ class QueueDesk:
                 if self.policy.queue.routing_mode == "offer"
                 else []
             )
-            previews = {n.conversation.id: await self.desk._preview(session, n.conversation.id)
+            previews = {n.conversation.id: await self.notices.preview(session, n.conversation.id)
                         for n in made}  # fmt: skip
         for e in ended:
             await self._end_offer_message(e.offer, e.conversation, e.customer, "expired")
         for n in made:
             try:
-                sent = await self.desk.bot.send_message(
+                sent = await self.notices.bot.send_message(
                     n.agent.telegram_id,
-                    texts_queue.offer(
+                    texts.agent.offer(
                         n.conversation,
                         n.customer,
                         previews[n.conversation.id],
                         self.policy.queue.offer_timeout_seconds,
                     ),
                     reply_markup=keyboards.offer(
-                        n.offer.id, texts_queue.accept_button(), texts_queue.decline_button()
+                        n.offer.id, texts.agent.accept_button(), texts.agent.decline_button()
                     ),
                 )
             except TelegramAPIError as exc:
@@ -140,8 +137,8 @@ class QueueDesk:
     ) -> None:
         if offer.chat_id is None or offer.message_id is None:
             return
-        await self.desk._edit(
-            offer.chat_id, offer.message_id, texts_queue.offer_ended(conv, customer, outcome)
+        await self.notices.edit(
+            offer.chat_id, offer.message_id, texts.agent.offer_ended(conv, customer, outcome)
         )
 
     async def decline(self, session: AsyncSession, offer_id: int, agent: Agent) -> bool:
@@ -165,26 +162,42 @@ class QueueDesk:
         await self._after_requeue(session, [(c, cu) for c, cu in pairs if cu is not None])
         return len(convs)
 
+    async def agent_unreachable(self, session: AsyncSession, agent_id: int) -> None:
+        """An agent's chat refuses the bot (they blocked it): offline, chats back in the queue."""
+        async with session.begin():
+            agent = await session.get(Agent, agent_id)
+            if agent is None:
+                return
+            agent.online = False
+        log.warning("agent %s blocked the bot: offline, chats requeued", agent.telegram_id)
+        await self.requeue_agent(session, agent)
+
     async def _after_requeue(
         self, session: AsyncSession, pairs: list[tuple[Conversation, Customer]]
     ) -> None:
         for conv, customer in pairs:
-            await self._tell(customer, texts_queue.customer_requeued)
+            await self.notices.tell(customer, texts.customer.requeued)
             await self._page_all(session, conv, customer)
 
     async def _page_all(
         self, session: AsyncSession, conv: Conversation, customer: Customer
     ) -> None:
+        """Page a chat back in the queue to everyone who may take it (the manager first)."""
         if self.policy.queue.routing_mode == "offer":
             await self.route(session)
             return
         async with session.begin():
-            online = await agents.page_targets(session, customer)
-            preview = await self.desk._preview(session, conv.id)
-        manager = agents.find_manager(online, customer.account_manager)
-        for agent in online:
-            if eligibility.serves(eligibility.parse_tiers(agent.tiers), conv.tier):
-                await self.desk._notify(session, agent, conv, customer, preview, agent is manager)
+            slots = await online_slots(session)
+            manager = await agents.manager_of(session, customer.account_manager)
+            preview = await self.notices.preview(session, conv.id)
+        manager_id = manager.id if manager is not None else None
+        online = [s for _, s in slots.values()]
+        for agent_id in assignment.page_targets(
+            Chat.of(conv), online, self.now(), manager=manager_id
+        ):
+            agent = slots[agent_id][0]
+            is_manager = agent_id == manager_id
+            await self.notices.page(session, agent, conv, customer, preview, is_manager)
 
     async def transfer_back(
         self, session: AsyncSession, agent: Agent, conv: Conversation, customer: Customer,
@@ -195,10 +208,8 @@ class QueueDesk:
             if agent.focus_conversation_id == conv.id:
                 agent.focus_conversation_id = None
                 session.add(agent)
-        await self.desk.bot.send_message(
-            agent.telegram_id, texts_queue.transferred_to_queue(conv, customer)
-        )
-        await self._tell(customer, texts_queue.customer_transferred, None)
+        await self.notices.send(agent.telegram_id, texts.agent.transferred_to_queue(conv, customer))
+        await self.notices.tell(customer, texts.customer.transferred, None)
         await self._page_all(session, conv, customer)
 
     async def transfer_to(
@@ -209,21 +220,23 @@ class QueueDesk:
         async with session.begin():
             target = await agents.by_name(session, name)
             if target is None:
-                return texts_queue.transfer_unknown(name)
+                return texts.agent.transfer_unknown(name)
             refused = await claims.transfer_to(session, conv, target, note, agent, self.now())
             if refused is None:
                 # The customer's messages wait for the new agent's briefing (hand_over).
-                await enqueue.hold_for_hand_over(session, conv.id, target.id, now=self.desk.now())
+                await enqueue.hold_for_hand_over(
+                    session, conv.id, target.id, now=self.handover.now()
+                )
             if refused is None and agent.focus_conversation_id == conv.id:
                 agent.focus_conversation_id = None
                 session.add(agent)
         if refused is not None:
-            return texts_queue.transfer_refused(target.name, refused)
-        await self.desk.bot.send_message(
-            agent.telegram_id, texts_queue.transferred_to_agent(conv, customer, target.name)
+            return texts.agent.transfer_refused(target.name, refused)
+        await self.notices.send(
+            agent.telegram_id, texts.agent.transferred_to_agent(conv, customer, target.name)
         )
-        await self._tell(customer, texts_queue.customer_transferred, target.name)
-        await self.desk.hand_over(session, target, conv, greet=False)
+        await self.notices.tell(customer, texts.customer.transferred, target.name)
+        await self.handover.hand_over(session, target, conv, greet=False)
         return None
 
     # --- the sweep --------------------------------------------------------------------
@@ -250,10 +263,10 @@ class QueueDesk:
         async with session.begin():
             alerts = await sla.sweep(session, self.policy, self.now())
             bosses = await sla.supervisors(session) if alerts else []
-            online = await _online(session) if alerts else []
+            slots = await online_slots(session) if alerts else {}
         for a in alerts:
             if a.page:
-                text = texts_queue.sla_alert(
+                text = texts.supervisor.sla_alert(
                     a.conversation,
                     a.customer,
                     a.kind,
@@ -263,27 +276,26 @@ class QueueDesk:
                     a.agent.name if a.agent else None,
                 )
                 for boss in bosses:
-                    await self.desk.send_quietly(boss.telegram_id, text)
+                    await self.notices.send_quietly(boss.telegram_id, text)
             if a.kind == sla.FIRST_RESPONSE and a.conversation.status == QUEUED and a.page:
-                await self._reannounce(session, a, online)
+                await self._reannounce(session, a, slots)
 
-    async def _reannounce(self, session: AsyncSession, a: sla.Alert, online: list[Agent]) -> None:
-        """Put a chat that is about to miss (or missed) its target before every agent again."""
-        text = texts_queue.reannounce(a.conversation, a.customer, a.level, a.elapsed_s)
-        for agent in online:
-            if not eligibility.serves(eligibility.parse_tiers(agent.tiers), a.conversation.tier):
-                continue
-            try:
-                sent = await self.desk.bot.send_message(
-                    agent.telegram_id, text, reply_markup=keyboards.claim(a.conversation.id)
-                )
-            except TelegramAPIError as exc:
-                log.warning("could not re-announce to %s: %s", agent.telegram_id, exc)
-                continue
-            async with session.begin():
-                await conversations.link(
-                    session, agent.telegram_id, sent.message_id, a.conversation.id, "notification"
-                )
+    async def _reannounce(
+        self, session: AsyncSession, a: sla.Alert, slots: dict[int, tuple[Agent, AgentSlot]]
+    ) -> None:
+        """Put a chat that is about to miss (or missed) its target before every agent who may
+        take it again."""
+        text = texts.agent.reannounce(a.conversation, a.customer, a.level, a.elapsed_s)
+        online = [s for _, s in slots.values()]
+        for agent_id in assignment.page_targets(Chat.of(a.conversation), online, self.now()):
+            await self.notices.announce(
+                session,
+                slots[agent_id][0],
+                a.conversation.id,
+                text,
+                keyboards.claim(a.conversation.id),
+                what="re-announce to",
+            )
 
     async def _silent_agents(self, session: AsyncSession) -> None:
         async with session.begin():
@@ -293,7 +305,7 @@ class QueueDesk:
                 for agent, convs in gone
             ]
         for agent, convs in pairs:
-            await self.desk.send_quietly(agent.telegram_id, texts_queue.silent_agent(len(convs)))
+            await self.notices.send_quietly(agent.telegram_id, texts.agent.silent_agent(len(convs)))
             await self._after_requeue(session, [(c, cu) for c, cu in convs if cu is not None])
 
     async def _inactive_customers(self, session: AsyncSession) -> None:
@@ -301,39 +313,29 @@ class QueueDesk:
             found = await sla.inactive_customers(session, self.policy, self.now())
         for item in found:
             if not item.closed:
-                await self._tell(item.customer, texts_queue.inactivity_warning, item.minutes_left)
+                await self.notices.tell(
+                    item.customer, texts.customer.inactivity_warning, item.minutes_left
+                )
                 continue
-            await self._tell(item.customer, texts_queue.inactivity_closed_customer)
+            await self.notices.tell(item.customer, texts.customer.inactivity_closed)
             if item.agent is not None:
-                await self.desk.send_quietly(
+                await self.notices.send_quietly(
                     item.agent.telegram_id,
-                    texts_queue.inactivity_closed_agent(item.conversation, item.customer),
+                    texts.agent.inactivity_closed(item.conversation, item.customer),
                 )
 
     async def _positions(self, session: AsyncSession) -> None:
         async with session.begin():
             notices = await estimate.position_updates(session, self.policy, self.now())
         for n in notices:
-            await self._tell(n.customer, texts_queue.position, n.position, n.eta_seconds)
+            await self.notices.tell(n.customer, texts.customer.position, n.position, n.eta_seconds)
 
     # --- claims -----------------------------------------------------------------------
     def refusal(self, result: claims.ClaimResult, agent: Agent) -> str | None:
         if result.refused == claims.REFUSED_CAPACITY:
-            return texts_queue.at_capacity(agent.max_chats)
+            return texts.agent.at_capacity(agent.max_chats)
         if result.refused == claims.REFUSED_TIER and result.conversation is not None:
-            return texts_queue.not_your_tier(result.conversation.tier)
+            return texts.agent.not_your_tier(result.conversation.tier)
         if result.refused == claims.REFUSED_RESERVED:
-            return texts_queue.reserved()
+            return texts.agent.reserved()
         return None
-
-
-async def _online(session: AsyncSession) -> list[Agent]:
-    return list(
-        (
-            await session.execute(
-                select(Agent)
-                .where(Agent.online.is_(True), Agent.active.is_(True))
-                .order_by(Agent.id)
-            )
-        ).scalars()
-    )

@@ -1,0 +1,114 @@
+"""After a won claim (or a transfer): settle every notice, brief the agent, greet the customer;
+and the relay of a customer's messages to their agent through the delivery queue."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from html import escape
+from typing import TYPE_CHECKING
+
+from aiogram.types import Message
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import texts
+from bot.desk.notify import Notices
+from bot.i18n import for_customer
+from routing.clock import utcnow
+from routing.delivery import enqueue
+from routing.queue import conversations
+from routing.store.models import Agent, Conversation, Customer
+
+if TYPE_CHECKING:
+    from bot.delivery import Deliverer
+
+
+class Handover:
+    def __init__(self, notices: Notices, delivery: Deliverer | None = None) -> None:
+        self.notices = notices
+        # The per-chat delivery queue's sender (bot/delivery.py); set by make_dispatcher.
+        self.delivery = delivery
+
+    def now(self) -> datetime:
+        """Real time, which the delivery queue's timers run on (not the bot's clock)."""
+        return self.delivery.now() if self.delivery is not None else utcnow()
+
+    async def kick(self, conversation_id: int) -> None:
+        """Deliver what this conversation has queued (after the commit). Without a deliverer
+        (the scheduler's desk) the rows wait for the bot's sweep."""
+        if self.delivery is not None:
+            await self.delivery.kick(conversation_id)
+
+    async def hand_over(
+        self, session: AsyncSession, agent: Agent, conv: Conversation, *, greet: bool = True
+    ) -> None:
+        """After a won claim: settle every notification, brief the agent, greet the customer.
+
+        The briefing ("you took", a transfer's note, what the agent has not seen of the
+        transcript) goes through the delivery queue in one transaction, with the customer's
+        messages that waited for whoever would hold the chat moved behind it: nothing written
+        before, during or after the claim is lost or comes before the header.
+        """
+        async with session.begin():
+            customer = await session.get(Customer, conv.customer_id)
+            assert customer is not None
+            notes = await conversations.notifications(session, conv.id)
+            transferred = conv.transferred_by is not None
+            by = await session.get(Agent, conv.transferred_by) if transferred else None
+            waiting = await enqueue.waiting_message_ids(session, conv.id)
+            items = [
+                enqueue.Briefing(text=texts.agent.you_took(conv, customer), link_kind="header")
+            ]
+            if by is not None:
+                items.append(
+                    enqueue.Briefing(
+                        text=texts.agent.transfer_note(by.name, conv.transfer_note),
+                        link_kind="header",
+                    )
+                )
+            for m in await conversations.transcript(session, conv.id):
+                if (m.chat_id, m.message_id) in waiting:
+                    continue  # queued for whoever holds the chat: it follows the briefing
+                if m.content_type == conversations.CONTENT_SURVEY:
+                    # The answer that opened a service-recovery chat: its text, since copying
+                    # would bring the customer's survey question instead.
+                    items.append(enqueue.Briefing(text=escape(m.text or ""), link_kind="header"))
+                elif transferred or m.sender == "customer":
+                    items.append(
+                        enqueue.Briefing(from_chat_id=m.chat_id, message_ids=(m.message_id,))
+                    )
+            await enqueue.hand_over(
+                session, conv.id, agent.id, conv.assigned_at, items, now=self.now()
+            )
+        for note in notes:
+            text = (
+                texts.agent.you_took(conv, customer)
+                if note.chat_id == agent.telegram_id
+                else texts.agent.taken_by(conv, customer, agent.name)
+            )
+            await self.notices.edit(note.chat_id, note.message_id, text)
+        await self.kick(conv.id)
+        if greet and customer.telegram_id is not None:
+            with for_customer(customer):
+                joined = texts.customer.agent_joined(agent.name)
+            await self.notices.send_quietly(customer.telegram_id, joined)
+
+    async def settle_lost(
+        self, chat_id: int, message_id: int, conv: Conversation, customer: Customer, holder: str
+    ) -> None:
+        """A notice whose Claim lost the race: it now says who took the chat."""
+        await self.notices.edit(chat_id, message_id, texts.agent.taken_by(conv, customer, holder))
+
+    async def relay_to_agent(
+        self, session: AsyncSession, conv: Conversation, customer: Customer, message: Message
+    ) -> None:
+        """Queue a customer's message for their agent (transcript already stored) and send it."""
+        async with session.begin():
+            await enqueue.to_agent(
+                session,
+                conv.id,
+                from_chat_id=message.chat.id,
+                message_id=message.message_id,
+                media_group_id=message.media_group_id,
+                now=self.now(),
+            )
+        await self.kick(conv.id)

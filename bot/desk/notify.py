@@ -1,0 +1,109 @@
+"""The desk's Telegram calls: page notices with a Claim button, offers, the edits that settle
+them, messages to customers in their own language, previews of what a customer wrote.
+
+Every send here is best-effort (a refusal is logged, never raised) and happens outside any
+database transaction; a notice that went out is linked to its conversation in a short one,
+so that whoever takes the chat can settle it (``handover``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
+from aiogram.types import InlineKeyboardMarkup
+from aiogram.types import Message as SentMessage
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import keyboards, texts
+from bot.adapters.content import Content
+from bot.i18n import for_agents, for_customer
+from routing.queue import conversations
+from routing.store.models import Agent, Conversation, Customer
+
+log = logging.getLogger(__name__)
+
+
+class Notices:
+    def __init__(self, bot: Bot) -> None:
+        self.bot = bot
+
+    async def preview(self, session: AsyncSession, conv_id: int) -> str | None:
+        """A short view of the customer's first message (for notices); None if there is none."""
+        first = next(
+            (m for m in await conversations.transcript(session, conv_id) if m.sender == "customer"),
+            None,
+        )
+        if first is None:
+            return None
+        return Content(first.content_type, first.text, first.file_id).preview()
+
+    async def page(
+        self,
+        session: AsyncSession,
+        agent: Agent,
+        conv: Conversation,
+        customer: Customer,
+        preview: str | None,
+        manager: bool,
+    ) -> None:
+        """Tell an agent of a waiting chat, with a Claim button (``manager``: theirs)."""
+        # Paged while handling the customer's update: speak the desk's language, not theirs.
+        with for_agents():
+            note = texts.agent.notification(conv, customer, preview, manager)
+            claim = keyboards.claim(conv.id)
+        await self.announce(session, agent, conv.id, note, claim, what="page agent")
+
+    async def announce(
+        self,
+        session: AsyncSession,
+        agent: Agent,
+        conv_id: int,
+        text: str,
+        markup: InlineKeyboardMarkup,
+        *,
+        what: str,
+    ) -> SentMessage | None:
+        """Send an agent a notice about a chat and link it as the chat's notification (the
+        hand-over rewrites it when anyone takes the chat). None if it could not be sent."""
+        try:
+            sent = await self.bot.send_message(agent.telegram_id, text, reply_markup=markup)
+        except TelegramAPIError as exc:
+            log.warning("could not %s %s: %s", what, agent.telegram_id, exc)
+            return None
+        async with session.begin():
+            await conversations.link(
+                session, agent.telegram_id, sent.message_id, conv_id, "notification"
+            )
+        return sent
+
+    async def edit(self, chat_id: int, message_id: int, text: str) -> None:
+        """Rewrite a notice (and drop its buttons)."""
+        try:
+            await self.bot.edit_message_text(
+                text=text, chat_id=chat_id, message_id=message_id, reply_markup=None
+            )
+        except TelegramAPIError as exc:
+            # "message is not modified" or deleted by the agent: nothing to settle.
+            log.debug("edit of %s/%s failed: %s", chat_id, message_id, exc)
+
+    async def send(self, chat_id: int, text: str) -> None:
+        """A message that must go (an error is the caller's)."""
+        await self.bot.send_message(chat_id, text)
+
+    async def send_quietly(self, chat_id: int, text: str) -> None:
+        try:
+            await self.bot.send_message(chat_id, text)
+        except TelegramAPIError as exc:
+            log.warning("could not message %s: %s", chat_id, exc)
+
+    async def tell(self, customer: Customer, make: Callable[..., str], *args: Any) -> None:
+        """A message to a customer, in their language whoever triggered it."""
+        if customer.telegram_id is None:
+            return
+        with for_customer(customer):
+            text = make(*args)
+        await self.send_quietly(customer.telegram_id, text)
