@@ -28,6 +28,7 @@ from routing.store.models import (
     COMPLAINT_OPEN,
     COMPLAINT_REOPENED,
     COMPLAINT_RESOLVED,
+    OPEN_STATUSES,
     Agent,
     Complaint,
     Conversation,
@@ -106,6 +107,8 @@ async def open_by_agent(
 ) -> Opened:
     """An agent turns the conversation in hand into a complaint (``/complaint CATEGORY
     [note]``). The agent is handling it, so the case is acknowledged at once."""
+    if conversation.status not in OPEN_STATUSES:
+        raise ComplaintError(f"chat #{conversation.id} is closed")
     customer = await session.get(Customer, conversation.customer_id)
     assert customer is not None
     complaint = await _new_case(

@@ -130,3 +130,12 @@ async def carried_by(session: AsyncSession, conversation_id: int) -> list[Compla
             )
         ).scalars()
     )
+
+
+async def case_in_chat(session: AsyncSession, conversation_id: int) -> Complaint | None:
+    """The case an agent's ``/remedy`` (or resolve) in this chat means without a number:
+    the newest unresolved one it carries, else the newest."""
+    carried = await carried_by(session, conversation_id)
+    unresolved = [c for c in carried if c.status in COMPLAINT_UNRESOLVED]
+    pick = unresolved or carried
+    return pick[-1] if pick else None

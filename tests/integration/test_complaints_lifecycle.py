@@ -281,6 +281,13 @@ async def test_an_agent_turns_the_chat_in_hand_into_a_complaint(db: Db, policy: 
         opened = await cases.open_by_agent(s, conv, a, "product", "arrived broken", NOW, policy)
     c = opened.complaint
     assert opened.queued is None
+    async with db.sessions() as s, s.begin():
+        closed = await s.get(Conversation, conv.id)
+        a = await s.get(Agent, aid)
+        assert closed is not None and a is not None
+        closed.status = "closed"
+        with pytest.raises(cases.ComplaintError, match="is closed"):
+            await cases.open_by_agent(s, closed, a, "product", None, NOW, policy)
     assert (c.status, c.opened_by, c.agent_id, c.acknowledged_at, c.conversation_id) == (
         "acknowledged",
         "agent",
@@ -328,6 +335,9 @@ async def test_list_and_show(db: Db, policy: Policy) -> None:
         assert first.conversation_id is not None
         # The fresh case joined the chat the old one opened (still open): it carries both.
         assert [c.id for c in await queries.carried_by(s, first.conversation_id)] == [old, fresh]
+        picked = await queries.case_in_chat(s, first.conversation_id)
+        assert picked is not None and picked.id == fresh  # the unresolved one
+        assert await queries.case_in_chat(s, 424242) is None
         view = await queries.show(s, old, NOW)
         assert await queries.show(s, 99999, NOW) is None
     assert view is not None and view.customer.external_id == "K1" and not view.breached
