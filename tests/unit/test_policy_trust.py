@@ -59,6 +59,9 @@ def test_renaming_a_tier_in_the_example_finds_every_reference(tmp_path: Path) ->
         f"[queue.sla] resolution_seconds.A: no such tier {TIERS}",
         f"[selfservice.tiers] A: no such tier {TIERS}",
         f'[[surveys.nps.campaigns]] #2 tier: no such tier "A" {TIERS}',
+        f"[complaints] acknowledge.A: no such tier {TIERS}",
+        f"[complaints] resolve.A: no such tier {TIERS}",
+        f"[care] cadence_days.A: no such tier {TIERS}",
     )
     assert str(exc.value).startswith(f"{renamed}: invalid policy: [queue.sla]")
 
