@@ -1,0 +1,164 @@
+"""The argparse parser: every command, option, help text and the exit statuses in --help.
+
+The command line is a contract that scripts rely on: names, options and help stay as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from routing.queue import agents
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("contactbot")
+    except PackageNotFoundError:  # pragma: no cover - running from a tree never installed
+        return "unknown (not installed)"
+
+
+RUN_EXIT_CODES = """\
+exit status:
+  0  stopped (Ctrl+C or SIGTERM)
+  2  a setting is wrong: CONTACTBOT_TOKEN missing or malformed, an invalid policy file
+  3  the bot cannot start: a URL with an unsupported scheme, or the database, Redis or the
+     Telegram Bot API unreachable or refusing (a rejected token too), or the webhook port
+     unavailable; stderr says which in one line"""
+
+DB_EXIT_CODES = """\
+Commands that use the database (db, import, agents, score, customers, surveys) exit 3, with
+one line on stderr, when CONTACTBOT_DATABASE_URL has an unsupported scheme or the database
+cannot be reached within CONTACTBOT_PREFLIGHT_TIMEOUT seconds (default 5)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="contactbot",
+        description="Telegram contact-center bot with priority routing by customer tier.",
+        epilog=DB_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="start the bot (long polling unless --webhook)",
+        description="Start the bot: long polling, or a webhook server with --webhook.\n"
+        "First it checks the database, Redis (if configured) and the Telegram Bot API,\n"
+        "each within CONTACTBOT_PREFLIGHT_TIMEOUT seconds (default 5).",
+        epilog=RUN_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--webhook", action="store_true", help="serve a webhook instead of polling")
+
+    dbp = sub.add_parser("db", help="database schema")
+    dbsub = dbp.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    dbsub.add_parser("upgrade", help="apply migrations up to the latest schema")
+
+    imp = sub.add_parser("import", help="load CRM data from CSV (idempotent upsert)")
+    impsub = imp.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind in ("customers", "orders"):
+        pin = " (in tier_override: releases the pin, logged in the tier history)"
+        k = impsub.add_parser(
+            kind,
+            help=f"import {kind}.csv",
+            description=f"Upsert {kind}.csv. The delimiter (',' ';' tab '|') is detected from "
+            "the header line. An empty cell keeps the stored value; a cell holding (clear) "
+            f"clears it{pin if kind == 'customers' else ''}. Bad rows are reported as "
+            "'line N: reason'; good rows load.",
+        )
+        k.add_argument("file", type=Path, metavar="FILE.csv")
+        k.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+        k.add_argument(
+            "--date-format",
+            metavar="F",
+            help="orders: strptime format of ordered_at, e.g. %%d.%%m.%%Y "
+            "(default: YYYY-MM-DD, ISO 8601 or 2025/8/9)",
+        )
+        k.add_argument(
+            "--decimal-comma",
+            action="store_true",
+            help="orders: amounts use ',' for decimals and '.' between thousands (1.234,56)",
+        )
+
+    ag = sub.add_parser("agents", help="manage agents")
+    agsub = ag.add_subparsers(dest="agents_command", required=True, metavar="ACTION")
+    add = agsub.add_parser("add", help="register (or update) an agent")
+    add.add_argument("telegram_id", type=int, metavar="TELEGRAM_ID")
+    add.add_argument("--name", required=True)
+    add.add_argument("--role", choices=agents.ROLES, default="agent")
+    add.add_argument("--max-chats", type=int, default=3)
+    add.add_argument(
+        "--tiers", help="comma-separated tiers this agent serves, e.g. VIP,A (default: all)"
+    )
+    agsub.add_parser("list", help="list agents")
+    rm = agsub.add_parser(
+        "remove",
+        help="remove an agent; their open chats go back to the queue",
+        description="Remove an agent. Their open chats go back to the front of the queue "
+        "(the customers are not messaged; online agents see the chats on /next). An agent "
+        "named by past conversations is deactivated instead of deleted: `agents add` with "
+        "the same TELEGRAM_ID brings them back.",
+    )
+    rm.add_argument("telegram_id", type=int, metavar="TELEGRAM_ID")
+
+    sim = sub.add_parser("simulate", help="simulate a day of the queue (capacity planning)")
+    sim.add_argument("scenario", type=Path, metavar="SCENARIO.toml")
+    sim.add_argument("--seed", type=int, help="random seed (default: the scenario's, else 1)")
+    sim.add_argument("--format", choices=("json", "table"), default="table")
+    sim.add_argument(
+        "--recommend",
+        action="store_true",
+        help="find the smallest agent count that meets every tier's SLA at the service level",
+    )
+
+    sub.add_parser("score", help="recompute scores and tiers now")
+
+    cu = sub.add_parser("customers", help="one customer's score, tier and history")
+    cusub = cu.add_subparsers(dest="customers_command", required=True, metavar="ACTION")
+    show = cusub.add_parser("show", help="score by dimension, tier, override and tier history")
+    show.add_argument("external_id", metavar="ID", help="the customer's external_id")
+    ov = cusub.add_parser("override", help="pin a customer's tier (or --clear the pin)")
+    ov.add_argument("external_id", metavar="ID")
+    ov.add_argument("tier", nargs="?", metavar="TIER")
+    ov.add_argument("--by", help="who pins it (required with TIER)")
+    ov.add_argument("--reason", help="why (required with TIER)")
+    ov.add_argument("--clear", action="store_true", help="release the pin: the model decides")
+    inv = cusub.add_parser(
+        "invite",
+        help="one-time invitation links (t.me/<bot>?start=<token>) that identify a customer",
+        description="Print a single-use, expiring deep link that links whoever opens it to "
+        "customer ID (only the token's hash is stored), or with --tier T --out FILE.csv write "
+        "one for every customer of tier T (external_id,name,link,expires_at) for a mail merge.",
+    )
+    inv.add_argument("external_id", nargs="?", metavar="ID", help="the customer's external_id")
+    inv.add_argument("--tier", metavar="T", help="invite every customer of this tier")
+    inv.add_argument("--out", type=Path, metavar="FILE.csv", help="the CSV (with --tier)")
+    inv.add_argument(
+        "--expires",
+        metavar="DURATION",
+        help="e.g. 12h, 7d, 2w (default: [identification] invite_expires_days)",
+    )
+    inv.add_argument("--qr", type=Path, metavar="FILE.png", help="also write the link as a QR")
+    inv.add_argument(
+        "--bot-username",
+        help="the bot's @username (default: CONTACTBOT_BOT_USERNAME, else asked of Telegram)",
+    )
+    inv.add_argument("--by", help="who makes the invitations (recorded; default: the OS user)")
+
+    sv = sub.add_parser("surveys", help="survey progress")
+    svsub = sv.add_subparsers(dest="surveys_command", required=True, metavar="ACTION")
+    st = svsub.add_parser("status", help="sent, answered, pending, failed, response and send rate")
+    st.add_argument("--campaign", metavar="KEY", help="one campaign run (default: all surveys)")
+
+    pol = sub.add_parser("policy", help="the policy file")
+    polsub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    chk = polsub.add_parser("check", help="validate a policy file")
+    chk.add_argument(
+        "file", nargs="?", type=Path, help="default: CONTACTBOT_CONFIG or ./contactbot.toml"
+    )
+    return p
