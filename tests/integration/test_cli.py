@@ -45,17 +45,6 @@ def test_run_without_a_valid_token_explains_in_one_line(
     assert "Traceback" not in proc.stderr
 
 
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("CONTACTBOT_"):
-            monkeypatch.delenv(key)
-    db = tmp_path / "cli.db"
-    monkeypatch.setenv("CONTACTBOT_DATABASE_URL", f"sqlite+aiosqlite:///{db}")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def test_db_upgrade_creates_the_database(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["db", "upgrade"]) == 0
     assert (cli_env / "cli.db").exists()

@@ -8,7 +8,6 @@ rejects its row only.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -403,16 +402,6 @@ async def test_a_nul_character_rejects_its_row_and_keeps_the_rest_of_the_batch(
 
 
 # --- the command line ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("CONTACTBOT_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("CONTACTBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_cli_reimport_keeps_the_vip_pin_and_clear_releases_it(

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from bot.cli import main
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("CONTACTBOT_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("CONTACTBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_agents_add_with_tiers(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.cli import main
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key in list(os.environ):
-        if key.startswith("CONTACTBOT_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("CONTACTBOT_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def _import(cli_env: Path) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -15,17 +13,6 @@ from routing.store.models import Customer, Survey, SurveyCampaign
 
 T = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 KEY = "nps:C:20261102T1200Z"
-
-
-@pytest.fixture
-def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    for key in list(os.environ):
-        if key.startswith("CONTACTBOT_"):
-            monkeypatch.delenv(key)
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
-    monkeypatch.setenv("CONTACTBOT_DATABASE_URL", url)
-    monkeypatch.chdir(tmp_path)
-    return url
 
 
 async def _seed(url: str) -> None:
@@ -59,9 +46,9 @@ async def _seed(url: str) -> None:
 
 
 def test_surveys_status_for_a_campaign_and_overall(
-    cli_env: str, capsys: pytest.CaptureFixture[str]
+    cli_db_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    asyncio.run(_seed(cli_env))
+    asyncio.run(_seed(cli_db_url))
     assert main(["surveys", "status", "--campaign", KEY]) == 0
     out = capsys.readouterr().out
     # sent (delivered) 5, answered 2, pending 2, failed 1, skipped 1, 2/5 answered, 4 gaps in 4 s
