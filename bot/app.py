@@ -21,13 +21,13 @@ from aiogram.types import BotCommand, BotCommandScopeDefault
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot import errors
+from bot import errors, texts
 from bot.clock import make_clock
 from bot.config import Settings
 from bot.delivery import Deliverer
 from bot.desk import Desk
 from bot.handlers import get_routers
-from bot.i18n import LocaleMiddleware, make_i18n
+from bot.i18n import LocaleMiddleware, make_i18n, speaking
 from bot.intake import Intake, redis_chat_lock
 from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
 from bot.throttle import ThrottleMiddleware
@@ -39,13 +39,11 @@ from routing.store import cluster, db, inbox
 
 log = logging.getLogger(__name__)
 
-CUSTOMER_COMMANDS = [
-    BotCommand(command="start", description="Identify yourself"),
-    BotCommand(command="menu", description="Self-service topics"),
-    BotCommand(command="human", description="Talk to a person"),
-    BotCommand(command="help", description="Help"),
-    BotCommand(command="stop_surveys", description="Stop receiving surveys"),
-]
+
+def customer_commands(language: str | None = None) -> list[BotCommand]:
+    """The command menu customers see, in ``language`` (default: the source language)."""
+    with speaking(language):
+        return [BotCommand(command=c, description=d) for c, d in texts.customer.commands()]
 
 
 def make_bot(token: str, api_url: str) -> Bot:
@@ -154,9 +152,9 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-async def _set_commands(bot: Bot) -> None:
+async def _set_commands(bot: Bot, language: str | None = None) -> None:
     try:
-        await bot.set_my_commands(CUSTOMER_COMMANDS, scope=BotCommandScopeDefault())
+        await bot.set_my_commands(customer_commands(language), scope=BotCommandScopeDefault())
     except Exception as exc:
         log.warning("could not set the command menu: %s", exc)
 
@@ -220,7 +218,7 @@ async def run_polling(settings: Settings, token: str) -> None:
     try:
         me = await app.bot.get_me()
         log.info("contactbot @%s polling %s", me.username, settings.telegram_api_url)
-        await _set_commands(app.bot)
+        await _set_commands(app.bot, app.policy.selfservice.default_language)
         await app.bot.delete_webhook(drop_pending_updates=False)
         await app.dp.emit_startup(bot=app.bot, **_workflow(app))
         sched = _start_scheduler(app)
@@ -257,7 +255,7 @@ async def run_webhook(settings: Settings, token: str) -> None:
         await runner.setup()
         site = web.TCPSite(runner, settings.webhook_host, settings.webhook_port)
         await site.start()
-        await _set_commands(app.bot)
+        await _set_commands(app.bot, app.policy.selfservice.default_language)
         # Every instance registers; idempotent, retried, and never fatal (bot/webhook_setup.py).
         from bot.webhook_setup import register_webhook
 

@@ -49,6 +49,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import texts
+from bot.i18n import for_agents
 from routing.clock import Clock, utcnow
 from routing.delivery import enqueue, sending
 from routing.delivery.sending import Backoff, Claimed
@@ -56,12 +57,6 @@ from routing.queue import conversations
 from routing.store.models import TO_AGENT, TO_CUSTOMER, Agent, Conversation, Customer
 
 log = logging.getLogger(__name__)
-
-NOT_REACHABLE = "This customer is no longer reachable on Telegram; the message was not sent."
-BLOCKED = "The customer has blocked the bot; the message was not delivered."
-BLOCKED_MANY = "The customer has blocked the bot; {n} messages were not delivered."
-REFUSED = "Telegram refused the message: {error}"
-GAVE_UP = "Telegram could not be reached for too long; the message was not delivered."
 
 AgentUnreachable = Callable[[AsyncSession, int], Awaitable[None]]
 
@@ -404,7 +399,7 @@ class Deliverer:
             customer = await s.get(Customer, conv.customer_id)
             if customer is None:
                 return False
-            text = texts.header(conv, customer)
+            text = texts.agent.header(conv, customer)
         head = await self.bot.send_message(c.chat_id, text, request_timeout=self.request_timeout)
         async with self.sessions() as s, s.begin():
             await conversations.link(
@@ -464,13 +459,14 @@ class Deliverer:
             agent_id = await s.scalar(select(Agent.id).where(Agent.telegram_id == c.from_chat_id))
             if agent_id is None or told:
                 return  # an agent's side is told of a block once per conversation
-            if code == 403:
-                note = BLOCKED if not more else BLOCKED_MANY.format(n=more + 1)
-            elif code is None or code >= 500:
-                note = GAVE_UP
-            else:
-                message = exc.message if isinstance(exc, TelegramAPIError) else str(exc)
-                note = REFUSED.format(error=escape(message))
+            with for_agents():  # the desk's language, whoever's update this runs in
+                if code == 403:
+                    note = texts.agent.blocked(more + 1)
+                elif code is None or code >= 500:
+                    note = texts.agent.gave_up()
+                else:
+                    message = exc.message if isinstance(exc, TelegramAPIError) else str(exc)
+                    note = texts.agent.refused(escape(message))
             await enqueue.note_to_agent(
                 s,
                 c.conversation_id,

@@ -4,7 +4,8 @@ of each update.
 ``_`` translates now (inside a handler, where :class:`LocaleMiddleware` has chosen the
 locale); ``__`` is the lazy form; ``N_`` only marks a string for extraction (translate it
 later with ``_(VALUE)``). Outside an I18n context (CLI, unit tests) ``_`` returns the
-English source text, so code never crashes for lack of a locale.
+English source text, so code never crashes for lack of a locale. The bot's words
+themselves live in ``bot/texts/``.
 
 Catalogs: ``bot/locales/<locale>/LC_MESSAGES/contactbot.po`` and the compiled ``.mo``
 shipped beside it (the bot reads only the ``.mo``). Extracting, updating, compiling and

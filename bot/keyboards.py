@@ -14,7 +14,6 @@ from aiogram.types import (
 from pydantic import Field
 
 from bot import texts
-from bot.i18n import _
 from routing.store.models import Conversation, Customer
 
 # A row id inside callback data. Anyone can send any callback data (it is not signed), and
@@ -86,7 +85,7 @@ def offer(offer_id: int, accept_text: str, decline_text: str) -> InlineKeyboardM
 
 def share_phone() -> ReplyKeyboardMarkup:
     return ReplyKeyboardMarkup(
-        keyboard=[[KeyboardButton(text=texts.SHARE_PHONE_BUTTON, request_contact=True)]],
+        keyboard=[[KeyboardButton(text=texts.customer.share_phone_button(), request_contact=True)]],
         resize_keyboard=True,
         one_time_keyboard=True,
     )
@@ -97,7 +96,7 @@ def node_button(text: str, node_id: str) -> InlineKeyboardButton:
 
 
 def human_button() -> InlineKeyboardButton:
-    return InlineKeyboardButton(text=texts.HUMAN_BUTTON, callback_data=HumanCb().pack())
+    return InlineKeyboardButton(text=texts.customer.human_button(), callback_data=HumanCb().pack())
 
 
 def rows(
@@ -113,10 +112,10 @@ def rows(
 def helped(entry_id: str) -> list[InlineKeyboardButton]:
     return [
         InlineKeyboardButton(
-            text=texts.HELPED_YES, callback_data=HelpedCb(id=entry_id, yes=True).pack()
+            text=texts.customer.helped_yes(), callback_data=HelpedCb(id=entry_id, yes=True).pack()
         ),
         InlineKeyboardButton(
-            text=texts.HELPED_NO, callback_data=HelpedCb(id=entry_id, yes=False).pack()
+            text=texts.customer.helped_no(), callback_data=HelpedCb(id=entry_id, yes=False).pack()
         ),
     ]
 
@@ -126,7 +125,7 @@ def claim(conv_id: int) -> InlineKeyboardMarkup:
         inline_keyboard=[
             [
                 InlineKeyboardButton(
-                    text=texts.CLAIM_BUTTON, callback_data=ClaimCb(conv=conv_id).pack()
+                    text=texts.agent.claim_button(), callback_data=ClaimCb(conv=conv_id).pack()
                 )
             ]
         ]
@@ -138,7 +137,8 @@ def queue(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMarkup:
         inline_keyboard=[
             [
                 InlineKeyboardButton(
-                    text=f"✋ {texts.conv_label(c, cu)}", callback_data=ClaimCb(conv=c.id).pack()
+                    text=f"✋ {texts.agent.conv_label(c, cu)}",
+                    callback_data=ClaimCb(conv=c.id).pack(),
                 )
             ]
             for c, cu in items
@@ -151,9 +151,12 @@ def chats(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMarkup:
         inline_keyboard=[
             [
                 InlineKeyboardButton(
-                    text=f"🎯 {texts.conv_label(c, cu)}", callback_data=FocusCb(conv=c.id).pack()
+                    text=f"🎯 {texts.agent.conv_label(c, cu)}",
+                    callback_data=FocusCb(conv=c.id).pack(),
                 ),
-                InlineKeyboardButton(text=_("Close"), callback_data=CloseCb(conv=c.id).pack()),
+                InlineKeyboardButton(
+                    text=texts.agent.close_button(), callback_data=CloseCb(conv=c.id).pack()
+                ),
             ]
             for c, cu in items
         ]
@@ -165,7 +168,7 @@ def close_choice(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMa
         inline_keyboard=[
             [
                 InlineKeyboardButton(
-                    text=_("Close {label}").format(label=texts.conv_label(c, cu)),
+                    text=texts.agent.close_chat_button(texts.agent.conv_label(c, cu)),
                     callback_data=CloseCb(conv=c.id).pack(),
                 )
             ]

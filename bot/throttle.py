@@ -54,7 +54,8 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import TelegramObject, Update, User
 from aiogram.utils.i18n import I18n
 
-from bot.i18n import LocaleMiddleware, _, make_i18n
+from bot import texts
+from bot.i18n import LocaleMiddleware, make_i18n
 from routing.policy.root import Policy
 
 __all__ = ["BURST", "PER_SECOND", "ThrottleMiddleware", "TokenBuckets", "Verdict"]
@@ -201,7 +202,7 @@ class ThrottleMiddleware(BaseMiddleware):
             return
         locale = await self._locale.get_locale(event, data)
         with self.i18n.context(), self.i18n.use_locale(locale):
-            text = _("You are sending messages too fast. Please wait a few seconds, then go on.")
+            text = texts.customer.too_fast()
         try:
             if event.callback_query is not None:
                 await bot.answer_callback_query(event.callback_query.id, text)

@@ -78,7 +78,7 @@ class AnswerResult:
 
 def summary_of(survey: Survey, score: int, comment: str | None = None) -> str:
     """How an agent sees a survey answer in the recovery chat (agent-facing, not translated
-    here: agents' texts are English throughout, see bot/texts.py)."""
+    here: agents' texts are English throughout, see bot/texts/agent.py)."""
     low, high = scale(survey.kind)
     about = f" about chat #{survey.conversation_id}" if survey.conversation_id else ""
     text = f"Survey answer: {survey.kind.upper()} {score} (scale {low}-{high}){about}"

@@ -10,9 +10,8 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import keyboards, texts, texts_queue, texts_survey
+from bot import keyboards, texts
 from bot.adapters.content import content_of
-from bot.delivery import NOT_REACHABLE
 from bot.desk import Desk
 from bot.filters import IsAgent, IsSupervisor
 from bot.i18n import for_customer
@@ -31,8 +30,8 @@ router.callback_query.filter(IsAgent())
 
 
 def _help(agent: Agent) -> str:
-    suffix = texts.SUPERVISOR_HELP_SUFFIX if agent.role == "supervisor" else ""
-    return texts.AGENT_HELP + suffix
+    suffix = texts.supervisor.help_suffix() if agent.role == "supervisor" else ""
+    return texts.agent.help_text() + suffix
 
 
 @router.message(Command("help", "start"))
@@ -46,7 +45,7 @@ async def online(message: Message, session: AsyncSession, agent: Agent, desk: De
         agent.online = True
         agent.last_active_at = desk.clock()
         session.add(agent)
-    await message.answer(texts.NOW_ONLINE)
+    await message.answer(texts.agent.now_online())
     # Chats that waited while nobody was online are shown (claim mode) or offered at once.
     if desk.policy.queue.routing_mode == "offer":
         await desk.queue.route(session)
@@ -59,11 +58,11 @@ async def offline(message: Message, session: AsyncSession, agent: Agent, desk: D
     async with session.begin():
         agent.online = False
         session.add(agent)
-    await message.answer(texts.NOW_OFFLINE)
+    await message.answer(texts.agent.now_offline())
     # Open chats do not wait for an agent who left: back to the front of their tier.
     requeued = await desk.queue.requeue_agent(session, agent)
     if requeued:
-        await message.answer(texts_queue.requeued_chats(requeued))
+        await message.answer(texts.agent.requeued_chats(requeued))
 
 
 @router.message(Command("queue"))
@@ -72,9 +71,11 @@ async def show_queue(message: Message, session: AsyncSession, policy: Policy) ->
         items = await claims.waiting(session, policy.queue.queue_page_size)
         total = await claims.waiting_count(session)
     if not items:
-        await message.answer(texts.QUEUE_EMPTY)
+        await message.answer(texts.agent.queue_empty())
         return
-    await message.answer(texts.queue_list(len(items), total), reply_markup=keyboards.queue(items))
+    await message.answer(
+        texts.agent.queue_list(len(items), total), reply_markup=keyboards.queue(items)
+    )
 
 
 @router.message(Command("next"))
@@ -89,10 +90,10 @@ async def next_(
             # The customer's messages wait for the briefing hand_over queues next.
             await enqueue.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
     if full:
-        await message.answer(texts_queue.at_capacity(agent.max_chats))
+        await message.answer(texts.agent.at_capacity(agent.max_chats))
         return
     if conv is None:
-        await message.answer(texts.QUEUE_EMPTY)
+        await message.answer(texts.agent.queue_empty())
         return
     await desk.hand_over(session, agent, conv)
 
@@ -133,7 +134,7 @@ async def claim_button(
     if conv.status != ASSIGNED:
         await query.answer("This chat is already closed.", show_alert=True)
         return
-    await query.answer(texts.lost_claim(holder), show_alert=True)
+    await query.answer(texts.agent.lost_claim(holder), show_alert=True)
     msg = query.message
     # Only single-chat notifications are rewritten; a /queue list keeps its other buttons.
     if (
@@ -149,9 +150,9 @@ async def chats(message: Message, session: AsyncSession, agent: Agent) -> None:
     async with session.begin():
         items = await conversations.agent_chats(session, agent)
     if not items:
-        await message.answer(texts.NO_OPEN_CHATS)
+        await message.answer(texts.agent.no_open_chats())
         return
-    await message.answer(texts.chats_list(len(items)), reply_markup=keyboards.chats(items))
+    await message.answer(texts.agent.chats_list(len(items)), reply_markup=keyboards.chats(items))
 
 
 @router.callback_query(keyboards.FocusCb.filter())
@@ -161,14 +162,14 @@ async def focus(
     async with session.begin():
         conv = await session.get(Conversation, callback_data.conv)
         if conv is None or conv.agent_id != agent.id or conv.status != ASSIGNED:
-            await query.answer(texts.NOT_YOURS, show_alert=True)
+            await query.answer(texts.agent.not_yours(), show_alert=True)
             return
         customer = await session.get(Customer, conv.customer_id)
         assert customer is not None
         agent.focus_conversation_id = conv.id
         session.add(agent)
     await query.answer()
-    await query.bot.send_message(agent.telegram_id, texts.focused(conv, customer))  # type: ignore[union-attr]
+    await query.bot.send_message(agent.telegram_id, texts.agent.focused(conv, customer))  # type: ignore[union-attr]
 
 
 async def _resolve(
@@ -200,10 +201,10 @@ async def _close(
     if survey is None:
         await desk.bot.send_message(agent.telegram_id, "That chat was already closed.")
         return
-    await desk.bot.send_message(agent.telegram_id, texts.closed_for_agent(conv, customer))
+    await desk.bot.send_message(agent.telegram_id, texts.agent.closed_for_agent(conv, customer))
     if customer.telegram_id is not None:
         with for_customer(customer):
-            closed = texts.CONVERSATION_CLOSED_FOR_CUSTOMER
+            closed = texts.customer.conversation_closed()
         await desk.send_quietly(customer.telegram_id, closed)
 
 
@@ -224,9 +225,9 @@ async def close(
             "Which chat do you want to close?", reply_markup=keyboards.close_choice(items)
         )
     elif target.how is TargetHow.NOT_YOURS:
-        await message.answer(texts.NOT_YOURS)
+        await message.answer(texts.agent.not_yours())
     else:
-        await message.answer(texts.NO_OPEN_CHATS)
+        await message.answer(texts.agent.no_open_chats())
 
 
 @router.callback_query(keyboards.CloseCb.filter())
@@ -244,7 +245,7 @@ async def close_button(
         ok = conv is not None and conv.agent_id == agent.id and conv.status == ASSIGNED
         customer = await session.get(Customer, conv.customer_id) if ok and conv else None
     if not ok or conv is None or customer is None:
-        await query.answer(texts.NOT_YOURS, show_alert=True)
+        await query.answer(texts.agent.not_yours(), show_alert=True)
         return
     await query.answer()
     await _close(session, agent, conv, customer, policy, desk, clock)
@@ -273,11 +274,13 @@ async def stats(message: Message, session: AsyncSession, policy: Policy, clock: 
         selfserve = await deflection.deflection(session, clock(), idle)
     ordered = {t: int(by_tier.get(t, 0)) for t in policy.tier_names}
     await message.answer(
-        texts.stats(ordered, int(online or 0), int(open_chats or 0))
+        texts.supervisor.stats(ordered, int(online or 0), int(open_chats or 0))
         + "\n\n"
-        + texts_survey.agent_csat(csat)
+        + texts.supervisor.agent_csat(csat)
         + "\n\n"
-        + texts.deflection(selfserve.deflected, selfserve.ended, selfserve.handoff, selfserve.live)
+        + texts.supervisor.deflection(
+            selfserve.deflected, selfserve.ended, selfserve.handoff, selfserve.live
+        )
     )
 
 
@@ -288,7 +291,7 @@ async def stale_button(query: CallbackQuery) -> None:
 
 @router.message(F.text.startswith("/"))
 async def unknown_command(message: Message, agent: Agent) -> None:
-    await message.answer(f"{texts.UNKNOWN_COMMAND}\n\n{_help(agent)}")
+    await message.answer(f"{texts.agent.unknown_command()}\n\n{_help(agent)}")
 
 
 @router.message()
@@ -300,14 +303,16 @@ async def relay(
     conv, customer = target.conversation, target.customer
     if conv is None or customer is None:
         if target.how is TargetHow.AMBIGUOUS:
-            await message.answer(texts.ambiguous(len(items)), reply_markup=keyboards.chats(items))
+            await message.answer(
+                texts.agent.ambiguous(len(items)), reply_markup=keyboards.chats(items)
+            )
         elif target.how is TargetHow.NOT_YOURS:
-            await message.answer(texts.NOT_YOURS)
+            await message.answer(texts.agent.not_yours())
         else:
-            await message.answer(texts.NO_OPEN_CHATS)
+            await message.answer(texts.agent.no_open_chats())
         return
     if customer.telegram_id is None:
-        await message.answer(NOT_REACHABLE)
+        await message.answer(texts.agent.not_reachable())
         return
     content = content_of(message)
     async with session.begin():

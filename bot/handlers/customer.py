@@ -76,8 +76,8 @@ def _nav(ss: SelfServicePolicy, node_id: str, tier: str) -> list[InlineKeyboardB
     parent = ss.parents().get(node_id, home)
     nav = []
     if parent != home and ss.visible(parent, tier):
-        nav.append(keyboards.node_button(texts.BACK_BUTTON, parent))
-    nav.append(keyboards.node_button(texts.HOME_BUTTON, home))
+        nav.append(keyboards.node_button(texts.customer.back_button(), parent))
+    nav.append(keyboards.node_button(texts.customer.home_button(), home))
     return nav
 
 
@@ -146,10 +146,10 @@ async def _step(
 async def _send_answer(
     bot: Bot, chat_id: int, ss: SelfServicePolicy, entry: FaqEntry, customer: Customer, locale: str
 ) -> None:
-    text = texts.answer(ss.text(entry.question, locale), ss.text(entry.answer, locale))
+    text = texts.customer.answer(ss.text(entry.question, locale), ss.text(entry.answer, locale))
     buttons: list[InlineKeyboardButton] = []
     if entry.link:
-        buttons.append(InlineKeyboardButton(text=texts.LINK_BUTTON, url=entry.link))
+        buttons.append(InlineKeyboardButton(text=texts.customer.link_button(), url=entry.link))
     grid = [[b] for b in buttons] + [keyboards.helped(entry.id)]
     nav = _nav(ss, entry.id, customer.tier)
     if nav:
@@ -168,7 +168,7 @@ def _offer(
     if human and ss.access(customer.tier).human != "never":
         buttons.append(keyboards.human_button())
     return keyboards.rows(
-        buttons, [keyboards.node_button(texts.HOME_BUTTON, ss.root_for(customer.tier))]
+        buttons, [keyboards.node_button(texts.customer.home_button(), ss.root_for(customer.tier))]
     )
 
 
@@ -229,25 +229,30 @@ async def _action(
     nav = keyboards.rows([], _nav(ss, node_id, customer.tier))
     if action == "my_tier":
         if customer.is_guest:
-            text = texts.guest_tier(customer.tier)
+            text = texts.customer.guest_tier(customer.tier)
         else:
-            text = texts.my_tier(customer.tier, ss.text(ss.access(customer.tier).benefits, locale))
+            text = texts.customer.my_tier(
+                customer.tier, ss.text(ss.access(customer.tier).benefits, locale)
+            )
         await bot.send_message(chat_id, text, reply_markup=nav)
         return
     if customer.is_guest:
-        await bot.send_message(chat_id, texts.GUEST_NO_ORDERS, reply_markup=nav)
+        await bot.send_message(chat_id, texts.customer.guest_no_orders(), reply_markup=nav)
         return
     if action == "order_status":
         await state.set_state(SelfService.order_id)
-        await bot.send_message(chat_id, texts.ASK_ORDER_ID, reply_markup=nav)
+        await bot.send_message(chat_id, texts.customer.ask_order_id(), reply_markup=nav)
         return
     async with session.begin():
         recent = await orders.recent_orders(session, customer, ss.recent_orders)
     if not recent:
-        await bot.send_message(chat_id, texts.NO_ORDERS, reply_markup=nav)
+        await bot.send_message(chat_id, texts.customer.no_orders(), reply_markup=nav)
         return
-    lines = [texts.order_line(o.order_id, o.ordered_at, o.amount_cents, o.status) for o in recent]
-    await bot.send_message(chat_id, texts.my_orders(lines), reply_markup=nav)
+    lines = [
+        texts.customer.order_line(o.order_id, o.ordered_at, o.amount_cents, o.status)
+        for o in recent
+    ]
+    await bot.send_message(chat_id, texts.customer.my_orders(lines), reply_markup=nav)
 
 
 def _in_a_chat(message: Message, open_conversation: Conversation | None) -> bool:
@@ -294,12 +299,14 @@ async def order_id_given(
     if found is None:
         # Another customer's order reads exactly like a non-existent one.
         await message.answer(
-            texts.order_not_found(orders.clean_order_id(message.text)), reply_markup=nav
+            texts.customer.order_not_found(orders.clean_order_id(message.text)), reply_markup=nav
         )
         return
     await state.clear()
     await message.answer(
-        texts.order_status(found.order_id, found.ordered_at, found.status, found.amount_cents),
+        texts.customer.order_status(
+            found.order_id, found.ordered_at, found.status, found.amount_cents
+        ),
         reply_markup=nav,
     )
 
@@ -309,7 +316,11 @@ async def _welcome(
     message: Message, customer: Customer, policy: Policy, locale: str, *, back: bool
 ) -> None:
     vip = policy.is_human_first(customer.tier)
-    text = texts.welcome_back(customer, vip) if back else texts.identified(customer, vip)
+    text = (
+        texts.customer.welcome_back(customer, vip)
+        if back
+        else texts.customer.identified(customer, vip)
+    )
     await message.answer(text, reply_markup=ReplyKeyboardRemove())
     if not vip:
         await _menu(message, policy, customer, locale)
@@ -324,7 +335,7 @@ async def _tell_relink(
     if customer is None or previous is None:
         return
     with for_customer(customer):
-        away = texts.RELINKED_AWAY
+        away = texts.customer.relinked_away()
     await desk.send_quietly(previous, away)
     if not policy.is_human_first(customer.tier) or not customer.account_manager:
         return
@@ -334,7 +345,7 @@ async def _tell_relink(
     if manager is None:
         return
     with for_agents():
-        note = texts.relink_note(customer, by_invitation)
+        note = texts.agent.relink_note(customer, by_invitation)
     await desk.send_quietly(manager.telegram_id, note)
 
 
@@ -379,7 +390,9 @@ async def start(
         if not await _identified(
             message, result, session, policy, locale, state, desk, by_invitation=True
         ):
-            await message.answer(texts.INVITE_FAILED, reply_markup=keyboards.share_phone())
+            await message.answer(
+                texts.customer.invite_failed(), reply_markup=keyboards.share_phone()
+            )
         return
     if not customer.is_guest:
         await state.clear()
@@ -387,10 +400,12 @@ async def start(
         return
     if policy.identification.allow_code:
         await state.set_state(Identify.waiting)
-        await message.answer(texts.ASK_IDENTIFY, reply_markup=keyboards.share_phone())
+        await message.answer(texts.customer.ask_identify(), reply_markup=keyboards.share_phone())
         return
     await state.clear()
-    await message.answer(texts.ASK_IDENTIFY_NO_CODE, reply_markup=keyboards.share_phone())
+    await message.answer(
+        texts.customer.ask_identify_no_code(), reply_markup=keyboards.share_phone()
+    )
 
 
 @router.message(F.contact)
@@ -408,7 +423,7 @@ async def shared_contact(
     assert contact is not None and message.from_user is not None
     if contact.user_id != message.from_user.id:
         # A forwarded or typed-in contact proves nothing about who is writing.
-        await message.answer(texts.FOREIGN_CONTACT, reply_markup=keyboards.share_phone())
+        await message.answer(texts.customer.foreign_contact(), reply_markup=keyboards.share_phone())
         return
     async with session.begin():
         result = await customers.link_by_phone(
@@ -419,7 +434,9 @@ async def shared_contact(
     ):
         return
     not_found = (
-        texts.PHONE_NOT_FOUND if policy.identification.allow_code else texts.PHONE_NOT_FOUND_NO_CODE
+        texts.customer.phone_not_found()
+        if policy.identification.allow_code
+        else texts.customer.phone_not_found_no_code()
     )
     await message.answer(not_found, reply_markup=ReplyKeyboardRemove())
     await _menu(message, policy, customer, locale)
@@ -450,7 +467,7 @@ async def customer_code(
         await state.clear()
         await _welcome(message, result.customer, policy, locale, back=False)
         return
-    await message.answer(texts.CODE_FAILED, reply_markup=keyboards.share_phone())
+    await message.answer(texts.customer.code_failed(), reply_markup=keyboards.share_phone())
 
 
 @router.message(Command("menu"))
@@ -470,7 +487,7 @@ async def menu(
 
 @router.message(Command("help"))
 async def help_(message: Message) -> None:
-    await message.answer(texts.CUSTOMER_HELP)
+    await message.answer(texts.customer.help_text())
 
 
 # --- a person --------------------------------------------------------------------------
@@ -490,32 +507,34 @@ async def _request_human(
     vip = not customer.is_guest and policy.is_human_first(customer.tier)
     now = clock()
     if not vip and access.human == "never":
-        return texts.HUMAN_NEVER, True
+        return texts.customer.human_never(), True
     async with session.begin():
         if not vip and access.human == "after_selfservice":
             tried = await deflection.tried_selfservice(session, customer, now, _timeout(policy))
             if not tried:
-                return texts.HUMAN_AFTER_SELFSERVICE, True
+                return texts.customer.human_after_selfservice(), True
         await deflection.end(session, customer, deflection.HANDOFF, now, _timeout(policy))
         conv, created = await conversations.open_conversation(
             session, customer, policy, conversations.ORIGIN_REQUEST, now
         )
         if conv.status == ASSIGNED and conv.agent_id is not None:
             agent = await session.get(Agent, conv.agent_id)
-            return texts.already_with_agent(agent.name if agent else None), False
+            return texts.customer.already_with_agent(agent.name if agent else None), False
         pos = await claims.position(session, conv)
     if not created:
-        return texts.already_queued(pos), False
+        return texts.customer.already_queued(pos), False
     if not access.is_open(now):
         # Recorded in the queue; agents see it on /online or /queue when they are back.
         return _out_of_hours(policy, customer), False
     online = await desk.page(session, conv, customer, None)
-    return texts.queued(pos, online), False
+    return texts.customer.queued(pos, online), False
 
 
 def _out_of_hours(policy: Policy, customer: Customer) -> str:
     access = policy.selfservice.access(customer.tier)
-    return texts.out_of_hours(texts.opening_hours(list(access.hours), access.timezone))
+    return texts.customer.out_of_hours(
+        texts.customer.opening_hours(list(access.hours), access.timezone)
+    )
 
 
 @router.message(Command("human"))
@@ -606,7 +625,7 @@ async def _show_node(
         query.bot, _chat_id(query), node_id, session, customer, policy, clock, locale, state
     )
     # A button from before a policy change, or a node this tier may not open.
-    await query.answer(None if shown else texts.TOPIC_GONE, show_alert=not shown)
+    await query.answer(None if shown else texts.customer.topic_gone(), show_alert=not shown)
 
 
 @router.callback_query(keyboards.MenuCb.filter())
@@ -636,14 +655,14 @@ async def helped(
     if callback_data.yes:
         async with session.begin():
             await deflection.end(session, customer, deflection.RESOLVED, clock(), _timeout(policy))
-        await query.bot.send_message(_chat_id(query), texts.GLAD_TO_HELP)
+        await query.bot.send_message(_chat_id(query), texts.customer.glad_to_help())
         return
     await _step(session, customer, policy, clock, locale, searched=True)
     entry = ss.entry(callback_data.id)
     query_text = " ".join(ss.text(entry.question, lang) for lang in ss.languages) if entry else ""
     matches = knowledge.search(query_text, visible=lambda e: ss.visible(e, customer.tier))
     others = decide(matches, ss.search, exclude=callback_data.id).suggestions
-    text = texts.NOT_HELPED if others else texts.NOT_HELPED_NO_MORE
+    text = texts.customer.not_helped() if others else texts.customer.not_helped_no_more()
     await query.bot.send_message(
         _chat_id(query), text, reply_markup=_offer(ss, others, customer, locale, human=True)
     )
@@ -651,12 +670,12 @@ async def helped(
 
 @router.callback_query()
 async def stale_button(query: CallbackQuery) -> None:
-    await query.answer(texts.BUTTON_GONE)
+    await query.answer(texts.customer.button_gone())
 
 
 @router.message(F.text.startswith("/"))
 async def unknown_command(message: Message) -> None:
-    await message.answer(f"{texts.UNKNOWN_COMMAND}\n\n{texts.CUSTOMER_HELP}")
+    await message.answer(f"{texts.customer.unknown_command()}\n\n{texts.customer.help_text()}")
 
 
 # --- free text, and everything else ----------------------------------------------------
@@ -688,11 +707,11 @@ async def _search(
     if not result.suggestions:
         await _send_menu(
             message.bot, message.chat.id, policy, customer, locale, None,
-            intro=texts.NO_MATCH, handoff=True,
+            intro=texts.customer.no_match(), handoff=True,
         )  # fmt: skip
         return
     await message.answer(
-        texts.SUGGESTIONS,
+        texts.customer.suggestions(),
         reply_markup=_offer(ss, result.suggestions, customer, locale, human=True),
     )
 
@@ -784,6 +803,6 @@ async def converse(
             await message.answer(_out_of_hours(policy, customer))
             return
         online = await desk.page(session, conv, customer, content.preview())
-        await message.answer(texts.vip_queued(online))
+        await message.answer(texts.customer.vip_queued(online))
     else:
         await desk.kick(conv.id)

@@ -8,7 +8,7 @@ from aiogram.types import CallbackQuery, Message
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import keyboards, texts, texts_queue
+from bot import keyboards, texts
 from bot.desk import Desk
 from bot.filters import IsAgent
 from routing.clock import Clock
@@ -57,11 +57,11 @@ async def transfer(
     conv, customer = target.conversation, target.customer
     if conv is None or customer is None:
         if target.how is TargetHow.AMBIGUOUS:
-            await message.answer(texts.ambiguous(2) + "\n\n" + texts_queue.transfer_usage())
+            await message.answer(texts.agent.ambiguous(2) + "\n\n" + texts.agent.transfer_usage())
         elif target.how is TargetHow.NOT_YOURS:
-            await message.answer(texts.NOT_YOURS)
+            await message.answer(texts.agent.not_yours())
         else:
-            await message.answer(texts.NO_OPEN_CHATS)
+            await message.answer(texts.agent.no_open_chats())
         return
     name, note = split_target(command.args or "", names)
     if name is None:
@@ -85,7 +85,7 @@ async def offer_answer(
         if await desk.queue.decline(session, callback_data.id, agent):
             await query.answer()
         else:
-            await query.answer(texts_queue.offer_gone(), show_alert=True)
+            await query.answer(texts.agent.offer_gone(), show_alert=True)
         return
     async with session.begin():
         offer = await session.get(QueueOffer, callback_data.id)
@@ -101,14 +101,14 @@ async def offer_answer(
             await enqueue.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
         customer = await session.get(Customer, conv.customer_id) if conv is not None else None
     if result is None or conv is None or customer is None:
-        await query.answer(texts_queue.offer_gone(), show_alert=True)
+        await query.answer(texts.agent.offer_gone(), show_alert=True)
         return
     refusal = desk.queue.refusal(result, agent)
     if refusal is not None:
         await query.answer(refusal, show_alert=True)
         return
     if not result.won:
-        await query.answer(texts_queue.offer_gone(), show_alert=True)
+        await query.answer(texts.agent.offer_gone(), show_alert=True)
         return
     await query.answer()
     await desk.hand_over(session, agent, conv)

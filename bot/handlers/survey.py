@@ -31,7 +31,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import keyboards, texts_survey
+from bot import keyboards, texts
 from bot.adapters.survey_transport import PackedMarkup
 from bot.desk import Desk
 from bot.filters import IsCustomer
@@ -80,7 +80,7 @@ def skip_keyboard(survey_id: int) -> InlineKeyboardMarkup:
         inline_keyboard=[
             [
                 InlineKeyboardButton(
-                    text=texts_survey.skip_button(), callback_data=SkipCb(id=survey_id).pack()
+                    text=texts.survey.skip_button(), callback_data=SkipCb(id=survey_id).pack()
                 )
             ]
         ]
@@ -119,7 +119,7 @@ def render(push: Push) -> tuple[str, PackedMarkup]:
     p: SurveyPush = push.payload
     # A push goes out from a scheduler job, outside any update: speak the customer's language.
     with speaking(p.language):
-        text = texts_survey.csat_question() if p.kind == CSAT else texts_survey.nps_question()
+        text = texts.survey.csat_question() if p.kind == CSAT else texts.survey.nps_question()
     return text, score_markup(p.survey_id, p.kind)
 
 
@@ -159,7 +159,7 @@ class BotRecoveryPager:
             return False
         if manager.online and agents_paged:
             return True  # the desk's page went to them first, with the claim button
-        text = texts_survey.vip_detractor_page(
+        text = texts.agent.vip_detractor_page(
             escape(customer.name or customer.external_id or str(customer.id)),
             escape(summary),
             conversation_id,
@@ -209,22 +209,22 @@ router.message.outer_middleware(ReachableAgain())
 async def stop_surveys(message: Message, session: AsyncSession, customer: Customer) -> None:
     async with session.begin():
         skipped = await outbox.set_opt_out(session, customer.id, True)
-    await message.answer(texts_survey.stopped(skipped))
+    await message.answer(texts.survey.stopped(skipped))
 
 
 @router.message(Command("start_surveys"))
 async def start_surveys(message: Message, session: AsyncSession, customer: Customer) -> None:
     async with session.begin():
         await outbox.set_opt_out(session, customer.id, False)
-    await message.answer(texts_survey.started())
+    await message.answer(texts.survey.started())
 
 
 # --- answers ----------------------------------------------------------------------------
 
 _REFUSALS: dict[AnswerStatus, Callable[[], str]] = {
-    AnswerStatus.ALREADY_ANSWERED: texts_survey.already_answered,
-    AnswerStatus.EXPIRED: texts_survey.expired,
-    AnswerStatus.UNKNOWN: texts_survey.unknown_survey,
+    AnswerStatus.ALREADY_ANSWERED: texts.survey.already_answered,
+    AnswerStatus.EXPIRED: texts.survey.expired,
+    AnswerStatus.UNKNOWN: texts.survey.unknown_survey,
 }
 
 
@@ -258,13 +258,13 @@ async def scored(
         return
     assert result.kind is not None and result.score is not None
     _, high = scale(result.kind)
-    await query.answer(texts_survey.thanks_score(result.score, high))
+    await query.answer(texts.survey.thanks_score(result.score, high))
     parts = [
-        texts_survey.thanks_score(result.score, high),
-        texts_survey.csat_comment_prompt() if result.kind == CSAT else texts_survey.nps_followup(),
+        texts.survey.thanks_score(result.score, high),
+        texts.survey.csat_comment_prompt() if result.kind == CSAT else texts.survey.nps_followup(),
     ]
     if result.recovery is not None:
-        parts.append(texts_survey.recovery_note())
+        parts.append(texts.survey.recovery_note())
     await _edit(query, "\n\n".join(parts), skip_keyboard(callback_data.id))
     await feedback.notify_recovery(BotRecoveryPager(session, desk), result)
 
@@ -276,10 +276,10 @@ async def skipped(
     async with session.begin():
         ok = await feedback.skip_comment(session, callback_data.id, customer.id)
     if not ok:
-        await query.answer(texts_survey.comment_done())
+        await query.answer(texts.survey.comment_done())
         return
     await query.answer()
-    await _edit(query, texts_survey.skipped_thanks(), None)
+    await _edit(query, texts.survey.skipped_thanks(), None)
 
 
 class AwaitingComment(Filter):
@@ -328,5 +328,5 @@ async def commented(
     if result.conversation is not None and result.conversation.agent_id is not None:
         await desk.relay_to_agent(session, result.conversation, customer, message)
     await message.answer(
-        texts_survey.comment_thanks() if result.saved else texts_survey.comment_done()
+        texts.survey.comment_thanks() if result.saved else texts.survey.comment_done()
     )

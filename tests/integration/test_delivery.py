@@ -17,8 +17,9 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import Update
 from sqlalchemy import select
 
+from bot import texts
 from bot.app import make_dispatcher
-from bot.delivery import BLOCKED, Deliverer
+from bot.delivery import Deliverer
 from bot.desk import Desk
 from routing.delivery.sending import Backoff
 from routing.policy.root import Policy
@@ -191,7 +192,8 @@ async def test_quick_agent_lines_under_flood_limit_all_arrive_in_order(h_rate: H
     await _until(lambda: copies(h, VIPC, ANN) == lines, timeout=20)
     await h.api.wait_idle(quiet=0.5)
     assert copies(h, VIPC, ANN) == lines
-    assert [c.text for c in h.api.sent_to(ANN) if c.ok and BLOCKED in (c.text or "")] == []
+    blocked = texts.agent.blocked(1)
+    assert [c.text for c in h.api.sent_to(ANN) if c.ok and blocked in (c.text or "")] == []
 
 
 async def test_redelivered_customer_message_is_relayed_once(h: Harness) -> None:

@@ -16,9 +16,9 @@ from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import Update
 from sqlalchemy import func, select
 
+from bot import texts
 from bot.app import make_dispatcher
 from bot.handlers import get_routers
-from bot.texts import _LAZY
 from bot.throttle import ThrottleMiddleware
 from routing.customers import identity as customers
 from routing.customers import invitations
@@ -32,9 +32,9 @@ T0 = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
 STRANGER, OWNER, NEWPHONE = 666, 701, 702
 MIA = 901  # the VIP's account manager
 VIP_CODE = "V-1001"
-CODE_FAILED = _LAZY["CODE_FAILED"]
-INVITE_FAILED = _LAZY["INVITE_FAILED"]
-RELINKED_AWAY = _LAZY["RELINKED_AWAY"]
+CODE_FAILED = texts.customer.code_failed()
+INVITE_FAILED = texts.customer.invite_failed()
+RELINKED_AWAY = texts.customer.relinked_away()
 
 
 @dataclass
@@ -215,7 +215,7 @@ async def test_overall_limit_refuses_everyone_past_it(sqlite_db: Db) -> None:
 async def test_default_policy_a_stranger_cannot_link_a_vip_by_code(h: Harness) -> None:
     mark = await h.say(STRANGER, "/start")
     ask = h.texts(STRANGER, mark)
-    assert ask == [_LAZY["ASK_IDENTIFY_NO_CODE"]] and "customer code" not in ask[0]
+    assert ask == [texts.customer.ask_identify_no_code()] and "customer code" not in ask[0]
     await h.say(STRANGER, VIP_CODE)
     await h.say(STRANGER, "/menu")
     assert (await h.customer(VIP_CODE)).telegram_id is None
@@ -271,5 +271,5 @@ async def test_a_foreign_contact_links_nothing(h: Harness) -> None:
     mark = await h.say(
         STRANGER, contact={"phone_number": "12025550143", "user_id": OWNER, "first_name": "V"}
     )
-    assert h.texts(STRANGER, mark) == [_LAZY["FOREIGN_CONTACT"]]
+    assert h.texts(STRANGER, mark) == [texts.customer.foreign_contact()]
     assert (await h.customer(VIP_CODE)).telegram_id is None

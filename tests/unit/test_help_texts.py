@@ -41,9 +41,9 @@ def readme_commands() -> dict[str, set[str]]:
 def help_texts() -> dict[str, str]:
     # The supervisor's help is the agent help plus this suffix (bot/handlers/agent.py).
     return {
-        "customer": texts.CUSTOMER_HELP,
-        "agent": texts.AGENT_HELP,
-        "supervisor": texts.SUPERVISOR_HELP_SUFFIX,
+        "customer": texts.customer.help_text(),
+        "agent": texts.agent.help_text(),
+        "supervisor": texts.supervisor.help_suffix(),
     }
 
 

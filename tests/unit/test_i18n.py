@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,10 +23,26 @@ def test_every_source_string_has_a_chinese_translation_and_the_mo_files_are_curr
 
 
 def test_extraction_finds_strings_across_bot() -> None:
-    ids = {m.id for m in catalogs.extract() if m.id}
-    assert "🙋 Talk to a person" in ids  # a N_() marker in bot/texts.py
-    assert "Close {label}" in ids  # an _() call in bot/keyboards.py
-    assert "NO_OPEN_CHATS" not in ids  # names are not messages
+    found = {m.id: m.locations for m in catalogs.extract() if m.id}
+    assert "🙋 Talk to a person" in found  # an _() call in bot/texts/customer.py
+    assert "Close {label}" in found  # a text with a placeholder, in bot/texts/agent.py
+    assert "Identify yourself" in found  # the command menu (bot/app.py shows it)
+    assert {path for path, _line in found["Close {label}"]} == {"bot/texts/agent.py"}
+    assert "help_text" not in found  # names are not messages
+
+
+@pytest.mark.parametrize("audience", ["customer", "agent", "supervisor", "survey"])
+def test_every_text_is_a_function_translated_when_called(audience: str) -> None:
+    """bot/texts/ has one convention: each public name is a function calling _() when
+    called, so nothing is translated at import time, outside any update."""
+    module = getattr(texts, audience)
+    public = [n for n in vars(module) if not n.startswith("_")]
+    assert len(public) >= 10
+    for name in public:
+        value = getattr(module, name)
+        if name == "annotations" or inspect.ismodule(value) or inspect.isclass(value):
+            continue  # imports (Customer, math, ...) are no texts
+        assert inspect.isfunction(value), f"bot.texts.{audience}.{name} is not a function"
 
 
 @pytest.mark.parametrize(
@@ -57,7 +74,7 @@ async def test_middleware_translates_inside_the_handler() -> None:
     seen: list[str] = []
 
     async def handler(event: Any, data: dict[str, Any]) -> None:
-        seen.append(texts.HUMAN_BUTTON)
+        seen.append(texts.customer.human_button())
         seen.append(data["locale"])
 
     user = User(id=1, is_bot=False, first_name="Z", language_code="zh-CN")
@@ -70,20 +87,20 @@ async def test_middleware_translates_inside_the_handler() -> None:
     await mw(handler, SimpleNamespace(), agent_data)  # type: ignore[arg-type]
     assert seen == ["🙋 Talk to a person", "en"]
     # Outside any update: English source text, no crash.
-    assert texts.HUMAN_BUTTON == "🙋 Talk to a person"
+    assert texts.customer.human_button() == "🙋 Talk to a person"
 
 
 def test_speaking_a_customers_language_outside_an_update() -> None:
     with i18n.for_customer(SimpleNamespace(language="zh")):
-        assert texts.CONVERSATION_CLOSED_FOR_CUSTOMER.startswith("本次会话已结束")
-    assert texts.CONVERSATION_CLOSED_FOR_CUSTOMER.startswith("This conversation")
+        assert texts.customer.conversation_closed().startswith("本次会话已结束")
+    assert texts.customer.conversation_closed().startswith("This conversation")
 
 
 def test_speaking_normalises_a_raw_language_tag() -> None:
     with i18n.speaking("zh-CN"):
-        assert texts.HUMAN_BUTTON == "🙋 联系人工客服"
+        assert texts.customer.human_button() == "🙋 联系人工客服"
     with i18n.speaking("de-AT"):  # no German catalog: the default language
-        assert texts.HUMAN_BUTTON == "🙋 Talk to a person"
+        assert texts.customer.human_button() == "🙋 Talk to a person"
 
 
 def test_a_catalog_compiled_by_another_babel_release_counts_as_current() -> None:

@@ -1,9 +1,13 @@
-"""What the bot says about surveys. Translated at call time through ``bot.i18n``."""
+"""What customers read about surveys: the questions, the thanks, the opt-out.
+
+(The CSAT figures supervisors see are in :mod:`bot.texts.supervisor`, the page to a VIP's
+account manager in :mod:`bot.texts.agent`.) Every text is a function translating at call
+time (see :mod:`bot.texts`).
+"""
 
 from __future__ import annotations
 
 from bot.i18n import _
-from surveys.status import AgentCsat
 
 
 def csat_question() -> str:
@@ -67,23 +71,3 @@ def stopped(skipped: int) -> str:
 
 def started() -> str:
     return _("Surveys are on again. Send /stop_surveys to turn them off.")
-
-
-def agent_csat(rows: list[AgentCsat]) -> str:
-    if not rows:
-        return _("<b>CSAT by agent</b>\nNo answers yet.")
-    lines = [_("<b>CSAT by agent</b> (average of 1-5, answers)")]
-    lines += [
-        _("{name}: {average} ({answers})").format(
-            name=r.name.replace("<", "&lt;"), average=f"{r.average:.2f}", answers=r.answers
-        )
-        for r in rows
-    ]
-    return "\n".join(lines)
-
-
-def vip_detractor_page(name: str, summary: str, conversation_id: int) -> str:
-    return _(
-        "Your VIP customer {name} gave a low survey score. A recovery chat #{conversation} "
-        "is waiting in the queue.\n{summary}"
-    ).format(name=name, conversation=conversation_id, summary=summary)
