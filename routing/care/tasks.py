@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
-from routing.queue.agents import find_manager
+from routing.store.managers import find_manager
 from routing.store.models import (
     CARE_DONE,
     CARE_OPEN,

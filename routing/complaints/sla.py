@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from routing.complaints import events
 from routing.policy.root import Policy
-from routing.queue.agents import find_manager
+from routing.store.managers import manager_of
 from routing.store.models import (
     COMPLAINT_UNRESOLVED,
     Agent,
@@ -143,10 +143,6 @@ def _detail(check: Check) -> str:
     return f"{check.elapsed_s:.0f} s of {check.target_s:.0f} s"
 
 
-async def _active_agents(session: AsyncSession) -> list[Agent]:
-    return list((await session.execute(select(Agent).where(Agent.active.is_(True)))).scalars())
-
-
 @dataclass(frozen=True)
 class Alert:
     complaint: Complaint
@@ -205,7 +201,7 @@ async def sweep(session: AsyncSession, policy: Policy, now: datetime) -> list[Al
             agent = await session.get(Agent, complaint.agent_id) if complaint.agent_id else None
             manager = None
             if check.level == BREACH and policy.is_human_first(complaint.tier):
-                manager = find_manager(await _active_agents(session), customer.account_manager)
+                manager = await manager_of(session, customer.account_manager)
             alerts.append(
                 Alert(
                     complaint,
