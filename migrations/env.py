@@ -5,10 +5,10 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from routing.store.base import Base
+from routing.store.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def _run(connection: Connection) -> None:

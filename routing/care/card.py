@@ -9,13 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.complaints.queries import open_cases
-from routing.store.models import (
-    Complaint,
-    Customer,
-    Order,
-    Survey,
-    TierChange,
-)
+from routing.store.care_models import Complaint
+from routing.store.models import Customer, Order, Survey, TierChange
 
 
 @dataclass(frozen=True)

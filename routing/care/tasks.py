@@ -24,16 +24,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
+from routing.store.care_models import CARE_DONE, CARE_OPEN, CARE_SNOOZED, CARE_STARTED, CareTask
 from routing.store.managers import find_manager
-from routing.store.models import (
-    CARE_DONE,
-    CARE_OPEN,
-    CARE_SNOOZED,
-    CARE_STARTED,
-    Agent,
-    CareTask,
-    Customer,
-)
+from routing.store.models import Agent, Customer
 
 CADENCE = "cadence"
 SCORE_DROP = "score_drop"

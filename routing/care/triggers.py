@@ -21,13 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.care import tasks
 from routing.policy.root import Policy
-from routing.store.models import (
-    CARE_DONE,
-    CareTask,
-    Complaint,
-    Conversation,
-    Customer,
-)
+from routing.store.care_models import CARE_DONE, CareTask, Complaint
+from routing.store.models import Conversation, Customer
 
 # --- pure checks ------------------------------------------------------------------------
 

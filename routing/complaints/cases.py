@@ -23,17 +23,14 @@ from routing.complaints import chats, events, sla
 from routing.complaints.weights import reweigh
 from routing.policy.root import Policy
 from routing.scoring.rescoring import RescoreResult
-from routing.store.models import (
+from routing.store.care_models import (
     COMPLAINT_ACKNOWLEDGED,
     COMPLAINT_OPEN,
     COMPLAINT_REOPENED,
     COMPLAINT_RESOLVED,
-    OPEN_STATUSES,
-    Agent,
     Complaint,
-    Conversation,
-    Customer,
 )
+from routing.store.models import OPEN_STATUSES, Agent, Conversation, Customer
 
 BY_CUSTOMER = "customer"
 BY_AGENT = "agent"

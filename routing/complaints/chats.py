@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from routing.policy.root import Policy
 from routing.queue import conversations
 from routing.queue.priority import effective_rank, queue_key_at
-from routing.store.models import ASSIGNED, QUEUED, Complaint, Conversation, Customer
+from routing.store.care_models import Complaint
+from routing.store.models import ASSIGNED, QUEUED, Conversation, Customer
 
 ORIGIN_COMPLAINT = "complaint"  # why a conversation entered the queue
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.store.models import Complaint, ComplaintEvent
+from routing.store.care_models import Complaint, ComplaintEvent
 
 OPENED = "opened"
 ACKNOWLEDGED = "acknowledged"

@@ -21,7 +21,8 @@ from routing.complaints import cases, events
 from routing.complaints.weights import SATISFIED, UNSATISFIED, reweigh
 from routing.policy.complaints import local_text
 from routing.policy.root import Policy
-from routing.store.models import COMPLAINT_RESOLVED, Complaint, Customer, Survey
+from routing.store.care_models import COMPLAINT_RESOLVED, Complaint
+from routing.store.models import Customer, Survey
 
 KIND = "complaint"  # surveys.kind of a follow-up
 RATING = (1, 5)

@@ -12,14 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.complaints import events, sla
-from routing.store.models import (
+from routing.store.care_models import (
     COMPLAINT_RESOLVED,
     COMPLAINT_UNRESOLVED,
-    Agent,
     Complaint,
     ComplaintEvent,
-    Customer,
 )
+from routing.store.models import Agent, Customer
 
 StatusFilter = Literal["open", "resolved", "breached"]
 STATUS_FILTERS: tuple[StatusFilter, ...] = ("open", "resolved", "breached")

@@ -22,7 +22,8 @@ from routing.complaints.cases import ComplaintError
 from routing.complaints.weights import reweigh
 from routing.policy.root import Policy
 from routing.scoring.rescoring import RescoreResult
-from routing.store.models import COMPLAINT_RESOLVED, COMPLAINT_UNRESOLVED, Complaint, Survey
+from routing.store.care_models import COMPLAINT_RESOLVED, COMPLAINT_UNRESOLVED, Complaint
+from routing.store.models import Survey
 
 _AMOUNT = re.compile(r"^\d{1,9}(?:[.,]\d{1,2})?$")
 

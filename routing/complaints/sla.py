@@ -19,14 +19,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from routing.complaints import events
 from routing.policy.root import Policy
+from routing.store.care_models import COMPLAINT_UNRESOLVED, Complaint, ComplaintEvent
 from routing.store.managers import manager_of
-from routing.store.models import (
-    COMPLAINT_UNRESOLVED,
-    Agent,
-    Complaint,
-    ComplaintEvent,
-    Customer,
-)
+from routing.store.models import Agent, Customer
 
 ACKNOWLEDGE = "acknowledge"
 RESOLVE = "resolve"

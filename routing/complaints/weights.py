@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from routing.policy.root import Policy
 from routing.scoring.rescoring import RescoreResult
 from routing.scoring.satisfaction import adjust_complaints, case_contribution
-from routing.store.models import COMPLAINT_REOPENED, COMPLAINT_RESOLVED, Complaint
+from routing.store.care_models import COMPLAINT_REOPENED, COMPLAINT_RESOLVED, Complaint
 
 # Follow-up outcomes (complaints.outcome).
 SATISFIED = "satisfied"

@@ -34,13 +34,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.store.models import (
-    DELIVERY_PENDING,
-    DELIVERY_SENT,
-    TO_AGENT,
-    TO_CUSTOMER,
-    Delivery,
-)
+from routing.store.models import DELIVERY_PENDING, DELIVERY_SENT, TO_AGENT, TO_CUSTOMER, Delivery
 
 KIND_COPY = "copy"
 KIND_TEXT = "text"

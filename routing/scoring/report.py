@@ -26,7 +26,8 @@ from routing.scoring.facts import (
 from routing.scoring.model import Facts, Grade
 from routing.scoring.rescoring import RescoreResult, _last_cutoffs, rescore
 from routing.scoring.satisfaction import case_contribution
-from routing.store.models import Complaint, Customer, TierChange
+from routing.store.care_models import Complaint
+from routing.store.models import Customer, TierChange
 
 
 class CustomerNotFound(LookupError):

@@ -12,7 +12,8 @@ from routing.care import card, tasks
 from routing.complaints import cases
 from routing.policy.root import Policy, parse_policy
 from routing.queue import conversations
-from routing.store.models import Agent, CareTask, Customer, Order, Survey
+from routing.store.care_models import CareTask
+from routing.store.models import Agent, Customer, Order, Survey
 from tests.conftest import Db
 from tests.integration.test_care_triggers import NOW, agent, customer
 

@@ -10,7 +10,8 @@ from sqlalchemy import select, update
 
 from routing.care import tasks, triggers
 from routing.policy.root import Policy, parse_policy
-from routing.store.models import Agent, CareTask, Complaint, Conversation, Customer
+from routing.store.care_models import CareTask, Complaint
+from routing.store.models import Agent, Conversation, Customer
 from tests.conftest import Db
 
 NOW = datetime(2026, 12, 10, 12, 0, tzinfo=UTC)

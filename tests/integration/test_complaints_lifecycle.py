@@ -11,7 +11,8 @@ from sqlalchemy import select
 from routing.complaints import cases, chats, events, follow_up, queries, remedies
 from routing.policy.root import Policy, parse_policy
 from routing.queue import conversations
-from routing.store.models import Agent, Complaint, ComplaintEvent, Conversation, Customer, Survey
+from routing.store.care_models import Complaint, ComplaintEvent
+from routing.store.models import Agent, Conversation, Customer, Survey
 from tests.conftest import Db
 
 NOW = datetime(2026, 12, 10, 12, 0, tzinfo=UTC)

@@ -10,8 +10,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
-from routing.store.base import Base
 from routing.store.db import alembic_config, downgrade, upgrade
+from routing.store.schema import metadata
 from tests.conftest import Db
 
 
@@ -35,10 +35,10 @@ async def test_stairway(db: Db) -> None:
 async def test_schema_matches_models(db: Db) -> None:
     def diff(sync_conn: Any) -> list[Any]:
         ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})
-        return list(compare_metadata(ctx, Base.metadata))
+        return list(compare_metadata(ctx, metadata))
 
     async with db.engine.connect() as conn:
         changes = await conn.run_sync(diff)
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    assert set(Base.metadata.tables) <= tables
+    assert set(metadata.tables) <= tables
     assert changes == []

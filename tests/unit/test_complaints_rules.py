@@ -11,7 +11,7 @@ from routing.complaints import follow_up, remedies, sla
 from routing.complaints.weights import case_weight, weight_key
 from routing.policy.root import Policy, PolicyError, parse_policy
 from routing.scoring.satisfaction import case_contribution
-from routing.store.models import Complaint
+from routing.store.care_models import Complaint
 
 T0 = datetime(2026, 12, 10, 12, 0, tzinfo=UTC)
 
