@@ -1,16 +1,17 @@
-"""Inline and reply keyboards, and the callback data they carry."""
+"""Inline and reply keyboards, and the callback data they carry.
+
+Built with aiogram's keyboard builders; a button's callback data is packed from its
+``CallbackData`` class, never written by hand (tests and old messages rely on the format).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from aiogram.filters.callback_data import CallbackData
-from aiogram.types import (
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    KeyboardButton,
-    ReplyKeyboardMarkup,
-)
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyKeyboardMarkup
+from aiogram.utils.keyboard import InlineKeyboardBuilder, ReplyKeyboardBuilder
 from pydantic import Field
 
 from bot import texts
@@ -69,26 +70,16 @@ class OfferCb(CallbackData, prefix="offer"):
 
 
 def offer(offer_id: int, accept_text: str, decline_text: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=accept_text, callback_data=OfferCb(id=offer_id, accept=True).pack()
-                ),
-                InlineKeyboardButton(
-                    text=decline_text, callback_data=OfferCb(id=offer_id, accept=False).pack()
-                ),
-            ]
-        ]
-    )
+    kb = InlineKeyboardBuilder()
+    kb.button(text=accept_text, callback_data=OfferCb(id=offer_id, accept=True))
+    kb.button(text=decline_text, callback_data=OfferCb(id=offer_id, accept=False))
+    return kb.as_markup()
 
 
 def share_phone() -> ReplyKeyboardMarkup:
-    return ReplyKeyboardMarkup(
-        keyboard=[[KeyboardButton(text=texts.customer.share_phone_button(), request_contact=True)]],
-        resize_keyboard=True,
-        one_time_keyboard=True,
-    )
+    kb = ReplyKeyboardBuilder()
+    kb.button(text=texts.customer.share_phone_button(), request_contact=True)
+    return kb.as_markup(resize_keyboard=True, one_time_keyboard=True)
 
 
 def node_button(text: str, node_id: str) -> InlineKeyboardButton:
@@ -100,78 +91,67 @@ def human_button() -> InlineKeyboardButton:
 
 
 def rows(
-    buttons: list[InlineKeyboardButton], nav: list[InlineKeyboardButton]
+    buttons: Sequence[InlineKeyboardButton], nav: Sequence[InlineKeyboardButton] = ()
 ) -> InlineKeyboardMarkup:
     """One button per row (labels can be long), the navigation row last."""
-    grid = [[b] for b in buttons]
+    kb = InlineKeyboardBuilder()
+    for button in buttons:
+        kb.row(button)
     if nav:
-        grid.append(nav)
-    return InlineKeyboardMarkup(inline_keyboard=grid)
+        kb.row(*nav)
+    return kb.as_markup()
 
 
-def helped(entry_id: str) -> list[InlineKeyboardButton]:
-    return [
+def answer(
+    entry_id: str, link: str | None, nav: Sequence[InlineKeyboardButton]
+) -> InlineKeyboardMarkup:
+    """Under an FAQ answer: its link, "did this help?" (yes / no), then the navigation row."""
+    kb = InlineKeyboardBuilder()
+    if link:
+        kb.row(InlineKeyboardButton(text=texts.customer.link_button(), url=link))
+    kb.row(
         InlineKeyboardButton(
             text=texts.customer.helped_yes(), callback_data=HelpedCb(id=entry_id, yes=True).pack()
         ),
         InlineKeyboardButton(
             text=texts.customer.helped_no(), callback_data=HelpedCb(id=entry_id, yes=False).pack()
         ),
-    ]
+    )
+    if nav:
+        kb.row(*nav)
+    return kb.as_markup()
 
 
 def claim(conv_id: int) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=texts.agent.claim_button(), callback_data=ClaimCb(conv=conv_id).pack()
-                )
-            ]
-        ]
-    )
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.agent.claim_button(), callback_data=ClaimCb(conv=conv_id))
+    return kb.as_markup()
 
 
 def queue(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=f"✋ {texts.agent.conv_label(c, cu)}",
-                    callback_data=ClaimCb(conv=c.id).pack(),
-                )
-            ]
-            for c, cu in items
-        ]
-    )
+    kb = InlineKeyboardBuilder()
+    for c, cu in items:
+        kb.button(text=f"✋ {texts.agent.conv_label(c, cu)}", callback_data=ClaimCb(conv=c.id))
+    kb.adjust(1)
+    return kb.as_markup()
 
 
 def chats(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=f"🎯 {texts.agent.conv_label(c, cu)}",
-                    callback_data=FocusCb(conv=c.id).pack(),
-                ),
-                InlineKeyboardButton(
-                    text=texts.agent.close_button(), callback_data=CloseCb(conv=c.id).pack()
-                ),
-            ]
-            for c, cu in items
-        ]
-    )
+    """A row per chat: focus it, or close it."""
+    kb = InlineKeyboardBuilder()
+    for c, cu in items:
+        kb.button(text=f"🎯 {texts.agent.conv_label(c, cu)}", callback_data=FocusCb(conv=c.id))
+        kb.button(text=texts.agent.close_button(), callback_data=CloseCb(conv=c.id))
+    kb.adjust(2)
+    return kb.as_markup()
 
 
 def close_choice(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=texts.agent.close_chat_button(texts.agent.conv_label(c, cu)),
-                    callback_data=CloseCb(conv=c.id).pack(),
-                )
-            ]
-            for c, cu in items
-        ]
-    )
+    kb = InlineKeyboardBuilder()
+    for c, cu in items:
+        kb.button(
+            text=texts.agent.close_chat_button(texts.agent.conv_label(c, cu)),
+            callback_data=CloseCb(conv=c.id),
+        )
+    kb.adjust(1)
+    return kb.as_markup()

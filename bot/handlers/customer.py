@@ -147,14 +147,7 @@ async def _send_answer(
     bot: Bot, chat_id: int, ss: SelfServicePolicy, entry: FaqEntry, customer: Customer, locale: str
 ) -> None:
     text = texts.customer.answer(ss.text(entry.question, locale), ss.text(entry.answer, locale))
-    buttons: list[InlineKeyboardButton] = []
-    if entry.link:
-        buttons.append(InlineKeyboardButton(text=texts.customer.link_button(), url=entry.link))
-    grid = [[b] for b in buttons] + [keyboards.helped(entry.id)]
-    nav = _nav(ss, entry.id, customer.tier)
-    if nav:
-        grid.append(nav)
-    markup = InlineKeyboardMarkup(inline_keyboard=grid)
+    markup = keyboards.answer(entry.id, entry.link, _nav(ss, entry.id, customer.tier))
     if entry.image:
         await bot.send_photo(chat_id, entry.image, caption=text[:1024], reply_markup=markup)
     else:
