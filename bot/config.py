@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiogram.utils.token import TokenValidationError, validate_token
+from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.logs import FORMATS, LEVELS
 from routing.policy.root import Policy, load_policy
 from routing.store.db import DEFAULT_DATABASE_URL
 
@@ -38,8 +40,32 @@ class Settings(BaseSettings):
     # `contactbot run` checks the database, Redis and the Bot API before starting; each has
     # this many seconds to answer (bot/preflight.py).
     preflight_timeout: float = 5.0
+    # Logging (bot/logs.py). Level unset: contactbot's own INFO lines, other libraries'
+    # WARNING and up; set: that level for every logger. Format: text or json.
+    log_level: str | None = None
+    log_format: str = "text"
     # Testing hook: read "now" from this file (see bot/clock.py). Unset in production.
     clock_file: str | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None  # unset or empty (an env file's `CONTACTBOT_LOG_LEVEL=`): the default
+        name = str(value).strip().upper()
+        if name not in LEVELS:
+            raise ValueError(f"{value!r} is not a log level: use one of {', '.join(LEVELS)}")
+        return name
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return "text"
+        name = str(value).strip().lower()
+        if name not in FORMATS:
+            raise ValueError(f"{value!r} is not a log format: use {' or '.join(FORMATS)}")
+        return name
 
     def require_token(self) -> str:
         if not self.token:
@@ -65,3 +91,17 @@ class Settings(BaseSettings):
 
     def load_policy(self) -> Policy:
         return load_policy(self.policy_path())
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; a value that does not validate is a ConfigError
+    naming the variable, one line (the command line prints it and exits 2)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            name = "CONTACTBOT_" + "_".join(str(p) for p in e["loc"]).upper()
+            message = str(e["msg"]).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise ConfigError("; ".join(problems)) from None

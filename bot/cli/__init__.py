@@ -31,7 +31,8 @@ from bot.cli.policy import cmd_policy
 from bot.cli.run import cmd_db, cmd_run
 from bot.cli.simulate import cmd_simulate
 from bot.cli.surveys import cmd_surveys
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, Settings, load_settings
+from bot.logs import configure as configure_logging
 from routing.policy.root import PolicyError
 
 __all__ = ["COMMANDS", "main"]
@@ -54,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit_output()
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings()
+        settings = load_settings()
+        configure_logging(settings)  # once, before any command (run in both modes)
         return COMMANDS[args.command](settings, args)
     except (ConfigError, PolicyError) as exc:
         err.print(f"contactbot: {exc}", markup=False)

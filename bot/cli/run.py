@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -23,10 +22,8 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 
     token = settings.require_token()
     settings.load_policy()  # fail fast, before touching the network
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # A failed getUpdates is one log line per attempt, not two lines or a traceback.
+    # Logging is set up by main() (bot/logs.py). A failed getUpdates is one log line per
+    # attempt, not two lines or a traceback.
     install_log_filters()
 
     async def start() -> None:
