@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.customers.identity import LinkResult, LinkStatus, link
+from routing.spreadsheet import spreadsheet_safe
 from routing.store.models import Customer, Invitation
 
 __all__ = [
@@ -48,8 +49,6 @@ _TOKEN_BYTES = 24  # 32 characters: 192 random bits
 _DURATION_RE = re.compile(r"\s*(\d{1,6})\s*([mhdw])\s*", re.IGNORECASE)
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 MAX_TTL = timedelta(days=365)
-# Cells a spreadsheet would read as a formula (or that hide one after a tab / line break).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ("external_id", "name", "link", "expires_at")
 
 
@@ -86,11 +85,6 @@ def parse_duration(text: str) -> timedelta:
     if not timedelta(0) < ttl <= MAX_TTL:
         raise ValueError(f"bad duration {text!r}: between 1 minute and 365 days")
     return ttl
-
-
-def spreadsheet_safe(cell: str) -> str:
-    """A CSV cell a spreadsheet shows as text: one that starts like a formula gets a quote."""
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
 
 
 async def create(
