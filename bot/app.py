@@ -18,6 +18,7 @@ from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand, BotCommandScopeDefault
+from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -27,6 +28,7 @@ from bot.config import Settings
 from bot.delivery import Deliverer
 from bot.desk import Desk
 from bot.handlers import get_routers
+from bot.http.server import Ops, add_routes, serve
 from bot.i18n import LocaleMiddleware, make_i18n, speaking
 from bot.intake import Intake, redis_chat_lock
 from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
@@ -210,12 +212,31 @@ def _start_sweeps(intake: Intake) -> asyncio.Task[None] | None:
     return asyncio.create_task(intake.run_sweeps())
 
 
+def _ops(app: App, intake: Intake) -> Ops:
+    """What /healthz, /readyz, /metrics and /dashboard read (bot/http/)."""
+    return Ops(
+        engine=app.engine,
+        sessions=db.make_sessionmaker(app.engine),
+        policy=app.policy,
+        clock=app.clock,
+        bot=app.bot,
+        redis_url=app.settings.redis_url,
+        dashboard_token=app.settings.dashboard_token,
+        stopping=lambda: intake.stopping,
+    )
+
+
 async def run_polling(settings: Settings, token: str) -> None:
     app = await build_app(settings, token)
     intake = make_intake(app)
     _on_stop_signals(intake)
     sched: AsyncIOScheduler | None = None
+    http: web.AppRunner | None = None
     try:
+        # Health, metrics and the dashboard: on their own port, when one is set.
+        if settings.http_port is not None:
+            http = await serve(_ops(app, intake), settings.http_host, settings.http_port)
+            log.info("contactbot HTTP on %s:%s", settings.http_host, settings.http_port)
         me = await app.bot.get_me()
         log.info("contactbot @%s polling %s", me.username, settings.telegram_api_url)
         await _set_commands(app.bot, app.policy.selfservice.default_language)
@@ -229,12 +250,14 @@ async def run_polling(settings: Settings, token: str) -> None:
         if sweeps is not None:
             await sweeps
     finally:
-        await _shut_down(app, intake, sched)
+        try:
+            await _shut_down(app, intake, sched)
+        finally:
+            if http is not None:
+                await http.cleanup()
 
 
 async def run_webhook(settings: Settings, token: str) -> None:
-    from aiohttp import web
-
     if not settings.webhook_url:
         raise SystemExit(
             "contactbot: --webhook needs CONTACTBOT_WEBHOOK_URL (the public HTTPS URL)"
@@ -248,6 +271,7 @@ async def run_webhook(settings: Settings, token: str) -> None:
     _on_stop_signals(intake)
     web_app = web.Application()
     web_app.router.add_post("/webhook", intake.webhook_handler(settings.webhook_secret))
+    add_routes(web_app, _ops(app, intake))  # /healthz, /readyz, /metrics, /dashboard
     runner = web.AppRunner(web_app, handle_signals=False)
     sched: AsyncIOScheduler | None = None
     try:

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # setWebhook / getWebhookInfo attempts at start (429 and 5xx are retried); after the last
     # one the instance logs an error and serves on (bot/webhook_setup.py).
     webhook_register_attempts: int = 6
+    # Polling mode: serve /healthz, /readyz, /metrics and /dashboard on this port (unset: no
+    # HTTP server). Webhook mode serves them on the webhook server (bot/http/).
+    http_port: int | None = None
+    http_host: str = "0.0.0.0"
+    # /dashboard's token (Bearer, ?token= or basic-auth password); unset: no dashboard (404).
+    dashboard_token: str | None = None
     # `contactbot run` checks the database, Redis and the Bot API before starting; each has
     # this many seconds to answer (bot/preflight.py).
     preflight_timeout: float = 5.0

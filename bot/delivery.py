@@ -49,6 +49,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import texts
+from bot.http.metrics import metrics
 from bot.i18n import for_agents
 from routing.clock import Clock, utcnow
 from routing.delivery import enqueue, sending
@@ -355,6 +356,7 @@ class Deliverer:
             await self._failed(c, exc)
             return
         self.turns.sent(c.chat_id)
+        metrics().relay(c.direction)
         async with self.sessions() as s, s.begin():
             await sending.mark_sent(s, c.id, now=self.now(), agent_id=c.agent_id)
             if c.direction == TO_AGENT:
@@ -414,6 +416,7 @@ class Deliverer:
 
     async def _failed(self, c: Claimed, exc: BaseException) -> None:
         code, retry_after = _classify(exc)
+        metrics().telegram_error(code, "delivery")
         now = self.now()
         delay = sending.retry_delay(
             code,

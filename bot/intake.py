@@ -34,6 +34,7 @@ import contextlib
 import hmac
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -55,6 +56,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.http.metrics import metrics
 from routing.clock import Clock, utcnow
 from routing.store import inbox
 from routing.store.inbox import RawUpdate
@@ -115,6 +117,14 @@ def redis_chat_lock(redis_url: str) -> ChatLock:
                 log.warning("chat %s: the shared lock lapsed before release: %s", chat_id, exc)
 
     return lock
+
+
+def event_type(update: Update) -> str:
+    """The update's kind (message, callback_query, ...) for the metrics."""
+    try:
+        return update.event_type
+    except Exception:  # a kind this aiogram does not know
+        return "unknown"
 
 
 class RawGetUpdates(GetUpdates):
@@ -300,12 +310,16 @@ class Intake:
             update = Update.model_validate(json.loads(row.payload), context={"bot": self.bot})
         except (ValueError, ValidationError) as exc:
             log.warning("update %s cannot be parsed; quarantined: %s", row.update_id, one_line(exc))
+            metrics().update("unparsed", "quarantined")
             await self._finish(row.update_id, quarantine=one_line(exc))
             return
         backoff = Backoff(self.retry_first, 30.0)
+        kind = event_type(update)
         while True:
+            started = time.perf_counter()
             try:
                 await self.dp.feed_update(self.bot, update)
+                metrics().update(kind, "handled", time.perf_counter() - started)
                 break
             except Exception as exc:
                 attempts = await self._count_failure(row.update_id, exc)
@@ -316,8 +330,10 @@ class Intake:
                         attempts,
                         one_line(exc),
                     )
+                    metrics().update(kind, "quarantined")
                     await self._finish(row.update_id, quarantine=one_line(exc))
                     return
+                metrics().update(kind, "failed")
                 if self.stopping:
                     # Left pending: the next start handles it.
                     log.warning("update %s failed while stopping: %s", row.update_id, one_line(exc))
@@ -388,6 +404,7 @@ class Intake:
                 continue
             if got is None:  # stopping
                 break
+            metrics().telegram.ok()  # /readyz: Telegram answered just now
             raws: list[dict[str, Any]] = got
             if not raws:
                 backoff.ok()

@@ -36,6 +36,7 @@ from aiogram.types import InlineKeyboardMarkup
 from aiohttp import ClientError
 from pydantic import BaseModel, ConfigDict
 
+from bot.http.metrics import metrics
 from surveys.push_transport import PermanentError, Push, RetryAfter, TransientError, Unreachable
 
 __all__ = ["AiogramTransport", "PackedMarkup", "Render"]
@@ -101,10 +102,12 @@ class AiogramTransport:
         else:
             packed = self.bot.session.prepare_value(markup, bot=self.bot, files={})
         try:
-            return await self._call(push.chat_id, text, packed)
+            sent = await self._call(push.chat_id, text, packed)
         except TelegramRetryAfter as error:
+            metrics().telegram_error(429, "push")
             raise RetryAfter(error.retry_after, error.message) from error
         except TelegramForbiddenError as error:
+            metrics().telegram_error(403, "push")
             raise Unreachable(error.message) from error
         except TelegramBadRequest as error:
             if any(marker in error.message.lower() for marker in _UNREACHABLE_400):
@@ -119,6 +122,9 @@ class AiogramTransport:
             raise PermanentError(error.message) from error
         except TelegramAPIError as error:  # network, 5xx (RestartingTelegram too), the rest
             raise TransientError(error.message) from error
+        # By kind: csat, nps, complaint (surveys.outbox_claims.SurveyPush), broadcast.
+        metrics().push_sent(str(getattr(push.payload, "kind", "other")))
+        return sent
 
     def _default_fields(self) -> dict[str, Any]:
         """The bot's defaults (parse mode, link previews, protect content) as the request

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.desk.handover import Handover
 from bot.desk.notify import Notices
 from bot.desk.queue import QueueDesk
+from bot.http.metrics import metrics
 from routing.clock import Clock
 from routing.policy.root import Policy
 from routing.store.models import Agent, Conversation, Customer
@@ -75,6 +76,8 @@ class Desk:
         self, session: AsyncSession, agent: Agent, conv: Conversation, *, greet: bool = True
     ) -> None:
         """After a won claim: settle every notification, brief the agent, greet the customer."""
+        if conv.assigned_at is not None:
+            metrics().claimed(conv.tier, (conv.assigned_at - conv.queued_at).total_seconds())
         await self.handover.hand_over(session, agent, conv, greet=greet)
 
     async def agent_unreachable(self, session: AsyncSession, agent_id: int) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import keyboards, texts
 from bot.desk.handover import Handover
 from bot.desk.notify import Notices
+from bot.http.metrics import metrics
 from bot.i18n import for_agents
 from routing.clock import Clock
 from routing.delivery import enqueue
@@ -265,6 +266,7 @@ class QueueDesk:
             bosses = await sla.supervisors(session) if alerts else []
             slots = await online_slots(session) if alerts else {}
         for a in alerts:
+            metrics().sla_event(a.conversation.tier, a.kind, a.level)
             if a.page:
                 text = texts.supervisor.sla_alert(
                     a.conversation,
