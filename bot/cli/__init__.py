@@ -11,6 +11,7 @@ One module per command family; shared pieces beside them:
   agents      agents add|list|remove
   simulate    simulate
   surveys     surveys status
+  report      report (the figures of a period: table, csv, json, html)
   policy      policy check
 """
 
@@ -28,6 +29,7 @@ from bot.cli.importing import cmd_import
 from bot.cli.output import err, fit_output
 from bot.cli.parser import build_parser
 from bot.cli.policy import cmd_policy
+from bot.cli.report import cmd_report
 from bot.cli.run import cmd_db, cmd_run
 from bot.cli.simulate import cmd_simulate
 from bot.cli.surveys import cmd_surveys
@@ -48,6 +50,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "policy": cmd_policy,
     "surveys": cmd_surveys,
     "simulate": cmd_simulate,
+    "report": cmd_report,
 }
 
 

@@ -28,10 +28,16 @@ exit status:
      Telegram Bot API unreachable or refusing (a rejected token too), or the webhook port
      unavailable; stderr says which in one line"""
 
+REPORT_EXIT_CODES = """\
+exit status:
+  0  the report was written
+  2  a bad --since or --until (one line on stderr says why), --out in a missing directory
+  3  the database is unreachable or refusing"""
+
 DB_EXIT_CODES = """\
-Commands that use the database (db, import, agents, score, customers, surveys) exit 3, with
-one line on stderr, when CONTACTBOT_DATABASE_URL has an unsupported scheme or the database
-cannot be reached within CONTACTBOT_PREFLIGHT_TIMEOUT seconds (default 5)."""
+Commands that use the database (db, import, agents, score, customers, surveys, report) exit
+3, with one line on stderr, when CONTACTBOT_DATABASE_URL has an unsupported scheme or the
+database cannot be reached within CONTACTBOT_PREFLIGHT_TIMEOUT seconds (default 5)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +160,30 @@ def build_parser() -> argparse.ArgumentParser:
     svsub = sv.add_subparsers(dest="surveys_command", required=True, metavar="ACTION")
     st = svsub.add_parser("status", help="sent, answered, pending, failed, response and send rate")
     st.add_argument("--campaign", metavar="KEY", help="one campaign run (default: all surveys)")
+
+    rep = sub.add_parser(
+        "report",
+        help="service figures of a period: per tier, per agent and overall",
+        description="Figures of the conversations queued in [since, until): waits (p50, p90, "
+        "max), SLA met, abandonment, handle and resolution time, CSAT, NPS, self-service "
+        "deflection, complaints; the tier distribution and movements, revenue concentration "
+        "and revenue at risk. --format csv adds one row per conversation.",
+        epilog=REPORT_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument(
+        "--since",
+        metavar="30d|DATE",
+        help="the start: a duration back from --until (90m, 12h, 30d, 2w) or a date "
+        "(YYYY-MM-DD, midnight UTC) (default: 30d)",
+    )
+    rep.add_argument(
+        "--until",
+        metavar="DATE",
+        help="the end, exclusive: YYYY-MM-DD (midnight UTC) or YYYY-MM-DDTHH:MM (default: now)",
+    )
+    rep.add_argument("--format", choices=("table", "csv", "json", "html"), default="table")
+    rep.add_argument("--out", type=Path, metavar="FILE", help="write there (default: stdout)")
 
     pol = sub.add_parser("policy", help="the policy file")
     polsub = pol.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
