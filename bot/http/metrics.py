@@ -130,7 +130,8 @@ class Metrics:
         )
         self.updates = Counter(
             "contactbot_updates",
-            "Telegram updates handled, by type and outcome (handled, quarantined, retried)",
+            "Telegram updates, by type and outcome (handled; failed: an attempt failed and is "
+            "retried; quarantined)",
             ["type", "outcome"],
             registry=reg,
         )
