@@ -138,50 +138,48 @@ class ConversationRow:
 async def fetch(session: AsyncSession, policy: Policy, period: Period) -> list[ConversationRow]:
     """The period's conversations in the order they were queued."""
     sla = policy.queue.sla
+    c = Conversation
     rows = (
         await session.execute(
             select(
-                Conversation,
-                Customer.external_id,
-                Customer.spend_12m,
-                Agent.name,
-                Survey.sent_at,
-                Survey.score,
+                c.id, c.customer_id, c.tier, c.origin, c.agent_id, c.status, c.queued_at,
+                c.assigned_at, c.first_response_at, c.closed_at, Customer.external_id,
+                Customer.spend_12m, Agent.name, Survey.sent_at, Survey.score,
             )
-            .join(Customer, Customer.id == Conversation.customer_id)
-            .outerjoin(Agent, Agent.id == Conversation.agent_id)
-            .outerjoin(Survey, and_(Survey.conversation_id == Conversation.id, Survey.kind == CSAT))
-            .where(Conversation.queued_at >= period.since, Conversation.queued_at < period.until)
-            .order_by(Conversation.queued_at, Conversation.id)
+            .join(Customer, Customer.id == c.customer_id)
+            .outerjoin(Agent, Agent.id == c.agent_id)
+            .outerjoin(Survey, and_(Survey.conversation_id == c.id, Survey.kind == CSAT))
+            .where(c.queued_at >= period.since, c.queued_at < period.until)
+            .order_by(c.queued_at, c.id)
         )
-    ).all()
+    ).all()  # fmt: skip
     out = []
-    for c, external_id, spend, agent_name, sent_at, score in rows:
-        answered_at = c.first_response_at
-        closed_at = c.closed_at if c.status == CLOSED else None
+    for (id_, customer_id, tier, origin, agent_id, status, queued_at, assigned_at, answered_at,
+         closed, external_id, spend, agent_name, sent_at, score) in rows:  # fmt: skip
+        closed_at = closed if status == CLOSED else None
         out.append(
             ConversationRow(
-                id=c.id,
-                customer_id=c.customer_id,
+                id=id_,
+                customer_id=customer_id,
                 customer=external_id,
                 spend_12m=float(spend),
-                tier=c.tier,
-                origin=c.origin,
-                agent_id=c.agent_id,
+                tier=tier,
+                origin=origin,
+                agent_id=agent_id,
                 agent=agent_name,
-                status=c.status,
-                queued_at=c.queued_at,
-                assigned_at=c.assigned_at,
+                status=status,
+                queued_at=queued_at,
+                assigned_at=assigned_at,
                 first_response_at=answered_at,
                 closed_at=closed_at,
                 csat_sent=sent_at is not None or score is not None,
                 csat=score,
                 first_response_met=sla_outcome(
-                    sla.first_response(c.tier), c.queued_at, answered_at, closed_at, period.now
+                    sla.first_response(tier), queued_at, answered_at, closed_at, period.now
                 ),
                 resolution_met=sla_outcome(
-                    sla.resolution(c.tier),
-                    c.queued_at,
+                    sla.resolution(tier),
+                    queued_at,
                     closed_at if answered_at is not None else None,
                     closed_at,
                     period.now,
