@@ -8,6 +8,8 @@
   build          the whole report (``build(session, policy, period)``)
   export         JSON (every figure) and CSV (summary rows, then one row per conversation)
   charts, page   the self-contained HTML page with inline SVG charts
+  columns, formatting  how figures read in the terminal table and the page
+  live           the figures of right now, for the wallboard and /metrics
 
 Each module's docstring defines its figures exactly. Nothing here writes to the database.
 """
