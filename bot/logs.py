@@ -21,6 +21,7 @@ Formats. ``text``: ``2026-12-09 08:00:00,123 INFO bot.app: contactbot stopped (.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -79,6 +80,23 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
         super().emit(record)
 
 
+class CancelledJobFilter(logging.Filter):
+    """APScheduler cancels the jobs still running when it shuts down (every stop of the bot
+    that falls on a tick) and logs each as an ERROR with a traceback ending in
+    CancelledError. That is a stop, not a failure (``bot.scheduler.exclusive`` frees the
+    job's period for the next run): one INFO line instead, shown when INFO is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("apscheduler.executors") or not record.exc_info:
+            return True
+        if not isinstance(record.exc_info[1], asyncio.CancelledError):
+            return True
+        record.msg = 'Job "%s" cancelled: the scheduler stopped while it ran'
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        record.exc_info = record.exc_text = None
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
 def make_formatter(fmt: str) -> logging.Formatter:
     if fmt == "json":
         return JsonFormatter()
@@ -97,6 +115,7 @@ def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
     handler = _StderrHandler(stream)
     handler._contactbot = True  # type: ignore[attr-defined]
     handler.setFormatter(make_formatter(settings.log_format))
+    handler.addFilter(CancelledJobFilter())
     root.addHandler(handler)
     level = settings.log_level
     root.setLevel(level or logging.WARNING)

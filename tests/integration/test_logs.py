@@ -18,6 +18,7 @@ import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,31 @@ async def test_volume_apscheduler_per_job_lines_are_gone_by_default(
     )
     assert before_day > 50_000
     assert after_day < 100
+
+
+@pytest.mark.parametrize(("level", "lines"), [(None, 0), ("INFO", 1)])
+async def test_a_job_cancelled_by_the_stop_is_not_an_error(level: str | None, lines: int) -> None:
+    """A stop that falls on a tick: APScheduler cancels the running job and would log an
+    ERROR with a traceback; it is one INFO line (shown only when INFO is)."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    out = io.StringIO()
+    configure(Log(level, "json"), out)
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    sched = AsyncIOScheduler(timezone="UTC")
+    sched.add_job(slow, "interval", seconds=60, next_run_time=datetime.now(UTC), id="slow")
+    sched.start()
+    await asyncio.wait_for(started.wait(), 10)
+    out.seek(0)
+    out.truncate()
+    sched.shutdown(wait=False)  # as bot/app.py stops it
+    await asyncio.sleep(0.1)
+    records = [r for r in _records(out) if "Scheduler has been shut down" not in r["message"]]
+    assert len(records) == lines, records
+    for r in records:
+        assert r["level"] == "INFO" and "cancelled" in r["message"] and "exc_info" not in r
