@@ -117,6 +117,11 @@ def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
     handler.setFormatter(make_formatter(settings.log_format))
     handler.addFilter(CancelledJobFilter())
     root.addHandler(handler)
+    # Python's warnings (a library's DeprecationWarning, SQLAlchemy's SAWarning) go through
+    # the same handler and format: no stray non-JSON lines in a JSON log. (Released first:
+    # capturing again over a stale capture would do nothing.)
+    logging.captureWarnings(False)
+    logging.captureWarnings(True)
     level = settings.log_level
     root.setLevel(level or logging.WARNING)
     for name in OWN_LOGGERS:

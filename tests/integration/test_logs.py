@@ -16,6 +16,7 @@ import io
 import json
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -66,6 +67,7 @@ def restore_logging() -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     own = {name: logging.getLogger(name).level for name in (*OWN_LOGGERS, "apscheduler")}
     yield
+    logging.captureWarnings(False)
     for h in list(root.handlers):
         if h not in handlers:
             root.removeHandler(h)
@@ -143,6 +145,15 @@ def test_json_is_one_object_per_line() -> None:
     assert failed["level"] == "ERROR" and failed["message"] == "send failed"
     assert failed["exc_info"].startswith("Traceback") and "ValueError: boom" in failed["exc_info"]
     assert records[-1]["message"] == "two\nlines and a name: Łukasz 李"
+
+
+def test_python_warnings_are_log_records() -> None:
+    out = io.StringIO()
+    configure(Log(None, "json"), out)
+    warnings.warn("a library's warning", UserWarning, stacklevel=1)
+    [record] = _records(out)
+    assert (record["level"], record["logger"]) == ("WARNING", "py.warnings")
+    assert "UserWarning: a library's warning" in record["message"]
 
 
 def test_configure_again_replaces_its_handler() -> None:
