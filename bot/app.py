@@ -18,6 +18,7 @@ from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand, BotCommandScopeDefault
+from aiogram.utils.callback_answer import CallbackAnswerMiddleware
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -27,7 +28,7 @@ from bot.clock import make_clock
 from bot.config import Settings
 from bot.delivery import Deliverer
 from bot.desk import Desk
-from bot.handlers import get_routers
+from bot.handlers import PRELOADS, get_routers
 from bot.http.server import Ops, add_routes, serve
 from bot.i18n import LocaleMiddleware, make_i18n, speaking
 from bot.intake import Intake, redis_chat_lock
@@ -72,13 +73,17 @@ def make_dispatcher(
 ) -> Dispatcher:
     dp = Dispatcher(storage=storage or MemoryStorage())
     dp.update.outer_middleware(ChatOrderMiddleware())
-    dp.update.outer_middleware(DbSessionMiddleware(sessions, policy, clock))
+    # PRELOADS join its opening transaction (the survey a customer's text comments on).
+    dp.update.outer_middleware(DbSessionMiddleware(sessions, policy, clock, PRELOADS))
     # After DbSessionMiddleware: it needs agent / customer / open_conversation.
     dp.update.outer_middleware(ThrottleMiddleware.from_policy(policy))
     errors.register(dp)  # 429 / 403 on a reply: one log line, no traceback
     # After DbSessionMiddleware: the locale depends on the customer record it loads.
     i18n = make_i18n(policy.selfservice.default_language)
     dp.update.outer_middleware(LocaleMiddleware(i18n))
+    # Every button press is answered when its handler returns (with the text a handler
+    # set on its `callback_answer`, if any); handlers never call query.answer() themselves.
+    dp.callback_query.middleware(CallbackAnswerMiddleware())
     dp.include_routers(*get_routers())
     # Workflow data: handlers receive these by parameter name.
     dp["policy"] = policy

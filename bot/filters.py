@@ -1,11 +1,35 @@
-"""Who an update is from, as decided by ``DbSessionMiddleware``."""
+"""Who an update is from, and what it is for: the filters the routers are built on.
+
+None of them queries the database. They read what ``DbSessionMiddleware`` loaded in the
+update's one opening transaction (bot/middlewares.py): ``agent``, ``customer``,
+``open_conversation`` and ``awaiting_survey``. So a filter costs nothing on the hot path,
+and the routers can check them on every update.
+
+Why each is there (see bot/handlers/__init__.py for how the routers use them):
+
+- :class:`IsAgent`: the agents' router. A registered, active agent gets the desk flow
+  (claims, relaying to customers), never the customer flow.
+- :class:`IsCustomer`: the customers' router. Everyone else in a private chat, and *not*
+  an agent: the two audiences are disjoint, so which router the dispatcher tries first
+  does not matter (before, the agents' router had to come first).
+- :class:`IsSupervisor`: supervisor-only agent commands (``/stats``).
+- :class:`InAChat`: the customer has a chat with a person open (queued or assigned). Then
+  whatever they send is for that person: the prompts (an order number, a customer code)
+  and the contact handler say ``~InAChat()`` instead of relying on being registered after
+  the relay.
+- :class:`SurveyComment`: the text answers a survey's follow-up question. The relay of an
+  open chat says ``~SurveyComment()`` instead of relying on the survey router coming first.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiogram.filters import Filter
+from aiogram.fsm.context import FSMContext
 from aiogram.types import TelegramObject
 
-from routing.store.models import Agent, Customer
+from routing.store.models import Agent, Conversation, Customer
 
 
 class IsAgent(Filter):
@@ -19,5 +43,39 @@ class IsSupervisor(Filter):
 
 
 class IsCustomer(Filter):
-    async def __call__(self, event: TelegramObject, customer: Customer | None = None) -> bool:
-        return customer is not None
+    async def __call__(
+        self,
+        event: TelegramObject,
+        customer: Customer | None = None,
+        agent: Agent | None = None,
+    ) -> bool:
+        return customer is not None and agent is None
+
+
+class InAChat(Filter):
+    async def __call__(
+        self, event: TelegramObject, open_conversation: Conversation | None = None
+    ) -> bool:
+        return open_conversation is not None
+
+
+class SurveyComment(Filter):
+    """Passes ``survey_id`` to the handler.
+
+    ``awaiting_survey`` is set (by bot.handlers.survey.find_awaiting_comment, in the update's
+    opening transaction) only for a customer's plain text while a survey's follow-up question
+    is open; the FSM state is read only then. A customer in the middle of another flow (an
+    order number, say) is answering that, not the survey.
+    """
+
+    async def __call__(
+        self,
+        event: TelegramObject,
+        awaiting_survey: int | None = None,
+        state: FSMContext | None = None,
+    ) -> bool | dict[str, Any]:
+        if awaiting_survey is None:
+            return False
+        if state is not None and await state.get_state() is not None:
+            return False
+        return {"survey_id": awaiting_survey}

@@ -1,13 +1,20 @@
-"""Per-update plumbing: one DB session, the sender as agent or customer, and redelivery guard."""
+"""Per-update plumbing: one DB session, the sender as agent or customer, and redelivery guard.
+
+Button presses are answered by aiogram's ``CallbackAnswerMiddleware`` (registered in
+``bot.app.make_dispatcher``) once the handler returns; a handler that has something to say
+sets the text on its ``callback_answer`` argument, or calls :func:`alert`; one that does slow
+work after deciding calls :func:`answer_now` first.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiogram import BaseMiddleware
-from aiogram.types import Chat, TelegramObject, Update, User
+from aiogram.types import CallbackQuery, Chat, TelegramObject, Update, User
+from aiogram.utils.callback_answer import CallbackAnswer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from routing.clock import Clock
@@ -18,14 +25,20 @@ from routing.store import update_lookup as senders
 
 _SEEN = object()  # the update was handled before (a redelivery)
 
+# A look-up that joins the update's opening transaction and adds its answer to the handler
+# data (e.g. bot.handlers.survey.find_awaiting_comment): a filter that needs the database
+# then reads the data instead of opening a transaction of its own on every update.
+Preload = Callable[[AsyncSession, Update, dict[str, Any]], Awaitable[None]]
+
 
 class DbSessionMiddleware(BaseMiddleware):
     """Registered as ``dp.update.outer_middleware``.
 
     Gives handlers ``session``, ``agent`` (a registered agent, else None) and ``customer``
     (everyone else in a private chat: an imported customer or a guest row), and
-    ``open_conversation`` (that customer's queued or assigned chat). An update the inbox
-    already marked handled (bot/intake.py) is skipped rather than, say, relayed twice.
+    ``open_conversation`` (that customer's queued or assigned chat), plus whatever the
+    ``preloads`` add, all from one transaction. An update the inbox already marked handled
+    (bot/intake.py) is skipped rather than, say, relayed twice.
     """
 
     def __init__(
@@ -33,10 +46,12 @@ class DbSessionMiddleware(BaseMiddleware):
         sessions: async_sessionmaker[AsyncSession],
         policy: Policy,
         clock: Clock,
+        preloads: Sequence[Preload] = (),
     ) -> None:
         self.sessions = sessions
         self.policy = policy
         self.clock = clock
+        self.preloads = tuple(preloads)
 
     async def __call__(
         self,
@@ -75,11 +90,13 @@ class DbSessionMiddleware(BaseMiddleware):
                         policy=self.policy,
                         now=self.clock(),
                     )
-            data["session"] = session
-            data["agent"] = agent
-            data["customer"] = customer
-            # Found with the customer (None for a new guest, who has none).
-            data["open_conversation"] = found.conversation
+                data["session"] = session
+                data["agent"] = agent
+                data["customer"] = customer
+                # Found with the customer (None for a new guest, who has none).
+                data["open_conversation"] = found.conversation
+                for preload in self.preloads:
+                    await preload(session, event, data)
             return await handler(event, data)
 
 
@@ -115,3 +132,17 @@ class ChatOrderMiddleware(BaseMiddleware):
                 # Drop idle locks so memory does not grow with the number of chats ever seen.
                 del self._users[key]
                 del self._locks[key]
+
+
+def alert(callback_answer: CallbackAnswer, text: str) -> None:
+    """Answer the button press with ``text`` in an alert (sent when the handler returns)."""
+    callback_answer.text = text
+    callback_answer.show_alert = True
+
+
+async def answer_now(query: CallbackQuery, callback_answer: CallbackAnswer) -> None:
+    """Answer the press now, with what ``callback_answer`` holds, instead of when the handler
+    returns: before slow work (a hand-over's briefing and backlog), so that the button stops
+    spinning first and the answer is not overtaken by the messages that work sends."""
+    callback_answer.disable()  # the middleware sends nothing more
+    await query.answer(text=callback_answer.text, show_alert=callback_answer.show_alert)

@@ -1,15 +1,65 @@
-"""Routers, one per audience. Agents first: a registered agent never gets the customer flow."""
+"""The handlers' routers: one per audience, each holding its features and then its fallback.
+
+::
+
+    dispatcher
+    ├── agents      IsAgent()      features: queue, agent           then fallback.agents
+    └── customers   IsCustomer()   features: survey, identify,      then fallback.customers
+                                   selfservice, human
+
+Why the order of routers no longer decides correctness:
+
+- **Between audiences** the filters are disjoint (``IsCustomer`` excludes registered agents,
+  bot/filters.py), so the dispatcher may try them in any order. Before, agents had to come
+  first so that an agent never got the customer flow.
+- **Among an audience's features** each matches only its own updates: its commands, its
+  callback data prefix, its FSM state, and an explicit filter where two could both want a
+  message (``~InAChat()`` on the prompts and the contact handler, ``~SurveyComment()`` on
+  the relay of an open chat). So features may be listed in any order. Before, the survey
+  and queue routers had to come before the customer and agent routers.
+- **Catch-alls** (stale buttons, unknown commands, free messages) exist only in
+  bot/handlers/fallback.py, and :func:`_audience` always attaches an audience's fallback
+  after its features.
+
+The routers are built once, at import (aiogram attaches a router to one parent): tests that
+build several dispatchers detach the two :func:`get_routers` returns.
+"""
 
 from __future__ import annotations
 
-from aiogram import Router
+from collections.abc import Sequence
 
-from bot.handlers import agent, customer, survey
+from aiogram import Router
+from aiogram.filters import Filter
+
+from bot.filters import IsAgent, IsCustomer
+from bot.handlers import agent, customer, fallback, survey
 from bot.handlers import queue as queue_handlers
+from bot.middlewares import Preload
+
+
+def _audience(name: str, who: Filter, features: Sequence[Router], last: Router) -> Router:
+    router = Router(name=name)
+    router.message.filter(who)
+    router.callback_query.filter(who)
+    router.include_routers(*features)
+    router.include_router(last)  # always after every feature
+    return router
+
+
+_AGENTS = _audience("agents", IsAgent(), [queue_handlers.router, agent.router], fallback.agents)
+_CUSTOMERS = _audience(
+    "customers", IsCustomer(), [survey.router, *customer.routers()], fallback.customers
+)
+# Inner middlewares: they run for whichever handler of the audience takes the update.
+_CUSTOMERS.message.middleware(customer.CustomerContextMiddleware())
+_CUSTOMERS.callback_query.middleware(customer.CustomerContextMiddleware())
+_CUSTOMERS.message.middleware(survey.ReachableAgain())
+
+# Run by DbSessionMiddleware in the update's opening transaction (see bot/middlewares.py).
+PRELOADS: tuple[Preload, ...] = (survey.find_awaiting_comment,)
 
 
 def get_routers() -> list[Router]:
-    # Surveys before the customer router: its catch-alls would swallow survey button presses
-    # and follow-up comments.
-    # Queue (/transfer, offers) before agent: agent's catch-alls would swallow them.
-    return [queue_handlers.router, agent.router, survey.router, customer.router]
+    """The audiences' routers, for the dispatcher (in any order)."""
+    return [_AGENTS, _CUSTOMERS]

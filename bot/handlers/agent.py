@@ -1,20 +1,26 @@
-"""Agents: presence, the queue, claims, addressing and relaying, closing."""
+"""Agents: presence, the queue, claims, addressing and relaying, closing.
+
+What no agent feature takes (stale buttons, unknown commands, messages for customers) is in
+bot/handlers/fallback.py, which calls :func:`relay` and :func:`help_text` here.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from aiogram import F, Router
+from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
 from bot.adapters.content import content_of
 from bot.desk import Desk
-from bot.filters import IsAgent, IsSupervisor
+from bot.filters import IsSupervisor
 from bot.i18n import for_customer
+from bot.middlewares import alert, answer_now
 from routing.clock import Clock
 from routing.delivery import enqueue
 from routing.policy.root import Policy
@@ -25,18 +31,16 @@ from routing.store.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
 from surveys import status as survey_status
 
 router = Router(name="agent")
-router.message.filter(IsAgent())
-router.callback_query.filter(IsAgent())
 
 
-def _help(agent: Agent) -> str:
+def help_text(agent: Agent) -> str:
     suffix = texts.supervisor.help_suffix() if agent.role == "supervisor" else ""
     return texts.agent.help_text() + suffix
 
 
 @router.message(Command("help", "start"))
 async def help_(message: Message, agent: Agent) -> None:
-    await message.answer(_help(agent))
+    await message.answer(help_text(agent))
 
 
 @router.message(Command("online"))
@@ -106,6 +110,7 @@ async def claim_button(
     agent: Agent,
     desk: Desk,
     clock: Clock,
+    callback_answer: CallbackAnswer,
 ) -> None:
     async with session.begin():
         result = await claims.claim(session, callback_data.conv, agent, clock())
@@ -120,21 +125,21 @@ async def claim_button(
         )
     conv = result.conversation
     if conv is None or customer is None:
-        await query.answer("This chat no longer exists.", show_alert=True)
+        alert(callback_answer, "This chat no longer exists.")
         return
     refusal = desk.queue.refusal(result, agent)
     if refusal is not None:
-        await query.answer(refusal, show_alert=True)
+        alert(callback_answer, refusal)
         return
     if result.won:
-        await query.answer()
+        await answer_now(query, callback_answer)
         await desk.hand_over(session, agent, conv)
         return
     holder = result.holder.name if result.holder else "someone else"
     if conv.status != ASSIGNED:
-        await query.answer("This chat is already closed.", show_alert=True)
+        alert(callback_answer, "This chat is already closed.")
         return
-    await query.answer(texts.agent.lost_claim(holder), show_alert=True)
+    alert(callback_answer, texts.agent.lost_claim(holder))
     msg = query.message
     # Only single-chat notifications are rewritten; a /queue list keeps its other buttons.
     if (
@@ -157,18 +162,21 @@ async def chats(message: Message, session: AsyncSession, agent: Agent) -> None:
 
 @router.callback_query(keyboards.FocusCb.filter())
 async def focus(
-    query: CallbackQuery, callback_data: keyboards.FocusCb, session: AsyncSession, agent: Agent
+    query: CallbackQuery,
+    callback_data: keyboards.FocusCb,
+    session: AsyncSession,
+    agent: Agent,
+    callback_answer: CallbackAnswer,
 ) -> None:
     async with session.begin():
         conv = await session.get(Conversation, callback_data.conv)
         if conv is None or conv.agent_id != agent.id or conv.status != ASSIGNED:
-            await query.answer(texts.agent.not_yours(), show_alert=True)
+            alert(callback_answer, texts.agent.not_yours())
             return
         customer = await session.get(Customer, conv.customer_id)
         assert customer is not None
         agent.focus_conversation_id = conv.id
         session.add(agent)
-    await query.answer()
     await query.bot.send_message(agent.telegram_id, texts.agent.focused(conv, customer))  # type: ignore[union-attr]
 
 
@@ -239,15 +247,15 @@ async def close_button(
     policy: Policy,
     desk: Desk,
     clock: Clock,
+    callback_answer: CallbackAnswer,
 ) -> None:
     async with session.begin():
         conv = await session.get(Conversation, callback_data.conv)
         ok = conv is not None and conv.agent_id == agent.id and conv.status == ASSIGNED
         customer = await session.get(Customer, conv.customer_id) if ok and conv else None
     if not ok or conv is None or customer is None:
-        await query.answer(texts.agent.not_yours(), show_alert=True)
+        alert(callback_answer, texts.agent.not_yours())
         return
-    await query.answer()
     await _close(session, agent, conv, customer, policy, desk, clock)
 
 
@@ -284,17 +292,6 @@ async def stats(message: Message, session: AsyncSession, policy: Policy, clock: 
     )
 
 
-@router.callback_query()
-async def stale_button(query: CallbackQuery) -> None:
-    await query.answer("This button is no longer active.")
-
-
-@router.message(F.text.startswith("/"))
-async def unknown_command(message: Message, agent: Agent) -> None:
-    await message.answer(f"{texts.agent.unknown_command()}\n\n{_help(agent)}")
-
-
-@router.message()
 async def relay(
     message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
 ) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
+from aiogram.utils.callback_answer import CallbackAnswer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
 from bot.desk import Desk
-from bot.filters import IsAgent
+from bot.middlewares import alert, answer_now
 from routing.clock import Clock
 from routing.delivery import enqueue
 from routing.queue import claims, conversations
@@ -18,8 +19,6 @@ from routing.queue.conversations import TargetHow
 from routing.store.models import Agent, Customer, QueueOffer
 
 router = Router(name="queue")
-router.message.filter(IsAgent())
-router.callback_query.filter(IsAgent())
 
 # `/transfer queue [note]`: back to the queue with a note.
 QUEUE_WORDS = frozenset({"queue", "-"})
@@ -80,12 +79,11 @@ async def offer_answer(
     agent: Agent,
     desk: Desk,
     clock: Clock,
+    callback_answer: CallbackAnswer,
 ) -> None:
     if not callback_data.accept:
-        if await desk.queue.decline(session, callback_data.id, agent):
-            await query.answer()
-        else:
-            await query.answer(texts.agent.offer_gone(), show_alert=True)
+        if not await desk.queue.decline(session, callback_data.id, agent):
+            alert(callback_answer, texts.agent.offer_gone())
         return
     async with session.begin():
         offer = await session.get(QueueOffer, callback_data.id)
@@ -101,14 +99,14 @@ async def offer_answer(
             await enqueue.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
         customer = await session.get(Customer, conv.customer_id) if conv is not None else None
     if result is None or conv is None or customer is None:
-        await query.answer(texts.agent.offer_gone(), show_alert=True)
+        alert(callback_answer, texts.agent.offer_gone())
         return
     refusal = desk.queue.refusal(result, agent)
     if refusal is not None:
-        await query.answer(refusal, show_alert=True)
+        alert(callback_answer, refusal)
         return
     if not result.won:
-        await query.answer(texts.agent.offer_gone(), show_alert=True)
+        alert(callback_answer, texts.agent.offer_gone())
         return
-    await query.answer()
+    await answer_now(query, callback_answer)
     await desk.hand_over(session, agent, conv)

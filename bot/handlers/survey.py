@@ -1,9 +1,12 @@
 """Survey buttons, follow-up comments, and the customer's survey switches.
 
-Registered before the customer router, whose catch-alls would otherwise take survey button
-presses ("no longer active") and comments (a new chat). State lives in the database: the
-survey row's status decides whether a press counts, and ``comment_state`` whether the next
-text is a comment, so a restart between the question and the answer changes nothing.
+One of the customers' feature routers (bot/handlers/__init__.py): its presses have their own
+callback data, and a comment is recognised by the ``SurveyComment`` filter (bot/filters.py),
+which the relay of an open chat excludes, so no router order is needed. State lives in the
+database: the survey row's status decides whether a press counts, and ``comment_state``
+whether the next text is a comment, so a restart between the question and the answer changes
+nothing. Whether a text is a comment is looked up by :func:`find_awaiting_comment` in the
+update's opening transaction, and only for a customer's plain text.
 """
 
 from __future__ import annotations
@@ -17,16 +20,11 @@ from typing import Annotated, Any
 
 from aiogram import BaseMiddleware, F, Router
 from aiogram.exceptions import TelegramAPIError
-from aiogram.filters import Command, Filter
+from aiogram.filters import Command
 from aiogram.filters.callback_data import CallbackData
-from aiogram.fsm.context import FSMContext
-from aiogram.types import (
-    CallbackQuery,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    Message,
-    TelegramObject,
-)
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, TelegramObject, Update
+from aiogram.utils.callback_answer import CallbackAnswer
+from aiogram.utils.keyboard import InlineKeyboardBuilder
 from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -34,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import keyboards, texts
 from bot.adapters.survey_transport import PackedMarkup
 from bot.desk import Desk
-from bot.filters import IsCustomer
+from bot.filters import SurveyComment
 from bot.i18n import speaking
 from bot.keyboards import RowId
 from routing.clock import Clock
@@ -50,8 +48,6 @@ from surveys.push_transport import Push
 log = logging.getLogger(__name__)
 
 router = Router(name="survey")
-router.message.filter(IsCustomer())
-router.callback_query.filter(IsCustomer())
 
 
 class ScoreCb(CallbackData, prefix="sv"):
@@ -66,25 +62,18 @@ class SkipCb(CallbackData, prefix="svskip"):
 
 def score_keyboard(survey_id: int, kind: str) -> InlineKeyboardMarkup:
     low, high = scale(kind)
-    buttons = [
-        InlineKeyboardButton(text=str(n), callback_data=ScoreCb(id=survey_id, score=n).pack())
-        for n in range(low, high + 1)
-    ]
-    # 0-10 does not fit one row on a phone: two rows of 6 and 5.
-    grid = [buttons] if len(buttons) <= 5 else [buttons[:6], buttons[6:]]
-    return InlineKeyboardMarkup(inline_keyboard=grid)
+    kb = InlineKeyboardBuilder()
+    for n in range(low, high + 1):
+        kb.button(text=str(n), callback_data=ScoreCb(id=survey_id, score=n))
+    # 0-10 does not fit one row on a phone: two rows of 6 and 5 (1-5 stays one row).
+    kb.adjust(6)
+    return kb.as_markup()
 
 
 def skip_keyboard(survey_id: int) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [
-                InlineKeyboardButton(
-                    text=texts.survey.skip_button(), callback_data=SkipCb(id=survey_id).pack()
-                )
-            ]
-        ]
-    )
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.survey.skip_button(), callback_data=SkipCb(id=survey_id))
+    return kb.as_markup()
 
 
 # Stands for the survey id while a kind's keyboard is serialised once (see _score_template).
@@ -182,7 +171,11 @@ class BotRecoveryPager:
 
 
 class ReachableAgain(BaseMiddleware):
-    """A customer marked unreachable (403) who writes again has unblocked the bot."""
+    """A customer marked unreachable (403) who writes again has unblocked the bot.
+
+    An inner middleware of the customers' router (bot/handlers/__init__.py): it runs for
+    every customer message, whichever handler takes it.
+    """
 
     async def __call__(
         self,
@@ -197,9 +190,6 @@ class ReachableAgain(BaseMiddleware):
                 await outbox.clear_unreachable(session, customer.id)
             customer.unreachable_at = None
         return await handler(event, data)
-
-
-router.message.outer_middleware(ReachableAgain())
 
 
 # --- switches ---------------------------------------------------------------------------
@@ -247,6 +237,7 @@ async def scored(
     policy: Policy,
     clock: Clock,
     desk: Desk,
+    callback_answer: CallbackAnswer,
 ) -> None:
     async with session.begin():
         result = await feedback.answer(
@@ -254,11 +245,11 @@ async def scored(
         )
     if result.status is not AnswerStatus.RECORDED:
         # Nothing changes: a second press, a press on an expired or foreign survey.
-        await query.answer(_REFUSALS[result.status]())
+        callback_answer.text = _REFUSALS[result.status]()
         return
     assert result.kind is not None and result.score is not None
     _, high = scale(result.kind)
-    await query.answer(texts.survey.thanks_score(result.score, high))
+    callback_answer.text = texts.survey.thanks_score(result.score, high)
     parts = [
         texts.survey.thanks_score(result.score, high),
         texts.survey.csat_comment_prompt() if result.kind == CSAT else texts.survey.nps_followup(),
@@ -271,39 +262,49 @@ async def scored(
 
 @router.callback_query(SkipCb.filter())
 async def skipped(
-    query: CallbackQuery, callback_data: SkipCb, session: AsyncSession, customer: Customer
+    query: CallbackQuery,
+    callback_data: SkipCb,
+    session: AsyncSession,
+    customer: Customer,
+    callback_answer: CallbackAnswer,
 ) -> None:
     async with session.begin():
         ok = await feedback.skip_comment(session, callback_data.id, customer.id)
     if not ok:
-        await query.answer(texts.survey.comment_done())
+        callback_answer.text = texts.survey.comment_done()
         return
-    await query.answer()
     await _edit(query, texts.survey.skipped_thanks(), None)
 
 
-class AwaitingComment(Filter):
-    """The customer's text answers a survey's follow-up question (state in the database)."""
+async def find_awaiting_comment(
+    session: AsyncSession, update: Update, data: dict[str, Any]
+) -> None:
+    """Sets ``awaiting_survey``: the survey whose follow-up question a customer's plain text
+    answers, else None (what the ``SurveyComment`` filter reads).
 
-    async def __call__(
-        self,
-        message: Message,
-        session: AsyncSession,
-        policy: Policy,
-        clock: Clock,
-        state: FSMContext,
-        customer: Customer | None = None,
-    ) -> bool | dict[str, Any]:
-        if customer is None or not message.text or message.text.startswith("/"):
-            return False
-        if await state.get_state() is not None:
-            return False  # the customer is in the middle of another flow (e.g. an order id)
-        async with session.begin():
-            survey = await feedback.awaiting_comment(session, customer.id, clock(), policy)
-        return {"survey_id": survey.id} if survey is not None else False
+    A preload of ``DbSessionMiddleware``: it runs inside the update's opening transaction,
+    after the sender's lookup, so a customer's ordinary text costs one more statement there
+    instead of a transaction of its own; anything else (commands, media, presses, agents)
+    is not looked up at all.
+    """
+    data["awaiting_survey"] = None
+    message = update.message
+    customer: Customer | None = data.get("customer")
+    if (
+        message is None
+        or not message.text
+        or message.text.startswith("/")
+        or customer is None
+        or data.get("agent") is not None
+    ):
+        return
+    clock: Clock = data["clock"]
+    survey = await feedback.awaiting_comment(session, customer.id, clock(), data["policy"])
+    if survey is not None:
+        data["awaiting_survey"] = survey.id
 
 
-@router.message(F.text, AwaitingComment())
+@router.message(F.text, SurveyComment())
 async def commented(
     message: Message,
     survey_id: int,

@@ -1,0 +1,182 @@
+"""Customers and a person: asking for one, and what they send while a chat is open.
+
+A human-first (VIP) tier's customer is queued by their first message; other tiers ask with
+/human or the menu's button, as their tier's policy allows (never, after trying
+self-service, always) and within its business hours.
+"""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command
+from aiogram.types import CallbackQuery, Message
+from sqlalchemy import select
+
+from bot import keyboards, texts
+from bot.adapters.content import Content, content_of
+from bot.filters import InAChat, SurveyComment
+from bot.handlers.customer.context import CustomerContext
+from bot.handlers.customer.selfservice import ANSWER_FIRST, self_service, send_menu
+from routing.delivery import enqueue
+from routing.queue import claims, conversations
+from routing.selfservice import deflection
+from routing.store.models import ASSIGNED, OPEN_STATUSES, Agent, Conversation
+
+router = Router(name="human")
+
+
+async def _request_human(ctx: CustomerContext) -> tuple[str, bool]:
+    """Queue the customer for a person, if the tier's policy allows it now.
+
+    Returns what to tell them, and whether the request was refused (then the menu follows).
+    """
+    session, customer, policy = ctx.session, ctx.customer, ctx.policy
+    access = ctx.selfservice.access(customer.tier)
+    vip = not customer.is_guest and policy.is_human_first(customer.tier)
+    now = ctx.clock()
+    if not vip and access.human == "never":
+        return texts.customer.human_never(), True
+    async with session.begin():
+        if not vip and access.human == "after_selfservice":
+            tried = await deflection.tried_selfservice(session, customer, now, ctx.idle_timeout)
+            if not tried:
+                return texts.customer.human_after_selfservice(), True
+        await deflection.end(session, customer, deflection.HANDOFF, now, ctx.idle_timeout)
+        conv, created = await conversations.open_conversation(
+            session, customer, policy, conversations.ORIGIN_REQUEST, now
+        )
+        if conv.status == ASSIGNED and conv.agent_id is not None:
+            agent = await session.get(Agent, conv.agent_id)
+            return texts.customer.already_with_agent(agent.name if agent else None), False
+        pos = await claims.position(session, conv)
+    if not created:
+        return texts.customer.already_queued(pos), False
+    if not access.is_open(now):
+        # Recorded in the queue; agents see it on /online or /queue when they are back.
+        return _out_of_hours(ctx), False
+    online = await ctx.desk.page(session, conv, customer, None)
+    return texts.customer.queued(pos, online), False
+
+
+def _out_of_hours(ctx: CustomerContext) -> str:
+    access = ctx.selfservice.access(ctx.customer.tier)
+    return texts.customer.out_of_hours(
+        texts.customer.opening_hours(list(access.hours), access.timezone)
+    )
+
+
+@router.message(Command("human"))
+async def human(message: Message, ctx: CustomerContext) -> None:
+    await ctx.state.clear()
+    reply, refused = await _request_human(ctx)
+    await message.answer(reply)
+    if refused:
+        await send_menu(ctx)
+
+
+@router.callback_query(keyboards.HumanCb.filter(), flags=ANSWER_FIRST)
+async def human_button(query: CallbackQuery, ctx: CustomerContext) -> None:
+    if query.message is None:
+        return
+    # A hand-off ends whatever self-service prompt was open (an order number, say).
+    await ctx.state.clear()
+    reply, refused = await _request_human(ctx)
+    await ctx.send(reply)
+    if refused:
+        await send_menu(ctx)
+
+
+# ~SurveyComment(): a comment on a survey goes to the survey (which relays it to an open
+# recovery chat's agent itself); see bot/filters.py.
+@router.message(InAChat(), ~F.text.startswith("/"), ~SurveyComment())
+async def in_a_chat(
+    message: Message, ctx: CustomerContext, open_conversation: Conversation | None
+) -> None:
+    """While a chat with a person is open, whatever the customer sends is for that person.
+
+    A prompt left open (an order number, a customer code) must not answer "I could not find
+    an order ..." to "my parcel never arrived", and a contact card is relayed, not taken as
+    identification: those handlers say ``~InAChat()``, and the prompt is closed here.
+    """
+    await ctx.state.clear()
+    await converse(message, ctx, open_conversation)
+
+
+async def converse(
+    message: Message, ctx: CustomerContext, open_conversation: Conversation | None
+) -> None:
+    """A message no feature took: into the open conversation, a new VIP conversation, or
+    self-service."""
+    customer, policy = ctx.customer, ctx.policy
+    human_first = not customer.is_guest and policy.is_human_first(customer.tier)
+    if open_conversation is None and not human_first:
+        # Self-service, most messages: the middleware's lookup already found no open chat,
+        # so there is nothing to store here and no transaction to open.
+        await self_service(message, ctx)
+        return
+    content = content_of(message)
+    conv, created, duplicate = await _store(message, ctx, content, human_first=human_first)
+    if conv is None:
+        await self_service(message, ctx)
+    elif duplicate:
+        return
+    elif created:
+        if not ctx.selfservice.access(customer.tier).is_open(ctx.clock()):
+            await message.answer(_out_of_hours(ctx))
+            return
+        online = await ctx.desk.page(ctx.session, conv, customer, content.preview())
+        await message.answer(texts.customer.vip_queued(online))
+    else:
+        await ctx.desk.kick(conv.id)
+
+
+async def _store(
+    message: Message, ctx: CustomerContext, content: Content, *, human_first: bool
+) -> tuple[Conversation | None, bool, bool]:
+    """Add the message to the customer's open chat (opening one for a human-first tier) and
+    queue it for the agent, in one transaction: (chat, newly opened, already stored)."""
+    session, customer = ctx.session, ctx.customer
+    async with session.begin():
+        # Read fresh: the identity map may hold this chat as it was before a claim committed.
+        conv = (
+            await session.execute(
+                select(Conversation)
+                .where(
+                    Conversation.customer_id == customer.id,
+                    Conversation.status.in_(OPEN_STATUSES),
+                )
+                .execution_options(populate_existing=True)
+            )
+        ).scalar_one_or_none()
+        created = False
+        if conv is None and human_first:
+            conv, created = await conversations.open_conversation(
+                session, customer, ctx.policy, conversations.ORIGIN_VIP, ctx.clock()
+            )
+        if conv is None:
+            return None, False, False
+        # False: this Telegram message is in the transcript already (a redelivered update);
+        # it was queued for the agent with it.
+        new = await conversations.add_message_once(
+            session,
+            conv,
+            sender="customer",
+            content_type=content.content_type,
+            text=content.text,
+            file_id=content.file_id,
+            chat_id=message.chat.id,
+            message_id=message.message_id,
+            now=ctx.clock(),
+        )
+        if new:
+            # For whoever holds the chat when it is sent: a queued chat's messages are the
+            # hand-over's backlog, whatever the order of the claim and this commit.
+            await enqueue.to_agent(
+                session,
+                conv.id,
+                from_chat_id=message.chat.id,
+                message_id=message.message_id,
+                media_group_id=message.media_group_id,
+                now=ctx.desk.now(),
+            )
+    return conv, created, not new
