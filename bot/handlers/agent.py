@@ -125,7 +125,7 @@ async def claim_button(
         )
     conv = result.conversation
     if conv is None or customer is None:
-        alert(callback_answer, "This chat no longer exists.")
+        alert(callback_answer, texts.agent.chat_gone())
         return
     refusal = desk.queue.refusal(result, agent)
     if refusal is not None:
@@ -135,9 +135,9 @@ async def claim_button(
         await answer_now(query, callback_answer)
         await desk.hand_over(session, agent, conv)
         return
-    holder = result.holder.name if result.holder else "someone else"
+    holder = result.holder.name if result.holder else texts.agent.someone_else()
     if conv.status != ASSIGNED:
-        alert(callback_answer, "This chat is already closed.")
+        alert(callback_answer, texts.agent.chat_closed())
         return
     alert(callback_answer, texts.agent.lost_claim(holder))
     msg = query.message
@@ -207,7 +207,7 @@ async def _close(
             agent.focus_conversation_id = None
             session.add(agent)
     if survey is None:
-        await desk.bot.send_message(agent.telegram_id, "That chat was already closed.")
+        await desk.bot.send_message(agent.telegram_id, texts.agent.closed_already())
         return
     await desk.bot.send_message(agent.telegram_id, texts.agent.closed_for_agent(conv, customer))
     if customer.telegram_id is not None:
@@ -230,7 +230,7 @@ async def close(
         await _close(session, agent, target.conversation, target.customer, policy, desk, clock)
     elif target.how is TargetHow.AMBIGUOUS:
         await message.answer(
-            "Which chat do you want to close?", reply_markup=keyboards.close_choice(items)
+            texts.agent.which_chat_to_close(), reply_markup=keyboards.close_choice(items)
         )
     elif target.how is TargetHow.NOT_YOURS:
         await message.answer(texts.agent.not_yours())

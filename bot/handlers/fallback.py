@@ -29,7 +29,7 @@ customers = Router(name="customers-fallback")
 # --- agents ------------------------------------------------------------------------------
 @agents.callback_query()
 async def agent_stale_button(query: CallbackQuery, callback_answer: CallbackAnswer) -> None:
-    callback_answer.text = "This button is no longer active."
+    callback_answer.text = texts.agent.button_gone()
 
 
 @agents.message(F.text.startswith("/"))

@@ -33,6 +33,10 @@ def unknown_command() -> str:
     return _("I do not know that command.")
 
 
+def button_gone() -> str:
+    return _("This button is no longer active.")
+
+
 def now_online() -> str:
     return _("You are online. New chats will be sent to you.")
 
@@ -159,6 +163,20 @@ def lost_claim(agent_name: str) -> str:
     return _("Already taken by {agent}.").format(agent=agent_name)
 
 
+def someone_else() -> str:
+    """Who holds a chat when the holder is not known (in "Already taken by {agent}")."""
+    return _("someone else")
+
+
+def chat_gone() -> str:
+    return _("This chat no longer exists.")
+
+
+def chat_closed() -> str:
+    """A press on the Claim button of a chat that has been closed since."""
+    return _("This chat is already closed.")
+
+
 def at_capacity(max_chats: int) -> str:
     return _(
         "You already hold {max_chats} open chats, your maximum. Close one with /close "
@@ -256,6 +274,15 @@ def close_button() -> str:
 
 def close_chat_button(label: str) -> str:
     return _("Close {label}").format(label=label)
+
+
+def which_chat_to_close() -> str:
+    return _("Which chat do you want to close?")
+
+
+def closed_already() -> str:
+    """/close (or a Close button) on a chat that someone or something closed first."""
+    return _("That chat was already closed.")
 
 
 def closed_for_agent(conv: Conversation, customer: Customer) -> str:
