@@ -16,12 +16,13 @@ The modules, by who reads the text:
   list), undelivered-message notes, pages to account managers.
 - :mod:`bot.texts.supervisor`: ``/stats`` and SLA alerts.
 - :mod:`bot.texts.survey`: the survey questions and replies customers see.
+- :mod:`bot.texts.card`: the customer card agents read (hand-over, care reminder, topic).
 
 Use them as ``from bot import texts`` and ``texts.customer.human_button()``.
 """
 
 from __future__ import annotations
 
-from bot.texts import agent, customer, supervisor, survey
+from bot.texts import agent, card, customer, supervisor, survey
 
-__all__ = ["agent", "customer", "supervisor", "survey"]
+__all__ = ["agent", "card", "customer", "supervisor", "survey"]
