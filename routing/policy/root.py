@@ -31,6 +31,7 @@ from routing.policy.check import (
     raise_problems,
 )
 from routing.policy.complaints import ComplaintsPolicy
+from routing.policy.desk import DeskPolicy
 from routing.policy.identification import IdentificationPolicy
 from routing.policy.queue import QueuePolicy
 from routing.policy.scoring import ScoringPolicy
@@ -68,6 +69,7 @@ class Policy(Strict):
     surveys: SurveysPolicy = Field(default_factory=SurveysPolicy)
     complaints: ComplaintsPolicy = Field(default_factory=ComplaintsPolicy)
     care: CarePolicy = Field(default_factory=CarePolicy)
+    desk: DeskPolicy = Field(default_factory=DeskPolicy)
 
     # Tier references: each section is checked against the tiers as soon as both are valid,
     # so one broken section does not hide another's dangling names. Only what the file sets
