@@ -229,6 +229,30 @@ class _OutageError(ApiError):
         self.html = outage.html
 
 
+# The six colours Telegram allows for a topic's icon (createForumTopic's icon_color).
+_TOPIC_COLORS = (0x6FB9F0, 0xFFD67E, 0xCB86DB, 0x8EEE98, 0xFF93B2, 0xFB6F5F)
+
+
+@dataclass
+class _Topic:
+    message_thread_id: int
+    name: str
+    icon_color: int
+    closed: bool = False
+    renames: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Forum:
+    chat_id: int
+    title: str
+    is_forum: bool
+    bot_status: str
+    can_manage_topics: bool
+    topics: dict[int, _Topic] = field(default_factory=dict)
+    members: dict[int, str] = field(default_factory=dict)  # user id -> status
+
+
 @dataclass
 class _Failure:
     code: int
@@ -427,6 +451,7 @@ class FakeBotAPI:
             self._route(name, handler)
         for kind in _MEDIA_KINDS:
             self._route("send" + kind.title().replace("_", ""), partial(self._send_media, kind))
+        self._init_forums()
 
     def _route(self, name: str, handler: Handler) -> None:
         self._methods[name.lower()] = (name, handler)
@@ -949,7 +974,13 @@ class FakeBotAPI:
     def _chat(self, chat_id: int) -> dict[str, Any]:
         if chat_id < 0:
             kind = "supergroup" if str(chat_id).startswith("-100") else "group"
-            return {"id": chat_id, "type": kind, "title": f"Chat {chat_id}"}
+            group = {"id": chat_id, "type": kind, "title": f"Chat {chat_id}"}
+            forum = self.forums.get(chat_id)
+            if forum is not None:
+                group["title"] = forum.title
+                if forum.is_forum:
+                    group["is_forum"] = True
+            return group
         user = self._users.get(chat_id, {})
         chat = {"id": chat_id, "type": "private", "first_name": user.get("first_name", "User")}
         if "username" in user:
@@ -1020,6 +1051,7 @@ class FakeBotAPI:
     def _deliver(self, params: Params, content: dict[str, Any]) -> Message:
         """Store a bot message in params' chat with the options every send method shares."""
         chat_id = self._chat_id(params)
+        content.update(self._thread_of(chat_id, params))  # forum topics (block below)
         markup = params.get("reply_markup")
         # Only inline keyboards come back in Message.reply_markup (aiogram's model is
         # InlineKeyboardMarkup-only); reply keyboards just change the user's client.
@@ -1410,6 +1442,250 @@ class FakeBotAPI:
             "file_size": len(data),
             "file_path": f"files/{file_id}",
         }
+
+    # ================================================================== forum topics
+    # Topics mode of the agents' desk (and, later, inline queries): a forum supergroup with
+    # topics, the bot's rights in it, topic management, messages in topics and edits.
+    # Configure a group with :meth:`make_forum`; agents write in it with :meth:`group_message`
+    # (and press its buttons with :meth:`press_in`); :meth:`edit_user_message` queues an
+    # ``edited_message`` from a user (in a private chat or a group).
+
+    def _init_forums(self) -> None:
+        self.forums: dict[int, _Forum] = {}
+        for name, handler in {
+            "getChat": self._get_chat,
+            "getChatMember": self._get_chat_member,
+            "createForumTopic": self._create_forum_topic,
+            "editForumTopic": self._edit_forum_topic,
+            "closeForumTopic": self._close_forum_topic,
+            "reopenForumTopic": self._reopen_forum_topic,
+        }.items():
+            self._route(name, handler)
+
+    def make_forum(
+        self,
+        chat_id: int,
+        *,
+        title: str = "Support desk",
+        is_forum: bool = True,
+        bot_status: str = "administrator",
+        can_manage_topics: bool = True,
+    ) -> _Forum:
+        """A supergroup (id -100...) the bot is in; ``bot_status`` "administrator" or
+        "member", ``is_forum`` whether topics are enabled."""
+        forum = _Forum(chat_id, title, is_forum, bot_status, can_manage_topics)
+        self.forums[chat_id] = forum
+        return forum
+
+    def topic(self, chat_id: int, thread_id: int) -> _Topic:
+        return self.forums[chat_id].topics[thread_id]
+
+    def topics_of(self, chat_id: int) -> list[_Topic]:
+        return list(self.forums[chat_id].topics.values())
+
+    def _forum(self, params: Params) -> _Forum:
+        chat_id = self._chat_id(params)
+        forum = self.forums.get(chat_id)
+        if forum is None:
+            raise _bad("chat not found")
+        return forum
+
+    def _thread_of(self, chat_id: int, params: Params) -> dict[str, Any]:
+        """What a message sent with ``message_thread_id`` carries, checked like Telegram."""
+        thread = params.get("message_thread_id")
+        if not thread:
+            return {}
+        forum = self.forums.get(chat_id)
+        if forum is None or not forum.is_forum:
+            # Telegram ignores the id outside forums.
+            return {}
+        topic = forum.topics.get(int(thread))
+        if topic is None:
+            raise _bad("message thread not found")
+        if topic.closed and forum.bot_status != "administrator":
+            raise _bad("TOPIC_CLOSED")
+        return {"message_thread_id": topic.message_thread_id, "is_topic_message": True}
+
+    def _rights(self, forum: _Forum) -> None:
+        if not forum.is_forum:
+            raise _bad("the chat is not a forum")
+        if forum.bot_status != "administrator" or not forum.can_manage_topics:
+            raise _bad("not enough rights to manage topics")
+
+    async def _get_chat(self, params: Params, _files: Any) -> Any:
+        chat_id = self._chat_id(params)
+        if chat_id < 0 and chat_id not in self.forums:
+            raise _bad("chat not found")
+        chat = self._chat(chat_id)
+        return (
+            chat
+            | {"accent_color_id": 0, "max_reaction_count": 11}
+            | {
+                "accepted_gift_types": {
+                    "unlimited_gifts": False,
+                    "limited_gifts": False,
+                    "unique_gifts": False,
+                    "premium_subscription": False,
+                    "gifts_from_channels": False,
+                }
+            }
+        )
+
+    async def _get_chat_member(self, params: Params, _files: Any) -> Any:
+        forum = self._forum(params)
+        user_id = params.get("user_id")
+        if user_id != self.bot_user["id"]:
+            user = self._users.get(int(user_id or 0))
+            if user is None:
+                raise _bad("user not found")
+            status = forum.members.get(user["id"], "member")
+            return {"status": status, "user": user}
+        if forum.bot_status != "administrator":
+            return {"status": forum.bot_status, "user": self.bot_user}
+        rights = dict.fromkeys(
+            _words(
+                "can_manage_chat can_delete_messages can_manage_video_chats can_restrict_members "
+                "can_change_info can_invite_users can_post_stories can_edit_stories "
+                "can_delete_stories can_pin_messages"
+            ),
+            True,
+        )
+        return {
+            "status": "administrator",
+            "user": self.bot_user,
+            "can_be_edited": False,
+            "is_anonymous": False,
+            "can_promote_members": False,
+            "can_send_welcome_messages": False,
+            "can_manage_topics": forum.can_manage_topics,
+            **rights,
+        }
+
+    async def _create_forum_topic(self, params: Params, _files: Any) -> Any:
+        forum = self._forum(params)
+        self._rights(forum)
+        name = str(params.get("name") or "")
+        if not 1 <= len(name) <= 128:
+            raise _bad("TOPIC_TITLE_EMPTY" if not name else "TOPIC_TITLE_INVALID")
+        color = int(params.get("icon_color") or _TOPIC_COLORS[0])
+        if color not in _TOPIC_COLORS:
+            raise _bad("TOPIC_ICON_COLOR_INVALID")
+        # The topic's id is the id of its creation service message, as in Telegram.
+        created = {"name": name, "icon_color": color}
+        service = self._store(forum.chat_id, self.bot_user, {"forum_topic_created": created})
+        thread = int(service["message_id"])
+        service["message_thread_id"] = thread
+        service["is_topic_message"] = True
+        forum.topics[thread] = _Topic(thread, name, color)
+        return {"message_thread_id": thread, "name": name, "icon_color": color}
+
+    def _topic_of(self, params: Params) -> tuple[_Forum, _Topic]:
+        forum = self._forum(params)
+        self._rights(forum)
+        topic = forum.topics.get(int(params.get("message_thread_id") or 0))
+        if topic is None:
+            raise _bad("TOPIC_ID_INVALID")
+        return forum, topic
+
+    async def _edit_forum_topic(self, params: Params, _files: Any) -> Any:
+        _forum, topic = self._topic_of(params)
+        name = params.get("name")
+        if name is not None and not 1 <= len(str(name)) <= 128:
+            raise _bad("TOPIC_TITLE_INVALID")
+        if name is None or str(name) == topic.name:
+            raise _bad("TOPIC_NOT_MODIFIED")
+        topic.name = str(name)
+        topic.renames.append(topic.name)
+        return True
+
+    async def _close_forum_topic(self, params: Params, _files: Any) -> Any:
+        _forum, topic = self._topic_of(params)
+        if topic.closed:
+            raise _bad("TOPIC_NOT_MODIFIED")
+        topic.closed = True
+        return True
+
+    async def _reopen_forum_topic(self, params: Params, _files: Any) -> Any:
+        _forum, topic = self._topic_of(params)
+        if not topic.closed:
+            raise _bad("TOPIC_NOT_MODIFIED")
+        topic.closed = False
+        return True
+
+    def group_message(
+        self,
+        chat_id: int,
+        user_id: int,
+        text: str | None = None,
+        *,
+        thread_id: int | None = None,
+        first_name: str = "Agent",
+        photo: bool | str = False,
+        caption: str | None = None,
+        media_group_id: str | None = None,
+        reply_to_message_id: int | None = None,
+    ) -> Message:
+        """Queue a message from a user in a group (in topic ``thread_id`` if given). As in
+        Telegram, a message in a topic that replies to nothing replies to the topic's
+        creation message and carries ``is_topic_message`` and ``message_thread_id``."""
+        user = self._users.get(user_id) or self._register_user(user_id, first_name, None, "en")
+        content: dict[str, Any] = {}
+        if photo:
+            file_id = photo if isinstance(photo, str) else self._new_file_id("photo")
+            content["photo"] = self._media_field("photo", file_id, {})
+            if caption is not None:
+                content["caption"] = caption
+        elif text is not None:
+            content["text"] = text
+            if text.startswith("/"):
+                command = text.split(maxsplit=1)[0]
+                entity = {"type": "bot_command", "offset": 0, "length": _utf16_len(command)}
+                content["entities"] = [entity]
+        else:
+            raise ValueError("group_message needs text or a photo")
+        if media_group_id is not None:
+            content["media_group_id"] = media_group_id
+        if thread_id is not None:
+            self.topic(chat_id, thread_id)  # it must exist
+            content["message_thread_id"] = thread_id
+            content["is_topic_message"] = True
+            target = reply_to_message_id or thread_id
+            content["reply_to_message"] = self._reply_target(chat_id, target)
+        elif reply_to_message_id is not None:
+            content["reply_to_message"] = self._reply_target(chat_id, reply_to_message_id)
+        message = self._store(chat_id, user, content)
+        self.queue_update("message", message)
+        return message
+
+    def edit_user_message(self, chat_id: int, message_id: int, text: str) -> Message:
+        """A user edits their message (text, or a media message's caption): the stored
+        message changes and an ``edited_message`` update is queued."""
+        old = self.message(chat_id, message_id)
+        key = "caption" if any(kind in old for kind in _MEDIA_KINDS) else "text"
+        new = {k: v for k, v in old.items() if k not in ("entities", "caption_entities")}
+        new[key] = text
+        new["edit_date"] = int(time.time())
+        self._messages[chat_id][message_id] = new
+        self.queue_update("edited_message", new)
+        return new
+
+    def press_in(self, chat_id: int, user_id: int, message_id: int, data: str) -> str:
+        """Like :meth:`press`, for a button under a message in a group."""
+        message = self.message(chat_id, message_id)
+        user = self._users.get(user_id) or self._register_user(user_id, "Agent", None, "en")
+        query_id = str(self._next_seq() + 10**15)
+        self._callback_ids.add(query_id)
+        query = {
+            "id": query_id,
+            "from": user,
+            "chat_instance": f"ci{chat_id}",
+            "message": message,
+            "data": data,
+        }
+        self.queue_update("callback_query", query)
+        return query_id
+
+    # ============================================================== end of forum topics
 
 
 async def _serve(args: argparse.Namespace) -> None:
