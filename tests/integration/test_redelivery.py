@@ -25,6 +25,8 @@ from routing.store.models import (
     INBOX_DONE,
     INBOX_PENDING,
     INBOX_QUARANTINED,
+    Agent,
+    Conversation,
     Customer,
     InboundUpdate,
     Message,
@@ -136,3 +138,49 @@ async def test_a_handler_that_keeps_failing_is_quarantined_after_its_attempts(
         await bot.session.close()
     assert calls == 3
     assert await _status(db, 9) == INBOX_QUARANTINED
+
+
+async def test_a_vip_chat_opened_before_a_crash_is_paged_and_answered_on_redelivery(
+    db: Db, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A VIP's first message opens the chat and commits; the handling dies before the agents
+    are paged and the customer answered (a SIGKILL there leaves the update stored; here the
+    page raises once and the intake retries it). Handled again, the update finds its message
+    already in the transcript; before, it stopped there and the chat waited with nobody told
+    and the customer unanswered. It must finish the opening."""
+    from bot.desk import Desk
+
+    async with db.sessions() as s, s.begin():
+        await add_agent(s, 900, "Bob", now=NOW)
+        await s.execute(update(Agent).values(online=True))
+        s.add(
+            Customer(
+                external_id="V1", name="Vera", tier="VIP", telegram_id=701,
+                account_manager="Bob", created_at=NOW, updated_at=NOW,
+            )
+        )  # fmt: skip
+    real_page = Desk.page
+    crashes = [1]
+
+    async def dies_once(self: Desk, *args: object, **kwargs: object) -> int:
+        if crashes:
+            crashes.pop()
+            raise RuntimeError("killed between the commit and the page")
+        return await real_page(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Desk, "page", dies_once)
+    async with FakeBotAPI() as api:
+        bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
+        dp = make_dispatcher(db.sessions, policy, bot, clock=lambda: NOW)
+        intake = Intake(dp, bot, db.sessions, lambda: NOW)
+        raw = {"update_id": 1, "message": api.user_message(701, "my order is wrong")}
+        assert await intake.accept([raw]) == 1
+        # The failed attempt is retried, as the stored update is after a restart.
+        await intake.wait_idle()
+        await api.wait_idle(quiet=0.3)
+        await bot.session.close()
+        assert api.sent_to(900), "the manager was never paged"
+        assert api.sent_to(701), "the customer was never answered"
+    async with db.sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(Message)) == 1
+        assert await s.scalar(select(func.count()).select_from(Conversation)) == 1

@@ -11,6 +11,7 @@ from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
 from bot.adapters.content import Content, content_of
@@ -20,7 +21,8 @@ from bot.handlers.customer.selfservice import ANSWER_FIRST, self_service, send_m
 from routing.delivery import enqueue
 from routing.queue import claims, conversations
 from routing.selfservice import deflection
-from routing.store.models import ASSIGNED, OPEN_STATUSES, Agent, Conversation
+from routing.store.models import ASSIGNED, OPEN_STATUSES, QUEUED, Agent, Conversation
+from routing.store.models import Message as Message_
 
 router = Router(name="human")
 
@@ -179,4 +181,29 @@ async def _store(
                 media_group_id=message.media_group_id,
                 now=ctx.desk.now(),
             )
-    return conv, created, not new
+        elif await _opening_unfinished(session, conv, message):
+            # The process died after this message opened the chat and before anyone was
+            # paged (the commit above and the pages are not one step): a redelivery must
+            # finish the opening, or the chat would wait with nobody told and no reply.
+            created = True
+    return conv, created, not new and not created
+
+
+async def _opening_unfinished(session: AsyncSession, conv: Conversation, message: Message) -> bool:
+    """This message opened a chat that is still queued and nobody was paged about."""
+    # The relay guard's savepoint rolled back (the message was stored already), which
+    # expired the chat: read it again before looking at it.
+    await session.refresh(conv)
+    if conv.status != QUEUED:
+        return False
+    first = (
+        await session.execute(
+            select(Message_.chat_id, Message_.message_id)
+            .where(Message_.conversation_id == conv.id, Message_.sender == "customer")
+            .order_by(Message_.id)
+            .limit(1)
+        )
+    ).first()
+    if first is None or tuple(first) != (message.chat.id, message.message_id):
+        return False
+    return not await conversations.notifications(session, conv.id)
