@@ -69,6 +69,51 @@ async def preflight(settings: Settings, token: str) -> None:
             raise result
     if failures:
         raise PreflightError(_one_line("; ".join(failures), token, limit=3 * _MAX_REASON))
+    desk = settings.load_policy().desk
+    if desk.topics and desk.group_id is not None:
+        await check_forum(settings.telegram_api_url, token, desk.group_id, limit)
+
+
+async def check_forum(base: str, token: str, group_id: int, limit: float) -> None:
+    """Topics mode: ``group_id`` is a forum supergroup where the bot is an administrator
+    allowed to manage topics. Raises :class:`PreflightError` naming what is missing."""
+    from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.exceptions import TelegramAPIError
+    from aiogram.types import ChatMemberAdministrator
+
+    where = f"[desk] group_id = {group_id}"
+    bot = Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(base)))
+    try:
+        try:
+            chat = await bot.get_chat(group_id, request_timeout=int(limit) or 1)
+            me = await bot.get_me(request_timeout=int(limit) or 1)
+            member = await bot.get_chat_member(group_id, me.id, request_timeout=int(limit) or 1)
+        except TelegramAPIError as exc:
+            raise PreflightError(
+                f"{where}: Telegram answered {_one_line(exc.message, token)}: add the bot to "
+                "the staff group and check the id"
+            ) from None
+    finally:
+        await bot.session.close()
+    if chat.type != "supergroup":
+        raise PreflightError(
+            f"{where} is a {chat.type}, not a supergroup: enable topics in the group's settings "
+            "(Telegram makes it a supergroup)"
+        )
+    if not chat.is_forum:
+        raise PreflightError(f"{where} has topics off: enable Topics in the group's settings")
+    if not isinstance(member, ChatMemberAdministrator):
+        raise PreflightError(
+            f"{where}: the bot is {member.status}, not an administrator: make it an admin "
+            "allowed to manage topics"
+        )
+    if not member.can_manage_topics:
+        raise PreflightError(
+            f"{where}: the bot is an administrator without the right to manage topics: "
+            "allow it to manage topics"
+        )
 
 
 def check_schemes(settings: Settings) -> None:
