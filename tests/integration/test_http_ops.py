@@ -179,6 +179,12 @@ async def test_readyz_when_telegram_has_not_answered_recently(
         body = await r.json()
         assert r.status == 503 and body["failed"] == ["telegram"]
         assert "last 121s ago" in body["checks"]["telegram"]["detail"]
+        # The proxy's question: may this instance take webhooks? Telegram is reported,
+        # not decisive.
+        r = await client.get("/readyz?skip=telegram")
+        body = await r.json()
+        assert r.status == 200 and body["failed"] == []
+        assert body["checks"]["telegram"]["ok"] is False
     finally:
         await bot.session.close()
 
