@@ -135,6 +135,14 @@ class Policy(Strict):
             raise_problems("care", care.tier_problems(names))
         return care
 
+    @field_validator("desk")
+    @classmethod
+    def _desk_canned(cls, desk: DeskPolicy, info: ValidationInfo) -> DeskPolicy:
+        selfservice = info.data.get("selfservice")
+        languages = selfservice.languages if selfservice is not None else None
+        raise_problems("desk", desk.canned_problems(languages))
+        return desk
+
     @model_validator(mode="after")
     def _check_tiers(self) -> Policy:
         raise_problems("Policy", _tier_list_problems(self.tiers, self.scoring.mode))
