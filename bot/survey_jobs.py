@@ -1,7 +1,8 @@
 """The survey tick the scheduler runs every ``surveys.sweep_seconds``.
 
-One tick: expire what is overdue, start any campaign run whose cron time has come, then
-sweep the outbox (reconcile, claim, send) until nothing is due. Everything it acts on is
+One tick: expire what is overdue, start any campaign run whose cron time has come, finish
+writing any broadcast whose command died part-way, then sweep the outbox (reconcile, claim,
+send: surveys and announcements alike) until nothing is due. Everything it acts on is
 in the database, so a tick after a restart picks up exactly where the dead process stopped.
 
 Ticks never overlap: a tick that finds the previous one still sending (a large campaign
@@ -23,7 +24,7 @@ from bot.handlers.survey import render
 from routing.clock import Clock
 from routing.policy.root import Policy
 from routing.store import cluster
-from surveys import campaigns, outbox
+from surveys import broadcasts, campaigns, outbox
 from surveys.push_transport import Transport
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class SurveyJobs:
             log.info("surveys expired: %d", expired)
         for run in await campaigns.run_due(self.sessions, self.policy, self.clock()):
             log.info("NPS campaign %s: %d surveys", run.key, run.total)
+        for done in await broadcasts.resume_unfinished(self.sessions, self.clock()):
+            log.info("broadcast %s finished: %d rows (%d new)", done.key, done.rows, done.written)
         if self.transport is None:
             return None
         report = await outbox.sweep(self.sessions, self.policy, self.transport, self.clock)

@@ -54,6 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from routing.clock import Clock
 from routing.policy.root import Policy
 from routing.store.models import Customer, Survey
+from surveys.news import NEWS
 from surveys.outbox_claims import Claim, claim_due
 from surveys.outbox_journal import Journal, OutboxTransport
 from surveys.outbox_states import (
@@ -157,11 +158,12 @@ async def sweep(
 
 
 async def expire(session: AsyncSession, policy: Policy, now: datetime) -> int:
-    """Expire unanswered sent rows and unsent ones past their time; end stale comment waits."""
+    """Expire unanswered sent rows and unsent ones past their time; end stale comment waits.
+    A sent announcement (kind ``news``) asks nothing: it stays ``sent``."""
     n = rowcount(
         await session.execute(
             update(Survey)
-            .where(Survey.status == SENT, Survey.expires_at <= now)
+            .where(Survey.status == SENT, Survey.expires_at <= now, Survey.kind != NEWS)
             .values(status=EXPIRED, reason=R_NO_ANSWER)
         )
     )
@@ -185,7 +187,8 @@ async def expire(session: AsyncSession, policy: Policy, now: datetime) -> int:
 
 async def set_opt_out(session: AsyncSession, customer_id: int, opted_out: bool) -> int:
     """``/stop_surveys`` (True) or ``/start_surveys`` (False). Opting out skips, at once,
-    every survey not yet handed to Telegram; returns how many."""
+    every survey not yet handed to Telegram; returns how many. Announcements have their own
+    opt-out (``surveys.broadcasts.set_opt_out``)."""
     await session.execute(
         update(Customer).where(Customer.id == customer_id).values(surveys_opt_out=opted_out)
     )
@@ -196,6 +199,7 @@ async def set_opt_out(session: AsyncSession, customer_id: int, opted_out: bool) 
             update(Survey)
             .where(
                 Survey.customer_id == customer_id,
+                Survey.kind != NEWS,
                 or_(
                     Survey.status == SCHEDULED,
                     and_(Survey.status == SENDING, Survey.attempted_at.is_(None)),

@@ -10,6 +10,9 @@ on PostgreSQL, so the rows become ``sending`` under the sweep's token) and decid
   (the time rules are in :mod:`surveys.outbox_schedule`);
 * or handed on as a :class:`~surveys.push_transport.Push` whose payload is a
   :class:`SurveyPush`, what the bot needs to render the survey.
+
+Announcement rows (kind ``news``) are decided the same way with their own opt-out, cap and
+payload (:mod:`surveys.news`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
 from routing.store.models import Customer, Survey
+from surveys import news
+from surveys.news import NEWS, R_NO_BROADCAST, NewsPush
 from surveys.outbox_schedule import capped_customers, quiet_until, zone_of
 from surveys.outbox_states import (
     EXPIRED,
@@ -89,7 +94,7 @@ async def claim_due(
             update(_T)
             .where(t.id.in_(pick.scalar_subquery()))
             .values(status=SENDING, claim_token=token, claimed_at=now, attempted_at=None)
-            .returning(t.id, t.kind, t.customer_id, t.due_at, t.expires_at)
+            .returning(t.id, t.kind, t.customer_id, t.due_at, t.expires_at, t.campaign)
         )
     ).all()
     claim = Claim(claimed=len(claimed))
@@ -99,15 +104,22 @@ async def claim_due(
     ids = [r.id for r in rows]
     cids = {r.customer_id for r in rows}
     wanted = (c.id, c.is_guest, c.telegram_id, c.surveys_opt_out, c.unreachable_at, c.timezone,
-              c.language)  # fmt: skip
+              c.language, c.news_opt_out)  # fmt: skip
     customers = {r.id: r for r in await session.execute(select(*wanted).where(c.id.in_(cids)))}
-    capped = await capped_customers(session, policy, now, cids, ids)
+    news_rows = [r for r in rows if r.kind == NEWS]
+    survey_cids = {r.customer_id for r in rows if r.kind != NEWS}
+    capped = await capped_customers(session, policy, now, survey_cids, ids)
     cap_days = policy.surveys.frequency_cap_days
+    # Announcements: their own cap, and their texts.
+    news_capped = await news.capped(session, policy, now, {r.customer_id for r in news_rows}, ids)
+    news_cap_days = policy.care.announcements.frequency_cap_days
+    texts = await news.texts_of(session, {r.campaign for r in news_rows if r.campaign})
     start, end = policy.surveys.quiet_hours.times()
     zones: dict[str | None, ZoneInfo] = {}
     changes: list[dict[str, Any]] = []
     for r in rows:
         cu = customers.get(r.customer_id)
+        is_news = r.kind == NEWS
         reason: str | None = None
         status = SKIPPED
         if r.expires_at is not None and r.expires_at <= now:
@@ -116,12 +128,14 @@ async def claim_due(
             reason = R_GUEST
         elif cu.telegram_id is None:
             reason = R_NO_CHAT
-        elif cu.surveys_opt_out:
+        elif cu.news_opt_out if is_news else cu.surveys_opt_out:
             reason = R_OPTED_OUT
         elif cu.unreachable_at is not None:
             reason = R_UNREACHABLE
-        elif cu.id in capped:
+        elif cu.id in (news_capped if is_news else capped):
             reason = R_CAP
+        elif is_news and r.campaign not in texts:
+            reason = R_NO_BROADCAST
         if reason is not None:
             changes.append({"_id": r.id, "status": status, "reason": reason, "claim_token": None})
             claim.settled[reason] = claim.settled.get(reason, 0) + 1
@@ -145,12 +159,17 @@ async def claim_due(
             )
             claim.deferred += 1
             continue
-        if cap_days > 0:
-            capped.add(cu.id)  # a second row for the same customer in this batch waits 14 days
         changes.append({"_id": r.id, "chat_id": cu.telegram_id})
-        claim.pushes.append(
-            Push(r.id, cu.telegram_id, SurveyPush(r.id, r.kind, cu.id, cu.language))
-        )
+        if is_news:
+            if news_cap_days > 0:
+                news_capped.add(cu.id)  # a second announcement in this batch is capped
+            language, text = texts[r.campaign].pick(cu.language)
+            payload: SurveyPush | NewsPush = NewsPush(r.id, r.kind, cu.id, language, text)
+        else:
+            if cap_days > 0:
+                capped.add(cu.id)  # a second row for the same customer in this batch waits
+            payload = SurveyPush(r.id, r.kind, cu.id, cu.language)
+        claim.pushes.append(Push(r.id, cu.telegram_id, payload))
     # One executemany UPDATE by primary key per set of columns.
     by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for ch in changes:

@@ -10,7 +10,9 @@ and sending it (:mod:`surveys.outbox_claims`):
   unknown) and :func:`quiet_until` says when the quiet period ``now`` falls in ends; a
   claimed row inside it is put back, due at that moment;
 * the frequency cap: :func:`capped_customers` finds the customers who were sent a survey
-  within ``frequency_cap_days`` (or have one being sent), whose rows are skipped.
+  within ``frequency_cap_days`` (or have one being sent), whose rows are skipped;
+  announcements (kind ``news``) have their own cap (:func:`surveys.news.capped`) and do not
+  count here.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from routing.policy.root import Policy
 from routing.scoring.model import CSAT
 from routing.store.models import Survey
+from surveys.news import NEWS
 from surveys.outbox_states import SENDING
 
 __all__ = ["capped_customers", "expiry_for", "quiet_until", "zone_of"]
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 
 
 def expiry_for(kind: str, policy: Policy) -> timedelta:
+    if kind == NEWS:
+        return timedelta(hours=policy.care.announcements.expiry_hours)
     hours = policy.surveys.csat.expiry_hours if kind == CSAT else policy.surveys.nps.expiry_hours
     return timedelta(hours=hours)
 
@@ -87,9 +92,9 @@ async def capped_customers(
 ) -> set[int]:
     """Which of ``customer_ids`` the frequency cap holds back: sent a survey within the last
     ``frequency_cap_days``, or with another one being sent. ``claimed_ids`` (the rows being
-    decided) do not count. Empty when the cap is off."""
+    decided) and announcements do not count. Empty when the cap is off."""
     cap_days = policy.surveys.frequency_cap_days
-    if cap_days <= 0:
+    if cap_days <= 0 or not customer_ids:
         return set()
     t = Survey.__table__.c
     cutoff = now - timedelta(days=cap_days)
@@ -100,6 +105,7 @@ async def capped_customers(
                 .where(
                     t.customer_id.in_(customer_ids),
                     t.id.not_in(claimed_ids),
+                    t.kind != NEWS,
                     or_(
                         t.sent_at >= cutoff,
                         # Live claims (orphans were reconciled before this sweep).

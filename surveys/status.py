@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.scoring.model import CSAT
 from routing.store.models import Agent, Survey, SurveyCampaign
+from surveys.news import NEWS
 from surveys.outbox_states import ANSWERED, FAILED, SCHEDULED, SENDING, SKIPPED
 
 __all__ = ["AgentCsat", "SurveyStatus", "agent_csat", "campaigns", "survey_status"]
@@ -43,7 +44,8 @@ class SurveyStatus:
 
 
 async def survey_status(session: AsyncSession, campaign: str | None = None) -> SurveyStatus:
-    where = [] if campaign is None else [Survey.campaign == campaign]
+    # All surveys: announcements are not surveys (``contactbot broadcast status`` has them).
+    where = [Survey.kind != NEWS] if campaign is None else [Survey.campaign == campaign]
     by_status = {
         str(status): int(n)
         for status, n in (

@@ -122,7 +122,7 @@ class AiogramTransport:
             raise PermanentError(error.message) from error
         except TelegramAPIError as error:  # network, 5xx (RestartingTelegram too), the rest
             raise TransientError(error.message) from error
-        # By kind: csat, nps, complaint (surveys.outbox_claims.SurveyPush), broadcast.
+        # By kind: csat, nps, complaint (surveys.outbox_claims.SurveyPush), news (NewsPush).
         metrics().push_sent(str(getattr(push.payload, "kind", "other")))
         return sent
 

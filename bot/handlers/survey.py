@@ -42,6 +42,7 @@ from routing.scoring.model import CSAT
 from routing.store.models import Agent, Conversation, Customer
 from surveys import feedback, outbox
 from surveys.feedback import AnswerStatus, scale
+from surveys.news import NewsPush
 from surveys.outbox_claims import SurveyPush
 from surveys.push_transport import Push
 
@@ -103,8 +104,11 @@ def score_markup(survey_id: int, kind: str) -> PackedMarkup:
     return PackedMarkup(str(int(survey_id)).join(_score_template(kind)))
 
 
-def render(push: Push) -> tuple[str, PackedMarkup]:
-    """The survey message for one outbox push (what ``AiogramTransport`` renders)."""
+def render(push: Push) -> tuple[str, PackedMarkup | None]:
+    """The survey message for one outbox push (what ``AiogramTransport`` renders); an
+    announcement (kind ``news``) is its text as written, without buttons."""
+    if isinstance(push.payload, NewsPush):
+        return escape(push.payload.text, quote=False), None
     p: SurveyPush = push.payload
     # A push goes out from a scheduler job, outside any update: speak the customer's language.
     with speaking(p.language):

@@ -144,7 +144,7 @@ class Metrics:
         )
         self.pushes_sent = Counter(
             "contactbot_pushes_sent",
-            "Pushes sent by the rate-limited sender, by kind (csat, nps, complaint, broadcast)",
+            "Pushes sent by the rate-limited sender, by kind (csat, nps, complaint, news)",
             ["kind"],
             registry=reg,
         )

@@ -1,4 +1,5 @@
-"""The ``[care]`` section: follow-up visits per tier, who does them, and at-risk triggers.
+"""The ``[care]`` section: follow-up visits per tier, who does them, at-risk triggers, and the
+announcement caps (``[care.announcements]``, in ``routing.policy.announcements``).
 
 Kept apart from ``routing.policy.root`` (which cross-checks the tier names); the rules that
 use these numbers live in ``routing.care``.
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 
 from pydantic import Field, field_validator
 
+from routing.policy.announcements import AnnouncementPolicy
 from routing.policy.base import Strict
 from routing.policy.check import Problem, no_such_tier
 
@@ -42,6 +44,8 @@ class CarePolicy(Strict):
     remind_every_hours: float = Field(default=24, gt=0)
     # How often the care sweep (cadence, at-risk triggers, reminders) runs.
     sweep_minutes: float = Field(default=15, gt=0)
+    # Tier announcements (contactbot broadcast): their caps.
+    announcements: AnnouncementPolicy = Field(default_factory=AnnouncementPolicy)
 
     @field_validator("cadence_days")
     @classmethod

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from sqlalchemy import MetaData
 
-from routing.store import care_models, cluster, desk_models, models
+from routing.store import broadcast_models, care_models, cluster, desk_models, models
 from routing.store.base import Base
 
-MODEL_MODULES = (models, care_models, cluster, desk_models)
+MODEL_MODULES = (models, care_models, cluster, desk_models, broadcast_models)
 metadata: MetaData = Base.metadata
