@@ -29,6 +29,7 @@ from bot.config import Settings
 from bot.delivery import Deliverer
 from bot.desk import Desk
 from bot.handlers import PRELOADS, get_routers
+from bot.handlers import topics as desk_group
 from bot.http.server import Ops, add_routes, serve
 from bot.i18n import LocaleMiddleware, make_i18n, speaking
 from bot.intake import Intake, redis_chat_lock
@@ -85,6 +86,7 @@ def make_dispatcher(
     # set on its `callback_answer`, if any); handlers never call query.answer() themselves.
     dp.callback_query.middleware(CallbackAnswerMiddleware())
     dp.include_routers(*get_routers())
+    dp.include_routers(*desk_group.routers())  # topics mode's staff group (else inert)
     # Workflow data: handlers receive these by parameter name.
     dp["policy"] = policy
     dp["clock"] = clock

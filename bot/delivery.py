@@ -29,8 +29,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from html import escape
+from typing import Protocol
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -83,6 +85,24 @@ def _classify(exc: BaseException) -> tuple[int | None, float | None]:
     return None, None  # TelegramNetworkError, timeouts, connection errors
 
 
+@dataclass(frozen=True)
+class Destination:
+    """Where a row goes in topics mode (bot/desk/topics.py): a chat, a forum topic, and the
+    copies still to make (``message_ids``; empty: nothing left, the row is done)."""
+
+    chat_id: int
+    thread_id: int | None
+    message_ids: list[int]
+
+
+class Router(Protocol):
+    """Topics mode's routing of rows: None while the destination is not ready."""
+
+    async def destination(self, c: Claimed) -> Destination | None: ...
+
+    async def sent(self, c: Claimed, dest: Destination, sent: list[int]) -> None: ...
+
+
 class Deliverer:
     """Sends the delivery queue's rows. One per process, shared by every handler."""
 
@@ -110,6 +130,8 @@ class Deliverer:
         self.request_timeout = request_timeout
         self.hold = hold
         self.on_agent_unreachable = on_agent_unreachable
+        # Topics mode: rows for agents go to the customer's topic (set by the desk).
+        self.router: Router | None = None
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self._users: dict[tuple[int, str], int] = {}
         self._timers: dict[int, tuple[datetime, asyncio.Task[None]]] = {}
@@ -281,12 +303,21 @@ class Deliverer:
 
     # --- one row ----------------------------------------------------------------------
     async def _send(self, c: Claimed) -> None:
+        dest: Destination | None = None
+        if self.router is not None:
+            dest = await self.router.destination(c)
+            if dest is None:  # the customer's topic is still being created
+                async with self.sessions() as s, s.begin():
+                    at = self.now() + timedelta(seconds=1)
+                    await sending.retry_at(s, c.id, at=at, error="topic not ready", counted=False)
+                self._schedule(c.conversation_id, at)
+                return
         try:
-            if c.relay and await self._switch_header(c):
+            if dest is None and c.relay and await self._switch_header(c):
                 self.turns.sent(c.chat_id)
                 if wait := self.turns.wait(c.chat_id):
                     await asyncio.sleep(wait)
-            sent = await self._call(c)
+            sent = await self._call(c, dest)
         except (TelegramAPIError, TimeoutError, OSError) as exc:
             if isinstance(exc, TelegramRetryAfter):
                 self.turns.limited(c.chat_id, float(exc.retry_after))
@@ -297,9 +328,10 @@ class Deliverer:
         async with self.sessions() as s, s.begin():
             await sending.mark_sent(s, c.id, now=self.now(), agent_id=c.agent_id)
             if c.direction == TO_AGENT:
+                chat = dest.chat_id if dest is not None else c.chat_id
                 for mid in sent:
                     await conversations.link(
-                        s, c.chat_id, mid, c.conversation_id, c.link_kind or enqueue.LINK_RELAY
+                        s, chat, mid, c.conversation_id, c.link_kind or enqueue.LINK_RELAY
                     )
                 if c.agent_id is not None:
                     await s.execute(
@@ -308,21 +340,32 @@ class Deliverer:
                         .values(last_inbound_conversation_id=c.conversation_id)
                     )
 
-    async def _call(self, c: Claimed) -> list[int]:
+    async def _call(self, c: Claimed, dest: Destination | None = None) -> list[int]:
         timeout = self.request_timeout
+        chat, thread = (dest.chat_id, dest.thread_id) if dest is not None else (c.chat_id, None)
+        ids = dest.message_ids if dest is not None else c.message_ids
         if c.kind == enqueue.KIND_TEXT:
-            msg = await self.bot.send_message(c.chat_id, c.text or "", request_timeout=timeout)
-            return [msg.message_id]
-        assert c.from_chat_id is not None
-        if len(c.message_ids) == 1:
-            one = await self.bot.copy_message(
-                c.chat_id, c.from_chat_id, c.message_ids[0], request_timeout=timeout
+            msg = await self.bot.send_message(
+                chat, c.text or "", message_thread_id=thread, request_timeout=timeout
             )
-            return [one.message_id]
-        many = await self.bot.copy_messages(
-            c.chat_id, c.from_chat_id, c.message_ids, request_timeout=timeout
-        )
-        return [m.message_id for m in many]
+            sent = [msg.message_id]
+        elif not ids:
+            sent = []  # every copy is in the topic already
+        elif len(ids) == 1:
+            assert c.from_chat_id is not None
+            one = await self.bot.copy_message(
+                chat, c.from_chat_id, ids[0], message_thread_id=thread, request_timeout=timeout
+            )
+            sent = [one.message_id]
+        else:
+            assert c.from_chat_id is not None
+            many = await self.bot.copy_messages(
+                chat, c.from_chat_id, ids, message_thread_id=thread, request_timeout=timeout
+            )
+            sent = [m.message_id for m in many]
+        if self.router is not None and dest is not None:
+            await self.router.sent(c, dest, sent)
+        return sent
 
     async def _switch_header(self, c: Claimed) -> bool:
         """With several chats open, a header says whose messages follow (as relays did).

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.desk.handover import Handover
 from bot.desk.notify import Notices
 from bot.desk.queue import QueueDesk
+from bot.desk.topics import TopicNotices, TopicsView
 from bot.http.metrics import metrics
 from routing.clock import Clock
 from routing.policy.root import Policy
@@ -44,8 +45,10 @@ class Desk:
         self.bot = bot
         self.policy = policy
         self.clock = clock
-        self.notices = Notices(bot)
-        self.handover = Handover(self.notices, delivery)
+        # Topics mode (bot/desk/topics.py): the same decisions, rendered in the staff group.
+        self.topics = TopicsView(bot, policy, clock) if policy.desk.topics else None
+        self.notices = TopicNotices(bot, self.topics) if self.topics else Notices(bot)
+        self.handover = Handover(self.notices, delivery, policy)
         # The queue (plans for new chats, offers, windows, SLAs, transfers): bot/desk/queue.py.
         self.queue = QueueDesk(self.notices, self.handover, policy, clock)
 
@@ -57,6 +60,9 @@ class Desk:
     @delivery.setter
     def delivery(self, deliverer: Deliverer | None) -> None:
         self.handover.delivery = deliverer
+        if deliverer is not None and self.topics is not None:
+            deliverer.router = self.topics
+            self.topics.sessions = deliverer.sessions
 
     # --- paging ---------------------------------------------------------------------
     async def page(
@@ -65,6 +71,8 @@ class Desk:
         """Route a newly queued chat (``routing.queue.assignment.plan``): notify online
         agents (the account manager first, or alone for the manager-first window), or offer
         it in offer mode. Returns how many agents serving its tier were online."""
+        if self.topics is not None:
+            await self.topics.on_queued(session, conv, customer, preview)
         return await self.queue.on_queued(session, conv, customer, preview)
 
     async def announce_waiting(self, session: AsyncSession, agent: Agent) -> int:
@@ -79,6 +87,8 @@ class Desk:
         if conv.assigned_at is not None:
             metrics().claimed(conv.tier, (conv.assigned_at - conv.queued_at).total_seconds())
         await self.handover.hand_over(session, agent, conv, greet=greet)
+        if self.topics is not None:
+            await self.topics.refresh_board(session)
 
     async def agent_unreachable(self, session: AsyncSession, agent_id: int) -> None:
         """An agent's chat refuses the bot (they blocked it): offline, chats back in the queue."""

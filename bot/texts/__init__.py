@@ -23,6 +23,6 @@ Use them as ``from bot import texts`` and ``texts.customer.human_button()``.
 
 from __future__ import annotations
 
-from bot.texts import agent, card, customer, supervisor, survey
+from bot.texts import agent, card, customer, supervisor, survey, topics
 
-__all__ = ["agent", "card", "customer", "supervisor", "survey"]
+__all__ = ["agent", "card", "customer", "supervisor", "survey", "topics"]
