@@ -16,9 +16,9 @@ VIP_TG, B_TG = 7001, 7002
 TOPICS = f'[desk]\nmode = "topics"\ngroup_id = {GROUP}\n[queue]\nsweep_seconds = 0.3\n'
 
 
-async def _until(check, timeout: float = 15.0):  # type: ignore[no-untyped-def]
+async def _until(check, seconds: float = 15.0):  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + seconds
     while True:
         value = check()
         if value:
@@ -123,7 +123,7 @@ async def test_start_up_check_names_what_is_missing(
         sys.executable, "-m", "bot", "run", env=env.bot.env, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 3, err.decode()
     lines = [line for line in err.decode().splitlines() if line.strip()]
     assert len(lines) == 1, lines
