@@ -7,7 +7,7 @@ Built with aiogram's keyboard builders; a button's callback data is packed from 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyKeyboardMarkup
@@ -15,6 +15,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder, ReplyKeyboardBuilder
 from pydantic import Field
 
 from bot import texts
+from bot.texts import care as care_texts
 from routing.store.models import Conversation, Customer
 
 # A row id inside callback data. Anyone can send any callback data (it is not signed), and
@@ -155,3 +156,47 @@ def close_choice(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMa
         )
     kb.adjust(1)
     return kb.as_markup()
+
+
+# --- care tasks ----------------------------------------------------------------------------
+
+
+CareAction = Literal["start", "done", "snooze"]
+
+
+class CareCb(CallbackData, prefix="care"):
+    """*Start chat*, *Done* or *Snooze* on care task ``id``."""
+
+    action: CareAction
+    id: RowId
+
+
+def care_task(task_id: int, *, started: bool = False) -> InlineKeyboardMarkup:
+    """Under a care reminder: Start chat, Done, Snooze (a started task: Done alone)."""
+    kb = InlineKeyboardBuilder()
+    if not started:
+        kb.button(text=care_texts.start_button(), callback_data=_care("start", task_id))
+    kb.button(text=care_texts.done_button(), callback_data=_care("done", task_id))
+    if not started:
+        kb.button(text=care_texts.snooze_button(), callback_data=_care("snooze", task_id))
+    return kb.as_markup()
+
+
+def care_agenda(items: Sequence[tuple[int, bool]]) -> InlineKeyboardMarkup:
+    """``/care``: a row per (task id, started): 💬 #id, ✅ #id, 💤 #id."""
+    kb = InlineKeyboardBuilder()
+    for task_id, started in items:
+        actions: list[tuple[str, CareAction]] = [("✅", "done")]
+        if not started:
+            actions = [("💬", "start"), *actions, ("💤", "snooze")]
+        kb.row(
+            *(
+                InlineKeyboardButton(text=f"{icon} #{task_id}", callback_data=_care(a, task_id))
+                for icon, a in actions
+            )
+        )
+    return kb.as_markup()
+
+
+def _care(action: CareAction, task_id: int) -> str:
+    return CareCb(action=action, id=task_id).pack()

@@ -1,4 +1,4 @@
-"""Timed jobs (APScheduler 3, in-memory): rescoring, tier notices, the queue and surveys.
+"""Timed jobs (APScheduler 3, in-memory): rescoring, tier notices, the queue, surveys, care.
 
 The database is the source of truth: the jobs only run work whose state lives in tables
 (``scoring_runs``, ``tier_changes.notice``), so a restart loses nothing.
@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.tier_notices import BotTierNotifier
+from bot.care_jobs import CareReminders
 from bot.desk import Desk
 from bot.survey_jobs import SurveyJobs
 from routing.clock import Clock
@@ -236,4 +237,13 @@ def make_scheduler(
             *_every(NOTICE_SWEEP_SECONDS),
             max_instances=1,
         )
+        if policy.care.enabled:
+            # Care: cadence and at-risk tasks, then their reminders (bot/care_jobs.py).
+            care = CareReminders(bot, policy, clock)
+            _add(
+                "care",
+                lambda: care.sweep(sessions),
+                *_every(policy.care.sweep_minutes * 60),
+                max_instances=1,
+            )
     return sched

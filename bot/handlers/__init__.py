@@ -3,7 +3,7 @@
 ::
 
     dispatcher
-    ├── agents      IsAgent()      features: queue, agent           then fallback.agents
+    ├── agents      IsAgent()      features: queue, agent, care     then fallback.agents
     └── customers   IsCustomer()   features: survey, identify,      then fallback.customers
                                    selfservice, human
 
@@ -33,7 +33,7 @@ from aiogram import Router
 from aiogram.filters import Filter
 
 from bot.filters import IsAgent, IsCustomer
-from bot.handlers import agent, customer, fallback, survey
+from bot.handlers import agent, care, customer, fallback, survey
 from bot.handlers import queue as queue_handlers
 from bot.middlewares import Preload
 
@@ -47,7 +47,9 @@ def _audience(name: str, who: Filter, features: Sequence[Router], last: Router) 
     return router
 
 
-_AGENTS = _audience("agents", IsAgent(), [queue_handlers.router, agent.router], fallback.agents)
+_AGENTS = _audience(
+    "agents", IsAgent(), [queue_handlers.router, agent.router, care.router], fallback.agents
+)
 _CUSTOMERS = _audience(
     "customers", IsCustomer(), [survey.router, *customer.routers()], fallback.customers
 )

@@ -29,7 +29,7 @@ from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import keyboards, texts
+from bot import care_jobs, keyboards, texts
 from bot.adapters.survey_transport import PackedMarkup
 from bot.desk import Desk
 from bot.filters import SurveyComment
@@ -243,9 +243,13 @@ async def scored(
     desk: Desk,
     callback_answer: CallbackAnswer,
 ) -> None:
+    tier = customer.tier  # as they answered: the answer may rescore them
     async with session.begin():
         result = await feedback.answer(
             session, callback_data.id, customer.id, callback_data.score, clock(), policy
+        )
+        care_task = await care_jobs.detractor_task(
+            session, result, customer.id, callback_data.id, tier, policy, clock()
         )
     if result.status is not AnswerStatus.RECORDED:
         # Nothing changes: a second press, a press on an expired or foreign survey.
@@ -262,6 +266,8 @@ async def scored(
         parts.append(texts.survey.recovery_note())
     await _edit(query, "\n\n".join(parts), skip_keyboard(callback_data.id))
     await feedback.notify_recovery(BotRecoveryPager(session, desk), result)
+    if care_task is not None:  # an at-risk VIP: their care task is reminded now
+        await care_jobs.CareReminders(desk.bot, policy, clock).remind_new(session, care_task)
 
 
 @router.callback_query(SkipCb.filter())

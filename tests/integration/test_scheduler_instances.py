@@ -226,7 +226,7 @@ def test_every_job_has_its_own_leader_key() -> None:
 
     sched = make_scheduler(None, POLICY, object(), lambda: FIRE)  # type: ignore[arg-type]
     names = {j.id for j in sched.get_jobs()}
-    assert names == {"rescore", "queue", "surveys", "tier_notices"}
+    assert names == {"rescore", "queue", "surveys", "tier_notices", "care"}
     assert len({job_key(n) for n in names}) == len(names)
 
 
