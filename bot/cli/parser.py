@@ -34,6 +34,13 @@ exit status:
   2  a bad --since or --until (one line on stderr says why), --out in a missing directory
   3  the database is unreachable or refusing"""
 
+BROADCAST_EXIT_CODES = """\
+exit status:
+  0  the broadcast was written (or already was), or --dry-run printed its figures
+  1  broadcast status KEY: no such broadcast
+  2  a bad --tier, --at or text file (one line on stderr says why)
+  3  the database is unreachable or refusing"""
+
 DB_EXIT_CODES = """\
 Commands that use the database (db, import, agents, score, customers, surveys, report) exit
 3, with one line on stderr, when CONTACTBOT_DATABASE_URL has an unsupported scheme or the
@@ -160,6 +167,36 @@ def build_parser() -> argparse.ArgumentParser:
     svsub = sv.add_subparsers(dest="surveys_command", required=True, metavar="ACTION")
     st = svsub.add_parser("status", help="sent, answered, pending, failed, response and send rate")
     st.add_argument("--campaign", metavar="KEY", help="one campaign run (default: all surveys)")
+
+    bc = sub.add_parser(
+        "broadcast",
+        help="announce a text to every customer of some tiers (or: broadcast status)",
+        description="Queue an announcement to every customer of the tiers (survey outbox). The\n"
+        "running bot sends it from --at on (default: now) at the sender's pace, outside quiet\n"
+        "hours, to customers who have not sent /stop_news, under [care.announcements] caps.\n\n"
+        "FILE: plain text in the default language, or a .toml file with one key per\n"
+        "language (en = '''...''' and zh_Hans = '''...'''); customers get their language's\n"
+        "text, else the default one. The same command run again finishes what a crash left\n"
+        "unfinished; nobody gets one broadcast twice.",
+        epilog=BROADCAST_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bc.add_argument("--tier", metavar="T[,T]", help="comma-separated tiers, e.g. VIP,A")
+    bc.add_argument("--text-file", type=Path, metavar="FILE", help="the text (see above)")
+    bc.add_argument(
+        "--at",
+        metavar="ISO-8601",
+        help="when to start sending, with a zone: 2026-12-10T09:00+01:00 (default: now)",
+    )
+    bc.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print who would get it (per tier and language) and who not (by reason); "
+        "write nothing",
+    )
+    bcsub = bc.add_subparsers(dest="broadcast_command", metavar="ACTION")
+    bst = bcsub.add_parser("status", help="broadcasts with their progress")
+    bst.add_argument("key", nargs="?", metavar="KEY", help="one broadcast (default: the latest 20)")
 
     rep = sub.add_parser(
         "report",

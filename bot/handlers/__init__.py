@@ -33,7 +33,7 @@ from aiogram import Router
 from aiogram.filters import Filter
 
 from bot.filters import IsAgent, IsCustomer
-from bot.handlers import agent, care, customer, fallback, survey
+from bot.handlers import agent, care, customer, fallback, news, survey
 from bot.handlers import queue as queue_handlers
 from bot.middlewares import Preload
 
@@ -51,7 +51,10 @@ _AGENTS = _audience(
     "agents", IsAgent(), [queue_handlers.router, agent.router, care.router], fallback.agents
 )
 _CUSTOMERS = _audience(
-    "customers", IsCustomer(), [survey.router, *customer.routers()], fallback.customers
+    "customers",
+    IsCustomer(),
+    [survey.router, news.router, *customer.routers()],
+    fallback.customers,
 )
 # Inner middlewares: they run for whichever handler of the audience takes the update.
 _CUSTOMERS.message.middleware(customer.CustomerContextMiddleware())
