@@ -158,6 +158,70 @@ def close_choice(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMa
     return kb.as_markup()
 
 
+# --- complaints ----------------------------------------------------------------------------
+
+
+class ComplaintCb(CallbackData, prefix="cpl"):
+    """Start filing a complaint (the self-service "did not help" path)."""
+
+
+class ComplaintCategoryCb(CallbackData, prefix="cplcat"):
+    """The customer's pick of ``[complaints]`` category ``key`` (at most 7 + 40 bytes)."""
+
+    key: NodeId
+
+
+class ComplaintCancelCb(CallbackData, prefix="cplx"):
+    pass
+
+
+class FollowUpCb(CallbackData, prefix="cplfu"):
+    """The answer to "resolved to your satisfaction?" on follow-up survey ``id``."""
+
+    id: RowId
+    yes: bool
+
+
+class FollowUpScoreCb(CallbackData, prefix="cplrt"):
+    """The 1-5 rating of a complaint's handling, on follow-up survey ``id``."""
+
+    id: RowId
+    score: Annotated[int, Field(ge=1, le=5)]
+
+
+def complaint_button() -> InlineKeyboardButton:
+    return InlineKeyboardButton(
+        text=texts.complaint.complaint_button(), callback_data=ComplaintCb().pack()
+    )
+
+
+def complaint_categories(choices: Sequence[tuple[str, str]]) -> InlineKeyboardMarkup:
+    """One button per (key, label), then Cancel."""
+    kb = InlineKeyboardBuilder()
+    for key, label in choices:
+        kb.row(InlineKeyboardButton(text=label, callback_data=ComplaintCategoryCb(key=key).pack()))
+    kb.row(
+        InlineKeyboardButton(
+            text=texts.complaint.cancel_button(), callback_data=ComplaintCancelCb().pack()
+        )
+    )
+    return kb.as_markup()
+
+
+def follow_up_question(survey_id: int) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    kb.button(text=texts.complaint.yes_button(), callback_data=FollowUpCb(id=survey_id, yes=True))
+    kb.button(text=texts.complaint.no_button(), callback_data=FollowUpCb(id=survey_id, yes=False))
+    return kb.as_markup()
+
+
+def follow_up_rating(survey_id: int) -> InlineKeyboardMarkup:
+    kb = InlineKeyboardBuilder()
+    for n in range(1, 6):
+        kb.button(text=str(n), callback_data=FollowUpScoreCb(id=survey_id, score=n))
+    return kb.as_markup()
+
+
 # --- care tasks ----------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.adapters.tier_notices import BotTierNotifier
 from bot.care_jobs import CareReminders
+from bot.complaint_jobs import ComplaintJobs
 from bot.desk import Desk
 from bot.survey_jobs import SurveyJobs
 from routing.clock import Clock
@@ -237,6 +238,15 @@ def make_scheduler(
             *_every(NOTICE_SWEEP_SECONDS),
             max_instances=1,
         )
+        if policy.complaints.enabled:
+            # Complaint SLAs: each warning and breach paged once (bot/complaint_jobs.py).
+            complaints = ComplaintJobs(desk, policy, clock)
+            _add(
+                "complaints",
+                lambda: complaints.sweep(sessions),
+                *_every(policy.complaints.sweep_seconds),
+                max_instances=1,
+            )
         if policy.care.enabled:
             # Care: cadence and at-risk tasks, then their reminders (bot/care_jobs.py).
             care = CareReminders(bot, policy, clock)

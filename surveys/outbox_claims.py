@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from routing.policy.root import Policy
 from routing.store.models import Customer, Survey
 from surveys import news
+from surveys.complaint_follow_up import CAP_EXEMPT, with_questions
 from surveys.news import NEWS, R_NO_BROADCAST, NewsPush
 from surveys.outbox_schedule import capped_customers, quiet_until, zone_of
 from surveys.outbox_states import (
@@ -136,6 +137,8 @@ async def claim_due(
             reason = R_CAP
         elif is_news and r.campaign not in texts:
             reason = R_NO_BROADCAST
+        if reason == R_CAP and r.kind in CAP_EXEMPT:
+            reason = None  # a complaint's follow-up (surveys.complaint_follow_up.CAP_EXEMPT)
         if reason is not None:
             changes.append({"_id": r.id, "status": status, "reason": reason, "claim_token": None})
             claim.settled[reason] = claim.settled.get(reason, 0) + 1
@@ -170,6 +173,8 @@ async def claim_due(
                 capped.add(cu.id)  # a second row for the same customer in this batch waits
             payload = SurveyPush(r.id, r.kind, cu.id, cu.language)
         claim.pushes.append(Push(r.id, cu.telegram_id, payload))
+    # A complaint's follow-up carries its question (surveys.complaint_follow_up).
+    claim.pushes = await with_questions(session, policy, claim.pushes)
     # One executemany UPDATE by primary key per set of columns.
     by_keys: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for ch in changes:

@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from routing.complaints.follow_up import KIND as COMPLAINT
 from routing.policy.root import Policy
 from routing.scoring.model import CSAT
 from routing.store.models import Survey
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 
 def expiry_for(kind: str, policy: Policy) -> timedelta:
+    if kind == COMPLAINT:
+        return timedelta(hours=policy.complaints.follow_up_expiry_hours)
     if kind == NEWS:
         return timedelta(hours=policy.care.announcements.expiry_hours)
     hours = policy.surveys.csat.expiry_hours if kind == CSAT else policy.surveys.nps.expiry_hours

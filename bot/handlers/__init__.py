@@ -4,8 +4,9 @@
 
     dispatcher
     ├── agents      IsAgent()      features: queue, agent, care     then fallback.agents
+    │                              complaint
     └── customers   IsCustomer()   features: survey, identify,      then fallback.customers
-                                   selfservice, human
+                                   selfservice, human, complaint
 
 Why the order of routers no longer decides correctness:
 
@@ -33,7 +34,7 @@ from aiogram import Router
 from aiogram.filters import Filter
 
 from bot.filters import IsAgent, IsCustomer
-from bot.handlers import agent, care, customer, fallback, news, survey
+from bot.handlers import agent, care, complaint, customer, fallback, news, survey
 from bot.handlers import queue as queue_handlers
 from bot.middlewares import Preload
 
@@ -48,7 +49,10 @@ def _audience(name: str, who: Filter, features: Sequence[Router], last: Router) 
 
 
 _AGENTS = _audience(
-    "agents", IsAgent(), [queue_handlers.router, agent.router, care.router], fallback.agents
+    "agents",
+    IsAgent(),
+    [queue_handlers.router, agent.router, care.router, complaint.router],
+    fallback.agents,
 )
 _CUSTOMERS = _audience(
     "customers",

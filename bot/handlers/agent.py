@@ -294,8 +294,9 @@ async def stats(message: Message, session: AsyncSession, policy: Policy, clock: 
 
 async def relay(
     message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
-) -> None:
-    """An agent's message goes to exactly one customer, or nowhere with a question back."""
+) -> Conversation | None:
+    """An agent's message goes to exactly one customer, or nowhere with a question back.
+    Returns the chat it went to (also when a redelivery finds it there already)."""
     target, items = await _resolve(session, agent, message)
     conv, customer = target.conversation, target.customer
     if conv is None or customer is None:
@@ -307,10 +308,10 @@ async def relay(
             await message.answer(texts.agent.not_yours())
         else:
             await message.answer(texts.agent.no_open_chats())
-        return
+        return None
     if customer.telegram_id is None:
         await message.answer(texts.agent.not_reachable())
-        return
+        return None
     content = content_of(message)
     async with session.begin():
         new = await conversations.add_message_once(
@@ -343,3 +344,4 @@ async def relay(
             )
     if new:
         await desk.kick(conv.id)
+    return conv

@@ -33,6 +33,7 @@ from bot import care_jobs, keyboards, texts
 from bot.adapters.survey_transport import PackedMarkup
 from bot.desk import Desk
 from bot.filters import SurveyComment
+from bot.handlers.customer.complaint import render_follow_up
 from bot.i18n import speaking
 from bot.keyboards import RowId
 from routing.clock import Clock
@@ -41,6 +42,7 @@ from routing.queue import agents, conversations
 from routing.scoring.model import CSAT
 from routing.store.models import Agent, Conversation, Customer
 from surveys import feedback, outbox
+from surveys.complaint_follow_up import FollowUpPush
 from surveys.feedback import AnswerStatus, scale
 from surveys.news import NewsPush
 from surveys.outbox_claims import SurveyPush
@@ -109,6 +111,8 @@ def render(push: Push) -> tuple[str, PackedMarkup | None]:
     announcement (kind ``news``) is its text as written, without buttons."""
     if isinstance(push.payload, NewsPush):
         return escape(push.payload.text, quote=False), None
+    if isinstance(push.payload, FollowUpPush):  # a complaint's: Yes / No
+        return render_follow_up(push.payload)
     p: SurveyPush = push.payload
     # A push goes out from a scheduler job, outside any update: speak the customer's language.
     with speaking(p.language):

@@ -10,7 +10,8 @@ metric                                      labels                      moved by
 ``contactbot_claims_total``                 tier                        a won claim (bot/desk)
 ``contactbot_queue_wait_seconds``           tier                        the same claim: how
                                                                         long the chat waited
-``contactbot_sla_events_total``             tier, kind, level           the queue sweep
+``contactbot_sla_events_total``             tier, kind, level           the queue and
+                                                                        complaint sweeps
 ``contactbot_relayed_messages_total``       direction                   bot/delivery.py
 ``contactbot_updates_total``                type, outcome               bot/intake.py
 ``contactbot_update_handling_seconds``      type                        bot/intake.py
@@ -117,8 +118,8 @@ class Metrics:
         )
         self.sla_events = Counter(
             "contactbot_sla_events",
-            "SLA warnings and breaches of chats, by tier, kind (first_response, resolution) "
-            "and level (warn, breach)",
+            "SLA warnings and breaches, by tier, kind (chats: first_response, resolution; "
+            "complaint cases: complaint_acknowledge, complaint_resolve) and level (warn, breach)",
             ["tier", "kind", "level"],
             registry=reg,
         )

@@ -322,7 +322,7 @@ def _default_menus() -> dict[str, MenuNode]:
                 "talk to a person.",
                 "您好！请选择下面的主题，直接输入您的问题，或联系人工客服。",
             ),
-            items=("hours", "orders", "account", "payment", HUMAN),
+            items=("hours", "orders", "account", "payment", "complaint", HUMAN),
         ),
         "orders": MenuNode(
             title=_t("Orders and delivery", "订单与配送"),
@@ -344,6 +344,7 @@ def _default_actions() -> dict[str, ActionNode]:
             title=_t("Status of an order", "查询订单状态"), action="order_status"
         ),
         "my_tier": ActionNode(title=_t("My tier and benefits", "我的等级与权益"), action="my_tier"),
+        "complaint": ActionNode(title=_t("File a complaint", "我要投诉"), action="complaint"),
     }
 
 

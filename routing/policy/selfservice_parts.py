@@ -41,7 +41,7 @@ def _norm_text_keys(value: Any) -> Any:
 HUMAN = "human"
 
 
-ACTIONS = ("my_orders", "order_status", "my_tier")
+ACTIONS = ("my_orders", "order_status", "my_tier", "complaint")
 
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -193,7 +193,8 @@ NodeId = Annotated[
 LocalText = Annotated[str | dict[str, str], BeforeValidator(_norm_text_keys)]
 
 
-Action = Literal["my_orders", "order_status", "my_tier"]
+# complaint: file a complaint (category, then description), as /complaint does.
+Action = Literal["my_orders", "order_status", "my_tier", "complaint"]
 
 
 HumanAccess = Literal["always", "after_selfservice", "never"]

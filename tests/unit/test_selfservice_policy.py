@@ -146,4 +146,4 @@ def test_policy_check_names_the_broken_node(
     err = capsys.readouterr().err
     assert "menu 'main': item 'shiping' is not a menu, faq entry or action" in err
     assert main(["policy", "check", str(ROOT / "contactbot.example.toml")]) == 0
-    assert "6 FAQ entries, 3 menus, 3 actions" in " ".join(capsys.readouterr().out.split())
+    assert "6 FAQ entries, 3 menus, 4 actions" in " ".join(capsys.readouterr().out.split())

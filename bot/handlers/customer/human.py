@@ -8,7 +8,7 @@ self-service, always) and within its business hours.
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import Command
+from aiogram.filters import Command, StateFilter
 from aiogram.types import CallbackQuery, Message
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import keyboards, texts
 from bot.adapters.content import Content, content_of
 from bot.filters import InAChat, SurveyComment
+from bot.handlers.customer.complaint import ComplaintFlow
 from bot.handlers.customer.context import CustomerContext
 from bot.handlers.customer.selfservice import ANSWER_FIRST, self_service, send_menu
 from routing.delivery import enqueue
@@ -89,8 +90,9 @@ async def human_button(query: CallbackQuery, ctx: CustomerContext) -> None:
 
 
 # ~SurveyComment(): a comment on a survey goes to the survey (which relays it to an open
-# recovery chat's agent itself); see bot/filters.py.
-@router.message(InAChat(), ~F.text.startswith("/"), ~SurveyComment())
+# recovery chat's agent itself); see bot/filters.py. ~StateFilter(ComplaintFlow): a complaint
+# being filed takes its category and description itself (bot/handlers/customer/complaint.py).
+@router.message(InAChat(), ~F.text.startswith("/"), ~SurveyComment(), ~StateFilter(ComplaintFlow))
 async def in_a_chat(
     message: Message, ctx: CustomerContext, open_conversation: Conversation | None
 ) -> None:

@@ -15,6 +15,7 @@ from aiogram.utils.callback_answer import CallbackAnswer
 
 from bot import keyboards, texts
 from bot.filters import InAChat
+from bot.handlers.customer import complaint
 from bot.handlers.customer.context import CustomerContext
 from bot.middlewares import alert
 from routing.customers import orders
@@ -111,14 +112,19 @@ async def _send_answer(ctx: CustomerContext, entry: FaqEntry) -> None:
         await ctx.send(text, markup)
 
 
-def _offer(ctx: CustomerContext, matches: list[Match]) -> InlineKeyboardMarkup:
-    """Suggested entries, the hand-off (unless the tier never gets one) and Home."""
+def _offer(
+    ctx: CustomerContext, matches: list[Match], *, complain: bool = False
+) -> InlineKeyboardMarkup:
+    """Suggested entries, the hand-off (unless the tier never gets one), with ``complain``
+    "File a complaint", and Home."""
     ss, tier = ctx.selfservice, ctx.customer.tier
     buttons = [
         keyboards.node_button(_label(ss, m.entry_id, ctx.locale), m.entry_id) for m in matches
     ]
     if ss.access(tier).human != "never":
         buttons.append(keyboards.human_button())
+    if complain:
+        buttons.append(keyboards.complaint_button())
     return keyboards.rows(
         buttons, [keyboards.node_button(texts.customer.home_button(), ss.root_for(tier))]
     )
@@ -148,6 +154,9 @@ async def _open_node(ctx: CustomerContext, node_id: str) -> bool:
 # --- actions on the customer's own data -------------------------------------------------
 async def _action(ctx: CustomerContext, action: str, node_id: str) -> None:
     ss, customer = ctx.selfservice, ctx.customer
+    if action == "complaint":  # guests may complain too
+        await complaint.start(ctx)
+        return
     nav = keyboards.rows([], _nav(ss, node_id, customer.tier))
     if action == "my_tier":
         if customer.is_guest:
@@ -271,7 +280,9 @@ async def helped(
     matches = ctx.knowledge.search(query_text, visible=lambda e: ss.visible(e, customer.tier))
     others = decide(matches, ss.search, exclude=callback_data.id).suggestions
     text = texts.customer.not_helped() if others else texts.customer.not_helped_no_more()
-    await ctx.send(text, _offer(ctx, others))
+    # "This did not help" may become a complaint ([complaints] selfservice_not_helped).
+    cp = ctx.policy.complaints
+    await ctx.send(text, _offer(ctx, others, complain=cp.enabled and cp.selfservice_not_helped))
 
 
 # --- free text ---------------------------------------------------------------------------
