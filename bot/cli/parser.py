@@ -41,6 +41,13 @@ exit status:
   2  a bad --tier, --at or text file (one line on stderr says why)
   3  the database is unreachable or refusing"""
 
+COMPLAINTS_EXIT_CODES = """\
+exit status:
+  0  the cases (or the case) were printed; an empty list too
+  1  complaints show ID: no such case
+  2  a bad --since, --tier or ID (one line on stderr says why)
+  3  the database is unreachable or refusing"""
+
 DB_EXIT_CODES = """\
 Commands that use the database (db, import, agents, score, customers, surveys, report) exit
 3, with one line on stderr, when CONTACTBOT_DATABASE_URL has an unsupported scheme or the
@@ -167,6 +174,43 @@ def build_parser() -> argparse.ArgumentParser:
     svsub = sv.add_subparsers(dest="surveys_command", required=True, metavar="ACTION")
     st = svsub.add_parser("status", help="sent, answered, pending, failed, response and send rate")
     st.add_argument("--campaign", metavar="KEY", help="one campaign run (default: all surveys)")
+
+    cp = sub.add_parser(
+        "complaints",
+        help="complaint cases: list them, or show one with its timeline",
+        description="Complaint cases (the case number is the one customers and agents see).",
+        epilog=COMPLAINTS_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cpsub = cp.add_subparsers(dest="complaints_command", required=True, metavar="ACTION")
+    cl = cpsub.add_parser(
+        "list",
+        help="cases, newest first (at most 500)",
+        description="Cases newest first: status, whether a target was missed, remedy, "
+        "follow-up answer, weight in the score.",
+        epilog=COMPLAINTS_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cl.add_argument(
+        "--status",
+        choices=("open", "resolved", "breached"),
+        help="open: not resolved (reopened included); breached: missed an acknowledgement or "
+        "resolution target, whatever its state now",
+    )
+    cl.add_argument("--tier", metavar="T", help="the tier the case was opened in")
+    cl.add_argument(
+        "--since",
+        metavar="30d|DATE",
+        help="opened since: a duration back from now (90m, 12h, 30d, 2w) or a date "
+        "(YYYY-MM-DD, UTC) (default: any time)",
+    )
+    cs = cpsub.add_parser(
+        "show",
+        help="one case: its facts, timeline, remedy and follow-up answer",
+        epilog=COMPLAINTS_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cs.add_argument("id", metavar="ID", help="the case number, e.g. 12 or #12")
 
     bc = sub.add_parser(
         "broadcast",
