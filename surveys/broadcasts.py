@@ -38,22 +38,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from routing.policy.root import Policy
 from routing.policy.selfservice_parts import normalise_language
 from routing.store.broadcast_models import Broadcast
 from routing.store.models import Customer, Survey
+from surveys.campaigns import insert_once
 from surveys.news import NEWS
 from surveys.outbox_states import (
     R_OPTED_OUT,
     R_UNREACHABLE,
     SCHEDULED,
-    SENDING,
     SKIPPED,
-    rowcount,
 )
 
 __all__ = [
@@ -70,7 +68,6 @@ __all__ = [
     "in_tiers",
     "reachable",
     "resume_unfinished",
-    "set_opt_out",
 ]
 
 BATCH = 1000
@@ -207,16 +204,6 @@ class Created:
     existed: bool  # the broadcast existed finished: nothing was written
 
 
-def _insert(session: AsyncSession) -> Any:
-    table: Table = Survey.__table__  # type: ignore[assignment]
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"broadcasts are not supported on {name}")
-
-
 async def _rows(session: AsyncSession, key: str) -> int:
     q = select(func.count()).select_from(Survey).where(Survey.campaign == key)
     return int(await session.scalar(q) or 0)
@@ -267,7 +254,7 @@ async def create(
                     fire_at=draft.fire_at,
                     expires_at=draft.fire_at + expiry(policy),
                     created_at=now,
-                    created_by=(created_by or None) and created_by[:64],
+                    created_by=created_by[:64] if created_by else None,
                 )
             )
             resumed = existed = False
@@ -331,8 +318,7 @@ async def finish(
                         "expires_at": expires_at,
                     }
                 )
-            stmt = _insert(s).on_conflict_do_nothing(index_elements=["campaign", "customer_id"])
-            await s.execute(stmt, rows)
+            await s.execute(insert_once(s), rows)
     async with sessions() as s, s.begin():
         total = await _rows(s, key)
         c = Customer
@@ -368,30 +354,3 @@ async def resume_unfinished(
             ).scalars()
         )
     return [await finish(sessions, key, now) for key in keys]
-
-
-# ------------------------------------------------------------------------ the opt-out
-
-
-async def set_opt_out(session: AsyncSession, customer_id: int, opted_out: bool) -> int:
-    """``/stop_news`` (True) or ``/start_news`` (False). Opting out skips, at once, every
-    announcement not yet handed to Telegram; returns how many. Surveys are not touched."""
-    await session.execute(
-        update(Customer).where(Customer.id == customer_id).values(news_opt_out=opted_out)
-    )
-    if not opted_out:
-        return 0
-    return rowcount(
-        await session.execute(
-            update(Survey)
-            .where(
-                Survey.customer_id == customer_id,
-                Survey.kind == NEWS,
-                or_(
-                    Survey.status == SCHEDULED,
-                    and_(Survey.status == SENDING, Survey.attempted_at.is_(None)),
-                ),
-            )
-            .values(status=SKIPPED, reason=R_OPTED_OUT, claim_token=None)
-        )
-    )

@@ -34,7 +34,15 @@ from routing.store.models import Customer, Survey, SurveyCampaign
 from surveys.outbox_schedule import expiry_for
 from surveys.outbox_states import SCHEDULED
 
-__all__ = ["CampaignRun", "campaign_key", "latest_fire", "run_campaign", "run_due", "sampled"]
+__all__ = [
+    "CampaignRun",
+    "campaign_key",
+    "insert_once",
+    "latest_fire",
+    "run_campaign",
+    "run_due",
+    "sampled",
+]
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +86,19 @@ def latest_fire(
     return None if last is None else last.astimezone(UTC)
 
 
-def _insert(session: AsyncSession) -> Any:
+def insert_once(session: AsyncSession) -> Any:
+    """``INSERT INTO surveys ... ON CONFLICT (campaign, customer_id) DO NOTHING`` in the
+    session's dialect: a run (or a broadcast, :mod:`surveys.broadcasts`) resumed after a
+    crash writes only the rows it lacks."""
     table: Table = Survey.__table__  # type: ignore[assignment]
     name = session.get_bind().dialect.name
     if name == "postgresql":
-        return postgresql.insert(table)
-    if name == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"campaigns are not supported on {name}")
+        stmt: Any = postgresql.insert(table)
+    elif name == "sqlite":
+        stmt = sqlite.insert(table)
+    else:
+        raise NotImplementedError(f"campaigns are not supported on {name}")
+    return stmt.on_conflict_do_nothing(index_elements=["campaign", "customer_id"])
 
 
 async def _count(sessions: async_sessionmaker[AsyncSession], key: str) -> int:
@@ -158,8 +171,7 @@ async def run_campaign(
                 if sampled(key, cid, campaign.sample_ratio)
             ]
             if rows:
-                stmt = _insert(s).on_conflict_do_nothing(index_elements=["campaign", "customer_id"])
-                await s.execute(stmt, rows)
+                await s.execute(insert_once(s), rows)
     total = await _count(sessions, key)
     created = total - before
     async with sessions() as s, s.begin():

@@ -8,8 +8,8 @@ this module about:
 
 * the opt-out is ``customers.news_opt_out`` (``/stop_news``), not the survey opt-out;
 * the frequency cap is the announcements' own (``[care.announcements]
-  frequency_cap_days``, :func:`capped`), and news rows do not count towards the surveys'
-  cap;
+  frequency_cap_days``; :func:`surveys.outbox_schedule.capped_customers` with
+  ``news=True``), and news rows do not count towards the surveys' cap;
 * the payload is a :class:`NewsPush` carrying the text in the customer's language
   (:func:`pick_text`), which the bot sends as plain text without buttons;
 * a sent announcement asks nothing, so it never expires into ``expired`` ("not answered").
@@ -21,20 +21,16 @@ are the outbox's, unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from routing.policy.root import Policy
 from routing.policy.selfservice_parts import normalise_language
 from routing.store.broadcast_models import Broadcast
-from routing.store.models import Survey
-from surveys.outbox_states import SENDING
 
-__all__ = ["NEWS", "R_NO_BROADCAST", "NewsPush", "Texts", "capped", "pick_text", "texts_of"]
+__all__ = ["NEWS", "R_NO_BROADCAST", "NewsPush", "Texts", "pick_text", "texts_of"]
 
 NEWS = "news"  # surveys.kind of an announcement row
 # A news row whose broadcast is not in ``broadcasts`` (never happens unless a row is written
@@ -86,34 +82,3 @@ async def texts_of(session: AsyncSession, keys: Iterable[str]) -> dict[str, Text
         return {}
     rows = await session.execute(select(Broadcast).where(Broadcast.key.in_(wanted)))
     return {b.key: Texts.of(b) for b in rows.scalars()}
-
-
-async def capped(
-    session: AsyncSession,
-    policy: Policy,
-    now: datetime,
-    customer_ids: Collection[int],
-    claimed_ids: Collection[int],
-) -> set[int]:
-    """Which of ``customer_ids`` the announcement cap holds back: sent an announcement within
-    ``[care.announcements] frequency_cap_days``, or with another one being sent.
-    ``claimed_ids`` (the rows being decided) do not count. Empty when the cap is off."""
-    days = policy.care.announcements.frequency_cap_days
-    if days <= 0 or not customer_ids:
-        return set()
-    t = Survey.__table__.c
-    cutoff = now - timedelta(days=days)
-    return set(
-        (
-            await session.execute(
-                select(t.customer_id)
-                .where(
-                    t.kind == NEWS,
-                    t.customer_id.in_(customer_ids),
-                    t.id.not_in(claimed_ids),
-                    or_(t.sent_at >= cutoff, t.status == SENDING),
-                )
-                .distinct()
-            )
-        ).scalars()
-    )

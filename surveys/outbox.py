@@ -185,12 +185,16 @@ async def expire(session: AsyncSession, policy: Policy, now: datetime) -> int:
     return n
 
 
-async def set_opt_out(session: AsyncSession, customer_id: int, opted_out: bool) -> int:
+async def set_opt_out(
+    session: AsyncSession, customer_id: int, opted_out: bool, *, news: bool = False
+) -> int:
     """``/stop_surveys`` (True) or ``/start_surveys`` (False). Opting out skips, at once,
-    every survey not yet handed to Telegram; returns how many. Announcements have their own
-    opt-out (``surveys.broadcasts.set_opt_out``)."""
+    every survey not yet handed to Telegram; returns how many. ``news``: the announcements'
+    own switch instead (``/stop_news``, ``/start_news``: ``customers.news_opt_out`` and the
+    rows of kind ``news``); neither touches the other."""
+    column = "news_opt_out" if news else "surveys_opt_out"
     await session.execute(
-        update(Customer).where(Customer.id == customer_id).values(surveys_opt_out=opted_out)
+        update(Customer).where(Customer.id == customer_id).values({column: opted_out})
     )
     if not opted_out:
         return 0
@@ -199,7 +203,7 @@ async def set_opt_out(session: AsyncSession, customer_id: int, opted_out: bool) 
             update(Survey)
             .where(
                 Survey.customer_id == customer_id,
-                Survey.kind != NEWS,
+                Survey.kind == NEWS if news else Survey.kind != NEWS,
                 or_(
                     Survey.status == SCHEDULED,
                     and_(Survey.status == SENDING, Survey.attempted_at.is_(None)),

@@ -112,7 +112,8 @@ async def claim_due(
     capped = await capped_customers(session, policy, now, survey_cids, ids)
     cap_days = policy.surveys.frequency_cap_days
     # Announcements: their own cap, and their texts.
-    news_capped = await news.capped(session, policy, now, {r.customer_id for r in news_rows}, ids)
+    news_cids = {r.customer_id for r in news_rows}
+    news_capped = await capped_customers(session, policy, now, news_cids, ids, news=True)
     news_cap_days = policy.care.announcements.frequency_cap_days
     texts = await news.texts_of(session, {r.campaign for r in news_rows if r.campaign})
     start, end = policy.surveys.quiet_hours.times()

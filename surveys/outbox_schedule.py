@@ -11,8 +11,8 @@ and sending it (:mod:`surveys.outbox_claims`):
   claimed row inside it is put back, due at that moment;
 * the frequency cap: :func:`capped_customers` finds the customers who were sent a survey
   within ``frequency_cap_days`` (or have one being sent), whose rows are skipped;
-  announcements (kind ``news``) have their own cap (:func:`surveys.news.capped`) and do not
-  count here.
+  announcements (kind ``news``) have their own cap (``[care.announcements]``), and the two
+  do not count towards each other.
 """
 
 from __future__ import annotations
@@ -92,11 +92,18 @@ async def capped_customers(
     now: datetime,
     customer_ids: Collection[int],
     claimed_ids: Collection[int],
+    *,
+    news: bool = False,
 ) -> set[int]:
     """Which of ``customer_ids`` the frequency cap holds back: sent a survey within the last
     ``frequency_cap_days``, or with another one being sent. ``claimed_ids`` (the rows being
-    decided) and announcements do not count. Empty when the cap is off."""
-    cap_days = policy.surveys.frequency_cap_days
+    decided) do not count. ``news``: the same for announcements, under their own cap
+    (``[care.announcements] frequency_cap_days``); surveys and announcements do not count
+    towards each other's cap. Empty when the cap is off."""
+    if news:
+        cap_days = policy.care.announcements.frequency_cap_days
+    else:
+        cap_days = policy.surveys.frequency_cap_days
     if cap_days <= 0 or not customer_ids:
         return set()
     t = Survey.__table__.c
@@ -108,7 +115,7 @@ async def capped_customers(
                 .where(
                     t.customer_id.in_(customer_ids),
                     t.id.not_in(claimed_ids),
-                    t.kind != NEWS,
+                    t.kind == NEWS if news else t.kind != NEWS,
                     or_(
                         t.sent_at >= cutoff,
                         # Live claims (orphans were reconciled before this sweep).

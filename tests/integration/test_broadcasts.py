@@ -164,7 +164,7 @@ async def test_a_crash_part_way_is_resumed_without_a_second_row(
     ids = [await add(db, 1000 + i) for i in range(25)]
     d = draft(policy, "A")
     monkeypatch.setattr(broadcasts, "BATCH", 10)
-    real_insert = broadcasts._insert
+    real_insert = broadcasts.insert_once
     calls = 0
 
     def dying_insert(session: Any) -> Any:
@@ -174,7 +174,7 @@ async def test_a_crash_part_way_is_resumed_without_a_second_row(
             raise RuntimeError("killed")
         return real_insert(session)
 
-    monkeypatch.setattr(broadcasts, "_insert", dying_insert)
+    monkeypatch.setattr(broadcasts, "insert_once", dying_insert)
     with pytest.raises(RuntimeError):
         await broadcasts.create(db.sessions, d, policy, NOON)
     assert len(await news_rows(db)) == 10
@@ -184,7 +184,7 @@ async def test_a_crash_part_way_is_resumed_without_a_second_row(
 
     # The bot's tick leaves it to the command for a while, then finishes it.
     assert await broadcasts.resume_unfinished(db.sessions, NOON + timedelta(minutes=5)) == []
-    monkeypatch.setattr(broadcasts, "_insert", real_insert)
+    monkeypatch.setattr(broadcasts, "insert_once", real_insert)
     done = await broadcasts.resume_unfinished(db.sessions, NOON + timedelta(minutes=10))
     assert [(r.key, r.rows, r.written, r.resumed) for r in done] == [(d.key, 25, 15, True)]
     assert set(await news_rows(db)) == set(ids)
@@ -356,7 +356,7 @@ async def test_stop_news_skips_pending_announcements_and_not_surveys(
         s.add(Survey(kind="nps", customer_id=cid, status="scheduled", due_at=NOON,
                      created_at=NOON, expires_at=NOON + timedelta(hours=72)))  # fmt: skip
     async with db.sessions() as s, s.begin():
-        assert await broadcasts.set_opt_out(s, cid, True) == 1
+        assert await outbox.set_opt_out(s, cid, True, news=True) == 1
     # /stop_surveys skips the survey, not the other customer's announcement.
     async with db.sessions() as s, s.begin():
         assert await outbox.set_opt_out(s, other, True) == 0
@@ -367,7 +367,7 @@ async def test_stop_news_skips_pending_announcements_and_not_surveys(
     rows = await news_rows(db)
     assert (rows[cid].status, rows[cid].reason) == ("skipped", "opted out")
     async with db.sessions() as s, s.begin():
-        assert await broadcasts.set_opt_out(s, cid, False) == 0
+        assert await outbox.set_opt_out(s, cid, False, news=True) == 0
         assert (await s.get(Customer, cid)).news_opt_out is False  # type: ignore[union-attr]
 
 
