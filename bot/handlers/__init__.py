@@ -5,8 +5,9 @@
     dispatcher
     ├── agents      IsAgent()      features: queue, agent, care     then fallback.agents
     │                              complaint
-    └── customers   IsCustomer()   features: survey, identify,      then fallback.customers
-                                   selfservice, human, complaint
+    └── customers   IsCustomer()   features: survey, news,          then fallback.customers
+                                   identify, selfservice, human,
+                                   complaint
 
 Why the order of routers no longer decides correctness:
 
