@@ -66,7 +66,7 @@ async def test_topics_claim_relay_note_edit_close(env: Env, api: FakeBotAPI) -> 
         raise
 
     # Ben (not the holder) writes in the topic: nothing reaches the customer.
-    before = len(api.sent_to(VIP_TG))
+    before = len(api.messages_in(VIP_TG))
     api.group_message(GROUP, BEN, "I can help too", thread_id=thread)
     # A group member who is not an agent is ignored.
     api.group_message(GROUP, 5555, "spam", thread_id=thread)
@@ -75,9 +75,12 @@ async def test_topics_claim_relay_note_edit_close(env: Env, api: FakeBotAPI) -> 
     api.group_message(GROUP, ANN, "/note refund approved", thread_id=thread)
     # Ann's reply reaches the customer.
     reply = api.group_message(GROUP, ANN, "Sorry Vera, checking now", thread_id=thread)
-    await _until(lambda: any(c.text == "Sorry Vera, checking now" for c in api.sent_to(VIP_TG)))
+    # (copies carry no text parameter: read the customer's chat, as they see it)
+    await _until(
+        lambda: any(m.get("text") == "Sorry Vera, checking now" for m in api.messages_in(VIP_TG))
+    )
     await api.wait_idle()
-    texts_to_customer = [c.text or "" for c in api.sent_to(VIP_TG)[before:]]
+    texts_to_customer = [m.get("text") or "" for m in api.messages_in(VIP_TG)[before:]]
     assert not any("upset" in t or "refund" in t or "help too" in t or "spam" in t
                    for t in texts_to_customer), texts_to_customer  # fmt: skip
 
