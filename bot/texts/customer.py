@@ -104,6 +104,7 @@ def commands() -> list[tuple[str, str]]:
         ("start", _("Identify yourself")),
         ("menu", _("Self-service topics")),
         ("human", _("Talk to a person")),
+        ("complaint", _("File a complaint")),
         ("help", _("Help")),
         ("stop_surveys", _("Stop receiving surveys")),
         ("stop_news", _("Stop receiving announcements")),
@@ -113,6 +114,7 @@ def commands() -> list[tuple[str, str]]:
 def help_text() -> str:
     return _(
         "/start - identify yourself\n/menu - self-service topics\n/human - talk to a person\n"
+        "/complaint - file a complaint\n"
         "/stop_surveys - stop receiving surveys\n/start_surveys - receive surveys again\n"
         "/stop_news - stop receiving announcements\n/start_news - receive announcements again\n"
         "/help - this help\n\nYou can also just type your question."
