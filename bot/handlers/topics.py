@@ -33,6 +33,7 @@ from bot.adapters.content import content_of
 from bot.desk import Desk
 from bot.filters import IsAgent, IsCustomer, IsSupervisor
 from bot.handlers import agent as agent_handlers
+from bot.handlers import complaint as complaint_handlers
 from bot.handlers import queue as queue_handlers
 from bot.i18n import for_customer
 from routing.clock import Clock
@@ -218,6 +219,8 @@ async def relay(
             )  # fmt: skip
     if new:
         await desk.kick(conv.id)
+    # The chat's complaint cases waiting for a first answer are acknowledged by this one.
+    await complaint_handlers.acknowledge_relayed(session, agent, conv, desk.policy, clock)
 
 
 async def agent_edit(message: Message, session: AsyncSession, agent: Agent, desk: Desk) -> None:

@@ -200,3 +200,33 @@ async def test_a_vip_complaint_pages_the_account_manager_at_once_and_at_the_brea
     await api.wait_for("sendMessage", chat_id=MIA, since=mark, text_contains=breach)
     case, kinds = await _case(env)
     assert case.status == "open" and kinds == ["opened", "breach"]
+
+
+async def test_in_topics_mode_the_holders_message_in_the_topic_acknowledges(env: Env) -> None:
+    api = env.api
+    group = -1001000000001
+    api.make_forum(group)
+    env.policy_file(f'[desk]\nmode = "topics"\ngroup_id = {group}\n' + FAST)
+    await env.add_customer(
+        external_id="B-1", name="Beth", tier="B", tier_override="B", telegram_id=BETH
+    )
+    await env.add_agent(BOB, "Bob", online=True)
+    await env.bot.start()
+
+    ask = await env.say(BETH, "/complaint")
+    mark = await env.press(BETH, ask, "Delivery")
+    await api.wait_for("editMessageText", chat_id=BETH, since=mark, text_contains="describe")
+    mark = api.mark()
+    api.user_message(BETH, "the parcel never came")
+    await api.wait_for("sendMessage", chat_id=BETH, since=mark, text_contains="case #1")
+    claim = await api.wait_for(
+        "sendMessage", chat_id=group, since=mark, predicate=lambda c: bool(buttons(c))
+    )
+    thread = claim.params["message_thread_id"]
+    api.press_in(group, BOB, int(claim.result["message_id"]), buttons(claim)[0][1])
+    await api.wait_for(chat_id=group, since=mark, text_contains="the parcel never came")
+    mark = api.mark()
+    api.group_message(group, BOB, "Sorry Beth, on it", thread_id=thread)
+    await api.wait_for("copyMessage", chat_id=BETH, since=mark)
+    _, kinds = await _acknowledged(env)
+    assert kinds == ["opened", "acknowledged"]
