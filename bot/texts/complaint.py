@@ -78,11 +78,11 @@ def resolved_for_you(case: int) -> str:
 
 
 def yes_button() -> str:
-    return _("👍 Yes")
+    return _("👍 Yes, resolved")
 
 
 def no_button() -> str:
-    return _("👎 No")
+    return _("👎 Not resolved")
 
 
 # --- the agent handling it ----------------------------------------------------------------

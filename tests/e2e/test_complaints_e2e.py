@@ -132,8 +132,8 @@ async def test_a_b_customers_complaint_to_a_remedy_a_no_and_the_reopen(env: Env)
     question = await api.wait_for(
         "sendMessage", chat_id=BETH, since=mark, text_contains="resolved to your satisfaction"
     )
-    assert [t for t, _ in buttons(question)] == ["👍 Yes", "👎 No"]
-    mark = await env.press(BETH, question, "No")
+    assert [t for t, _ in buttons(question)] == ["👍 Yes, resolved", "👎 Not resolved"]
+    mark = await env.press(BETH, question, "Not resolved")
     rating = await api.wait_for("editMessageText", chat_id=BETH, since=mark, text_contains="rate")
     assert "open again" in (rating.text or "")
     repage = await api.wait_for("sendMessage", chat_id=BOB, since=mark, text_contains="New chat")

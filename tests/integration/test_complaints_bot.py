@@ -359,9 +359,9 @@ async def test_follow_up_no_reopens_and_queues_then_the_rating(h: Harness) -> No
     assert "Your complaint #1 (Delivery (late, lost, damaged)) was resolved" in (
         question.text or ""
     )
-    assert _buttons(question) == ["👍 Yes", "👎 No"]
+    assert _buttons(question) == ["👍 Yes, resolved", "👎 Not resolved"]
 
-    mark = await h.press(BC, question, "No")
+    mark = await h.press(BC, question, "Not resolved")
     edit = next(c for c in h.api.calls[mark:] if c.method == "editMessageText")
     assert "open again" in (edit.text or "") and "How would you rate" in (edit.text or "")
     assert _buttons(edit) == ["1", "2", "3", "4", "5"]
@@ -373,7 +373,7 @@ async def test_follow_up_no_reopens_and_queues_then_the_rating(h: Harness) -> No
     assert conv.priority == h.policy.rank("B") - 1
     assert any("Complaint #1" in t for t in h.texts(BOB, mark) + h.texts(ANN, mark))
     # A second press of the old question: answered politely, nothing changes.
-    mark = await h.press(BC, question, "Yes")
+    mark = await h.press(BC, question, "Yes, resolved")
     ack = next(c for c in h.api.calls[mark:] if c.method == "answerCallbackQuery")
     assert "already answered" in str(ack.params.get("text"))
 
@@ -405,7 +405,7 @@ async def test_follow_up_yes_is_not_held_back_by_the_chats_csat(h: Harness) -> N
     # ... and the follow-up still goes an hour after the resolution (no frequency cap).
     question = await _push_follow_up(h)
     assert "Was it resolved to your satisfaction?" in (question.text or "")
-    mark = await h.press(BC, question, "Yes")
+    mark = await h.press(BC, question, "Yes, resolved")
     edit = next(c for c in h.api.calls[mark:] if c.method == "editMessageText")
     assert "How would you rate" in (edit.text or "") and "open again" not in (edit.text or "")
     case = (await _cases(h))[0]

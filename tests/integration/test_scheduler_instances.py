@@ -221,12 +221,38 @@ async def test_survey_tick_once_per_period(
     assert len(runs) == 2
 
 
+@pytest.mark.parametrize("offset", [None, 1.0], ids=["together", "1s-apart"])
+async def test_complaint_sla_breach_paged_once(
+    db: Db, cluster: Cluster, offset: float | None
+) -> None:
+    from routing.complaints import cases
+    from routing.queue.agents import add_agent
+
+    async with db.sessions() as s, s.begin():
+        await add_agent(s, 700, "Sue", role="supervisor", now=FIRE)
+        vic = Customer(external_id="V", name="Vic", tier="VIP", tier_override="VIP",
+                       telegram_id=601, created_at=FIRE, updated_at=FIRE)  # fmt: skip
+        s.add(vic)
+        await s.flush()
+        # Nobody answered for 16 minutes of the VIP's 15.
+        await cases.open_by_customer(
+            s, vic, "delivery", "lost", FIRE - timedelta(minutes=16), POLICY
+        )
+    # The complaint sweep ticks every 30 s ([complaints] sweep_seconds).
+    cluster.wall[0] = FIRE + timedelta(seconds=30, milliseconds=20)
+    await cluster.tick("complaints", offset=offset)
+    cluster.wall[0] += timedelta(seconds=30)
+    await cluster.tick("complaints", offset=offset)
+    pages = [c for c in cluster.api.sent_to(700) if "Complaint SLA breach" in (c.text or "")]
+    assert len(pages) == 1
+
+
 def test_every_job_has_its_own_leader_key() -> None:
     from bot.scheduler import job_key
 
     sched = make_scheduler(None, POLICY, object(), lambda: FIRE)  # type: ignore[arg-type]
     names = {j.id for j in sched.get_jobs()}
-    assert names == {"rescore", "queue", "surveys", "tier_notices", "care"}
+    assert names == {"rescore", "queue", "surveys", "tier_notices", "care", "complaints"}
     assert len({job_key(n) for n in names}) == len(names)
 
 
