@@ -292,8 +292,8 @@ async def test_a_drain_that_cancels_a_handler_mid_send_does_not_send_twice(h: Ha
     original = deliverer._call
     answered = asyncio.Event()
 
-    async def slow_answer(c: Any) -> list[int]:
-        ids = await original(c)  # Telegram has the copy
+    async def slow_answer(c: Any, *rest: Any) -> list[int]:
+        ids = await original(c, *rest)  # Telegram has the copy
         answered.set()
         await asyncio.sleep(0.3)  # ... and its answer is still on its way
         return ids
@@ -301,7 +301,8 @@ async def test_a_drain_that_cancels_a_handler_mid_send_does_not_send_twice(h: Ha
     deliverer._call = slow_answer  # type: ignore[method-assign]
     msg = h.api.user_message(VIPC, "in flight at the drain")
     handler = asyncio.ensure_future(h.feed())
-    await answered.wait()
+    # Bounded: should the send never be tried, fail here instead of hanging the suite.
+    await asyncio.wait_for(answered.wait(), 30)
     handler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await handler
