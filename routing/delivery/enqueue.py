@@ -183,6 +183,32 @@ async def to_customer(
     )
 
 
+async def text_to_customer(
+    session: AsyncSession, conversation_id: int, chat_id: int, text: str, *, now: datetime
+) -> int:
+    """A text the bot writes for the customer's chat ``chat_id`` on an agent's behalf (a
+    canned reply): sent with sendMessage, in order with the agent's other messages."""
+    return int(
+        (
+            await session.execute(
+                insert(Delivery)
+                .values(
+                    conversation_id=conversation_id,
+                    direction=TO_CUSTOMER,
+                    chat_id=chat_id,
+                    kind=KIND_TEXT,
+                    text=text,
+                    status=DELIVERY_PENDING,
+                    attempts=0,
+                    next_at=now,
+                    created_at=now,
+                )
+                .returning(Delivery.id)
+            )
+        ).scalar_one()
+    )
+
+
 async def note_to_agent(
     session: AsyncSession,
     conversation_id: int,

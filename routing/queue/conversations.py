@@ -30,6 +30,8 @@ ORIGIN_VIP = "human_first"
 ORIGIN_REQUEST = "customer_request"
 # A transcript entry that is a note for agents (a survey answer), not a message to copy.
 CONTENT_SURVEY = "survey"
+# An agent's internal note on the chat (``/note``): kept for agents, never sent to the customer.
+CONTENT_NOTE = "note"
 
 
 async def open_for_customer(session: AsyncSession, customer_id: int) -> Conversation | None:
@@ -108,7 +110,13 @@ async def add_message(
         created_at=now,
     )
     session.add(msg)
-    if sender == "agent":
+    if sender == "agent" and content_type == CONTENT_NOTE:
+        # A note answers nobody: no first response, no silence ended; the agent is active.
+        if agent_id is not None:
+            await session.execute(
+                update(Agent).where(Agent.id == agent_id).values(last_active_at=now)
+            )
+    elif sender == "agent":
         # First response (SLA) is the agent's first relayed message.
         if conv.first_response_at is None:
             conv.first_response_at = now
@@ -160,6 +168,33 @@ async def add_message_once(
     except IntegrityError:
         return False
     return True
+
+
+async def add_note(
+    session: AsyncSession,
+    conv: Conversation,
+    *,
+    agent_id: int,
+    text: str,
+    chat_id: int,
+    message_id: int,
+    now: datetime,
+) -> bool:
+    """Keep an agent's internal note in the transcript (``chat_id``/``message_id``: the
+    agent's message that carried it, the redelivery guard). Nothing is queued for the
+    customer. False: this message was kept before."""
+    return await add_message_once(
+        session,
+        conv,
+        sender="agent",
+        agent_id=agent_id,
+        content_type=CONTENT_NOTE,
+        text=text,
+        file_id=None,
+        chat_id=chat_id,
+        message_id=message_id,
+        now=now,
+    )
 
 
 async def transcript(session: AsyncSession, conversation_id: int) -> list[Message]:

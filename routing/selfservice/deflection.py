@@ -10,6 +10,7 @@ counting), so no sweeper job is needed.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,6 +23,12 @@ RESOLVED = "resolved"
 HANDOFF = "handoff"
 EXPIRED = "expired"
 ABANDONED = "abandoned"
+
+# The path keeps the last steps only (an agent reads where the customer ended up).
+PATH_STEPS = 8
+# A search step in the path; the text searched for is the session's question.
+SEARCH = "?"
+QUESTION_MAX = 500
 
 
 async def _open(session: AsyncSession, customer_id: int) -> SelfServiceSession | None:
@@ -58,8 +65,12 @@ async def step(
     language: str | None,
     answered: bool = False,
     searched: bool = False,
+    node: str | None = None,
+    question: str | None = None,
 ) -> SelfServiceSession:
-    """Record a self-service step, opening a session if none is live."""
+    """Record a self-service step, opening a session if none is live: ``node`` (a menu,
+    action or FAQ entry shown) joins the path, ``question`` (a text searched for) is kept
+    as the session's question and marks a search in the path."""
     s = await current(session, customer, now, idle)
     if s is None:
         s = SelfServiceSession(
@@ -75,6 +86,12 @@ async def step(
     s.last_at = now
     s.answers += int(answered)
     s.searches += int(searched)
+    steps = [*([SEARCH] if question else []), *([node] if node else [])]
+    if steps:
+        path = [*json.loads(s.path or "[]"), *steps]
+        s.path = json.dumps(path[-PATH_STEPS:])
+    if question:
+        s.question = question.strip()[:QUESTION_MAX]
     await session.flush()
     return s
 
@@ -97,6 +114,38 @@ async def tried_selfservice(
     """Whether the live session has shown an answer or taken a question."""
     s = await current(session, customer, now, idle)
     return s is not None and (s.answers > 0 or s.searches > 0)
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """What led a customer from self-service to a person: the nodes they opened, oldest
+    first (``SEARCH`` for a search), and the last text they searched for."""
+
+    path: tuple[str, ...]
+    question: str | None
+
+
+async def handoff(
+    session: AsyncSession, customer_id: int, at: datetime, within: timedelta
+) -> Handoff | None:
+    """The self-service session that a hand-off at ``at`` ended (the customer's last one
+    ended as ``handoff`` no earlier than ``within`` before it), or None."""
+    s = (
+        await session.execute(
+            select(SelfServiceSession)
+            .where(
+                SelfServiceSession.customer_id == customer_id,
+                SelfServiceSession.outcome == HANDOFF,
+                SelfServiceSession.ended_at <= at + timedelta(seconds=1),
+                SelfServiceSession.ended_at >= at - within,
+            )
+            .order_by(SelfServiceSession.ended_at.desc(), SelfServiceSession.id.desc())
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if s is None or (not s.path and not s.question):
+        return None
+    return Handoff(tuple(json.loads(s.path or "[]")), s.question)
 
 
 @dataclass(frozen=True)

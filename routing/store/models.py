@@ -445,6 +445,10 @@ class SelfServiceSession(Base):
     searches: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     outcome: Mapped[str | None] = mapped_column(String(16))
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # What the agent who takes over is shown: the nodes opened (JSON list of ids, the last
+    # few, "?" for a search) and the last text the customer searched for.
+    path: Mapped[str | None] = mapped_column(Text)
+    question: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index("ix_selfservice_sessions_customer", "customer_id", "outcome"),

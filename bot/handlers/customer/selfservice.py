@@ -88,8 +88,16 @@ async def send_menu(
     await ctx.send(f"{intro}\n\n{text}" if intro else text, markup)
 
 
-async def step(ctx: CustomerContext, *, answered: bool = False, searched: bool = False) -> None:
-    """Record a self-service step (a menu shown, an answer given, a search made)."""
+async def step(
+    ctx: CustomerContext,
+    *,
+    answered: bool = False,
+    searched: bool = False,
+    node: str | None = None,
+    question: str | None = None,
+) -> None:
+    """Record a self-service step (a menu shown, an answer given, a search made); the node
+    shown and the text searched for are what an agent is shown at a hand-off."""
     async with ctx.session.begin():
         await deflection.step(
             ctx.session,
@@ -99,6 +107,8 @@ async def step(ctx: CustomerContext, *, answered: bool = False, searched: bool =
             language=ctx.locale,
             answered=answered,
             searched=searched,
+            node=node,
+            question=question,
         )
 
 
@@ -136,17 +146,17 @@ async def _open_node(ctx: CustomerContext, node_id: str) -> bool:
     if node_id == HUMAN or not ss.visible(node_id, ctx.customer.tier):
         return False
     if node_id in ss.menus:
-        await step(ctx)
+        await step(ctx, node=node_id)
         await send_menu(ctx, node_id)
         return True
     if node_id in ss.actions:
-        await step(ctx, answered=True)
+        await step(ctx, answered=True, node=node_id)
         await _action(ctx, ss.actions[node_id].action, node_id)
         return True
     entry = ss.entry(node_id)
     if entry is None:
         return False
-    await step(ctx, answered=True)
+    await step(ctx, answered=True, node=node_id)
     await _send_answer(ctx, entry)
     return True
 
@@ -212,7 +222,7 @@ async def order_id_given(message: Message, ctx: CustomerContext) -> None:
 @router.message(Command("menu"))
 async def menu(message: Message, ctx: CustomerContext) -> None:
     await ctx.state.clear()
-    await step(ctx)
+    await step(ctx, node=ctx.selfservice.root_for(ctx.customer.tier))
     await send_menu(ctx)
 
 
@@ -299,10 +309,10 @@ async def _search(message: Message, ctx: CustomerContext) -> None:
     if result.best is not None:
         entry = ss.entry(result.best.entry_id)
         assert entry is not None
-        await step(ctx, answered=True, searched=True)
+        await step(ctx, answered=True, searched=True, node=entry.id, question=message.text)
         await _send_answer(ctx, entry)
         return
-    await step(ctx, searched=True)
+    await step(ctx, searched=True, question=message.text)
     if not result.suggestions:
         await send_menu(ctx, intro=texts.customer.no_match(), handoff=True)
         return
