@@ -48,7 +48,7 @@ class Desk:
         # Topics mode (bot/desk/topics.py): the same decisions, rendered in the staff group.
         self.topics = TopicsView(bot, policy, clock) if policy.desk.topics else None
         self.notices = TopicNotices(bot, self.topics) if self.topics else Notices(bot)
-        self.handover = Handover(self.notices, delivery)
+        self.handover = Handover(self.notices, delivery, policy)
         # The queue (plans for new chats, offers, windows, SLAs, transfers): bot/desk/queue.py.
         self.queue = QueueDesk(self.notices, self.handover, policy, clock)
 

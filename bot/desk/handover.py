@@ -4,17 +4,18 @@ and the relay of a customer's messages to their agent through the delivery queue
 from __future__ import annotations
 
 from datetime import datetime
-from html import escape
 from typing import TYPE_CHECKING
 
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import texts
+from bot.desk.briefing import hand_over_items
 from bot.desk.notify import Notices
 from bot.i18n import for_customer
 from routing.clock import utcnow
 from routing.delivery import enqueue
+from routing.policy.root import Policy
 from routing.queue import conversations
 from routing.store.models import Agent, Conversation, Customer
 
@@ -23,8 +24,11 @@ if TYPE_CHECKING:
 
 
 class Handover:
-    def __init__(self, notices: Notices, delivery: Deliverer | None = None) -> None:
+    def __init__(
+        self, notices: Notices, delivery: Deliverer | None = None, policy: Policy | None = None
+    ) -> None:
         self.notices = notices
+        self.policy = policy or Policy()
         # The per-chat delivery queue's sender (bot/delivery.py); set by make_dispatcher.
         self.delivery = delivery
 
@@ -54,28 +58,10 @@ class Handover:
             notes = await conversations.notifications(session, conv.id)
             transferred = conv.transferred_by is not None
             by = await session.get(Agent, conv.transferred_by) if transferred else None
+            # Queued for whoever holds the chat: they follow the briefing as they are.
             waiting = await enqueue.waiting_message_ids(session, conv.id)
-            items = [
-                enqueue.Briefing(text=texts.agent.you_took(conv, customer), link_kind="header")
-            ]
-            if by is not None:
-                items.append(
-                    enqueue.Briefing(
-                        text=texts.agent.transfer_note(by.name, conv.transfer_note),
-                        link_kind="header",
-                    )
-                )
-            for m in await conversations.transcript(session, conv.id):
-                if (m.chat_id, m.message_id) in waiting:
-                    continue  # queued for whoever holds the chat: it follows the briefing
-                if m.content_type == conversations.CONTENT_SURVEY:
-                    # The answer that opened a service-recovery chat: its text, since copying
-                    # would bring the customer's survey question instead.
-                    items.append(enqueue.Briefing(text=escape(m.text or ""), link_kind="header"))
-                elif transferred or m.sender == "customer":
-                    items.append(
-                        enqueue.Briefing(from_chat_id=m.chat_id, message_ids=(m.message_id,))
-                    )
+            # The customer card, then what the chat holds (labelled if someone held it).
+            items = await hand_over_items(session, self.policy, conv, customer, by, waiting)
             await enqueue.hand_over(
                 session, conv.id, agent.id, conv.assigned_at, items, now=self.now()
             )

@@ -19,6 +19,9 @@ Why the order of routers no longer decides correctness:
   message (``~InAChat()`` on the prompts and the contact handler, ``~SurveyComment()`` on
   the relay of an open chat). So features may be listed in any order. Before, the survey
   and queue routers had to come before the customer and agent routers.
+- **Inline queries** (``@bot`` + words) are filtered by audience like messages and,
+  having no command or prefix a feature could match, are fallbacks' work: an agent's picks
+  a canned reply (bot/handlers/desk_tools.py), anyone else's gets no results.
 - **Catch-alls** (stale buttons, unknown commands, free messages) exist only in
   bot/handlers/fallback.py, and :func:`_audience` always attaches an audience's fallback
   after its features.
@@ -35,7 +38,7 @@ from aiogram import Router
 from aiogram.filters import Filter
 
 from bot.filters import IsAgent, IsCustomer
-from bot.handlers import agent, care, complaint, customer, fallback, news, survey
+from bot.handlers import agent, care, complaint, customer, desk_tools, fallback, news, survey
 from bot.handlers import queue as queue_handlers
 from bot.middlewares import Preload
 
@@ -44,6 +47,7 @@ def _audience(name: str, who: Filter, features: Sequence[Router], last: Router) 
     router = Router(name=name)
     router.message.filter(who)
     router.callback_query.filter(who)
+    router.inline_query.filter(who)
     router.include_routers(*features)
     router.include_router(last)  # always after every feature
     return router
@@ -52,7 +56,7 @@ def _audience(name: str, who: Filter, features: Sequence[Router], last: Router) 
 _AGENTS = _audience(
     "agents",
     IsAgent(),
-    [queue_handlers.router, agent.router, care.router, complaint.router],
+    [queue_handlers.router, agent.router, desk_tools.router, care.router, complaint.router],
     fallback.agents,
 )
 _CUSTOMERS = _audience(

@@ -34,8 +34,7 @@ router = Router(name="agent")
 
 
 def help_text(agent: Agent) -> str:
-    suffix = texts.supervisor.help_suffix() if agent.role == "supervisor" else ""
-    return texts.agent.help_text() + suffix
+    return texts.agent.help_text(supervisor=agent.role == "supervisor")
 
 
 @router.message(Command("help", "start"))

@@ -2,6 +2,9 @@
 messages that are simply for the other side (an agent's reply to a customer; a customer's
 text for self-service search, or for the person in their open chat).
 
+Inline queries too: an agent's picks a canned reply (bot/handlers/desk_tools.py), anyone
+else's gets no results.
+
 These handlers match anything, so they live apart from the features and
 bot/handlers/__init__.py attaches each audience's fallback after all of its features: adding
 or reordering a feature can never put it behind a catch-all.
@@ -10,7 +13,7 @@ or reordering a feature can never put it behind a catch-all.
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineQuery, Message
 from aiogram.utils.callback_answer import CallbackAnswer
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,9 +21,11 @@ from bot import texts
 from bot.desk import Desk
 from bot.handlers import agent as agent_handlers
 from bot.handlers import complaint as complaint_handlers
+from bot.handlers import desk_tools
 from bot.handlers.customer import human
 from bot.handlers.customer.context import CustomerContext
 from routing.clock import Clock
+from routing.policy.root import Policy
 from routing.store.models import Agent, Conversation
 
 agents = Router(name="agents-fallback")
@@ -47,10 +52,24 @@ async def agent_message(
     await complaint_handlers.acknowledge_relayed(session, agent, relayed, desk.policy, clock)
 
 
+@agents.inline_query()
+async def agent_inline(
+    query: InlineQuery, session: AsyncSession, agent: Agent, policy: Policy
+) -> None:
+    """An agent's inline query (``@bot`` + words) picks a canned reply."""
+    await desk_tools.inline_canned(query, session, agent, policy)
+
+
 # --- customers ---------------------------------------------------------------------------
 @customers.callback_query()
 async def customer_stale_button(query: CallbackQuery, callback_answer: CallbackAnswer) -> None:
     callback_answer.text = texts.customer.button_gone()
+
+
+@customers.inline_query()
+async def customer_inline(query: InlineQuery) -> None:
+    """Inline mode is the agents' (canned replies): anyone else gets no results."""
+    await query.answer([], cache_time=300, is_personal=True)
 
 
 @customers.message(F.text.startswith("/"))

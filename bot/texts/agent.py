@@ -16,17 +16,61 @@ from routing.store.models import Conversation, Customer
 # --- commands ---------------------------------------------------------------------------
 
 
-def help_text() -> str:
-    return _(
-        "/online - start taking chats\n/offline - stop taking chats\n"
-        "/queue - waiting chats by priority\n/next - take the highest-priority waiting chat\n"
-        "/transfer - put the chat back in the queue; /transfer NAME note - hand it to that "
-        "agent\n"
-        "/chats - your open chats (focus or close one)\n/close - close the current chat\n"
-        "/help - this help\n\n"
+def commands(*, supervisor: bool = False) -> list[tuple[str, str, str]]:
+    """Every agent command as (command, arguments, description): the one list /help and the
+    agents' command menu are made from. ``supervisor``: the supervisors' own commands."""
+    if supervisor:
+        return [
+            ("stats", "", _("queue and agent figures")),
+            ("takeover", "", _("take over the chat of the topic you are in from its agent")),
+        ]
+    return [
+        ("online", "", _("start taking chats")),
+        ("offline", "", _("stop taking chats (your open chats go back to the queue)")),
+        ("queue", "", _("waiting chats by priority")),
+        ("next", "", _("take the highest-priority waiting chat")),
+        ("chats", "", _("your open chats (focus or close one)")),
+        ("close", "", _("close the current chat")),
+        (
+            "transfer",
+            _("[NAME note]"),
+            _("put the chat back in the queue; with a name, hand it to that agent with a note"),
+        ),
+        ("note", _("TEXT"), _("an internal note on the chat, never sent to the customer")),
+        (
+            "r",
+            _("KEY"),
+            _("send a canned reply in the customer's language (/r alone lists them)"),
+        ),
+        ("complaint", _("CATEGORY [note]"), _("turn the chat into a complaint")),
+        ("remedy", _("KIND [amount] [note]"), _("record the remedy of the chat's complaint")),
+        ("resolve", _("[note]"), _("resolve the chat's complaint")),
+        ("care", "", _("your care tasks")),
+        ("done", _("NOTE"), _("mark a care task done, with a note")),
+        ("cancel", "", _("while a care task asks for its note: keep the task open")),
+        ("help", "", _("this help")),
+    ]
+
+
+def _command_lines(items: list[tuple[str, str, str]]) -> list[str]:
+    return [
+        f"/{c}{' ' + escape(a, quote=False) if a else ''} - {escape(d, quote=False)}"
+        for c, a, d in items
+    ]
+
+
+def help_text(*, supervisor: bool = False) -> str:
+    """Every agent command (and the supervisors' with ``supervisor``), then how a message
+    finds its customer."""
+    lines = _command_lines(commands())
+    if supervisor:
+        lines += _command_lines(commands(supervisor=True))
+    footer = _(
         "Your messages go to the customer of the chat you reply to, else your focused chat, "
-        "else your only open chat."
+        "else your only open chat. In inline mode (type @ and the bot's name, then a word) "
+        "you pick a canned reply."
     )
+    return "\n".join(lines) + "\n\n" + footer
 
 
 def unknown_command() -> str:
@@ -154,9 +198,25 @@ def taken_by(conv: Conversation, customer: Customer, agent_name: str) -> str:
 
 
 def you_took(conv: Conversation, customer: Customer) -> str:
-    return _("✅ You took chat <b>{label}</b>. The customer's messages follow.").format(
-        label=_label(conv, customer)
-    )
+    return _("✅ You took chat <b>{label}</b>.").format(label=_label(conv, customer))
+
+
+def messages_follow() -> str:
+    """After the card at a hand-over, when the customer's messages come next."""
+    return _("The customer's messages follow.")
+
+
+def history_follows() -> str:
+    """At a hand-over of a chat another agent held (requeued): its transcript comes next."""
+    return _("The conversation so far follows.")
+
+
+def briefing(conv: Conversation, customer: Customer, card: str, *, follows: bool) -> str:
+    """The hand-over's first message: whose chat it is, the customer card, and whether the
+    customer's messages follow (not when the question was asked in self-service: the card
+    shows it)."""
+    text = f"{you_took(conv, customer)}\n\n{card}"
+    return f"{text}\n\n{messages_follow()}" if follows else text
 
 
 def lost_claim(agent_name: str) -> str:
@@ -364,3 +424,90 @@ def refused(error: str) -> str:
 
 def gave_up() -> str:
     return _("Telegram could not be reached for too long; the message was not delivered.")
+
+
+# --- internal notes ---------------------------------------------------------------------
+
+
+def note_usage() -> str:
+    return _(
+        "/note TEXT keeps an internal note on the chat you address (reply, focus or your only "
+        "chat). The customer never sees it; the next agent does."
+    )
+
+
+def note_kept(conv: Conversation, customer: Customer) -> str:
+    return _("📝 Note kept on {label}. The customer does not see it.").format(
+        label=_label(conv, customer)
+    )
+
+
+# --- canned replies ---------------------------------------------------------------------
+
+
+def canned_list(keys: list[str]) -> str:
+    if not keys:
+        return _("There are no canned replies: the policy's [[desk.canned]] has none.")
+    return _("Canned replies: {keys}\nSend one with /r KEY, or type @ and the bot's name.").format(
+        keys=", ".join(escape(k) for k in keys)
+    )
+
+
+def canned_unknown(key: str, close: list[str]) -> str:
+    if close:
+        return _("No canned reply {key}. Did you mean: {close}?").format(
+            key=escape(key), close=", ".join(escape(k) for k in close)
+        )
+    return _("No canned reply {key}. /r alone lists them.").format(key=escape(key))
+
+
+def canned_missing(key: str, missing: list[str]) -> str:
+    """A canned reply names a placeholder this customer has no value for."""
+    return _(
+        "Not sent: {key} needs {placeholders}, which this customer does not have. "
+        "Write the message yourself."
+    ).format(key=escape(key), placeholders=", ".join("{" + m + "}" for m in missing))
+
+
+def canned_sent(conv: Conversation, customer: Customer, text: str) -> str:
+    return _("↪️ Sent to {label}:\n{text}").format(label=_label(conv, customer), text=escape(text))
+
+
+# --- the labelled transcript (a transfer, a chat someone held before) -------------------
+
+
+def transcript_customer(when: str, body: str) -> str:
+    return _("Customer {time}: {text}").format(time=when, text=body)
+
+
+def transcript_agent(name: str, when: str, body: str) -> str:
+    return _("Agent {name} {time}: {text}").format(name=escape(name), time=when, text=body)
+
+
+def transcript_note(name: str, when: str, body: str) -> str:
+    return _("📝 Internal note by {name} {time}: {text}").format(
+        name=escape(name), time=when, text=body
+    )
+
+
+def transcript_bot(when: str, body: str) -> str:
+    """A note the bot keeps in the transcript (a survey answer, a complaint)."""
+    return _("ℹ️ {time}: {text}").format(time=when, text=body)
+
+
+def transcript_media(kind: str, n: int, caption: str | None) -> str:
+    """A media message of the transcript, copied right after its label."""
+    what = f"[{escape(kind)}]" if n == 1 else f"{n} × [{escape(kind)}]"
+    if caption:
+        return _("{what} {caption} (below)").format(what=what, caption=escape(caption))
+    return _("{what} (below)").format(what=what)
+
+
+def search_step() -> str:
+    """A search in the self-service path the card shows (the words are under "Asked")."""
+    return _("search")
+
+
+def someone() -> str:
+    """An agent the transcript names who is no longer registered."""
+    return _("(removed agent)")

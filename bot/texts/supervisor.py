@@ -13,11 +13,6 @@ from routing.store.models import Conversation, Customer
 from surveys.status import AgentCsat
 
 
-def help_suffix() -> str:
-    """Appended to the agents' help for supervisors."""
-    return _("\n/stats - queue and agent figures")
-
-
 def stats(by_tier: dict[str, int], agents_online: int, open_chats: int) -> str:
     lines = ["<b>" + _("Queue") + "</b>"]
     lines += [f"{tier}: {n}" for tier, n in by_tier.items()]

@@ -452,6 +452,7 @@ class FakeBotAPI:
         for kind in _MEDIA_KINDS:
             self._route("send" + kind.title().replace("_", ""), partial(self._send_media, kind))
         self._init_forums()
+        self._init_inline()
 
     def _route(self, name: str, handler: Handler) -> None:
         self._methods[name.lower()] = (name, handler)
@@ -1686,6 +1687,91 @@ class FakeBotAPI:
         return query_id
 
     # ============================================================== end of forum topics
+
+    # ================================================================== inline mode
+    # Canned replies in inline mode (issue 17): a user types "@bot words" (:meth:`inline_query`
+    # queues the inline_query update), the bot answers with answerInlineQuery (checked as
+    # Telegram checks it: a known query id answered once, at most 50 results with unique ids,
+    # an article's title and message text, the text's parse mode), and the user picks one
+    # (:meth:`choose_inline_result`): the result's text arrives as the user's own message
+    # with ``via_bot``, in the chat the query came from.
+
+    def _init_inline(self) -> None:
+        # query id -> (user id, chat the query was typed in); answers by query id.
+        self._inline_queries: dict[str, tuple[int, int | None]] = {}
+        self.inline_answers: dict[str, dict[str, Any]] = {}
+        self._route("answerInlineQuery", self._answer_inline_query)
+
+    def inline_query(
+        self,
+        user_id: int,
+        query: str = "",
+        *,
+        chat_type: str = "sender",
+        chat_id: int | None = None,
+        first_name: str = "User",
+    ) -> str:
+        """Queue an inline query typed by ``user_id`` (``chat_type`` "sender": in their chat
+        with the bot; else in ``chat_id``); returns its id."""
+        user = self._users.get(user_id) or self._register_user(user_id, first_name, None, "en")
+        query_id = str(self._next_seq() + 2 * 10**15)
+        where = user_id if chat_type == "sender" else chat_id
+        self._inline_queries[query_id] = (user_id, where)
+        body = {"id": query_id, "from": user, "query": query, "offset": "", "chat_type": chat_type}
+        self.queue_update("inline_query", body)
+        return query_id
+
+    def inline_results(self, query_id: str) -> list[dict[str, Any]]:
+        """The results the bot answered ``query_id`` with (KeyError: not answered)."""
+        return list(self.inline_answers[query_id]["results"])
+
+    def choose_inline_result(self, query_id: str, result_id: str) -> Message:
+        """The user picks a result: its message goes into the chat the query came from, as
+        the user's message sent via the bot. Returns the message."""
+        user_id, chat_id = self._inline_queries[query_id]
+        result = next(r for r in self.inline_results(query_id) if str(r["id"]) == result_id)
+        content = result["input_message_content"]
+        text = _render(str(content["message_text"]), content.get("parse_mode"))
+        if chat_id is None:
+            raise ValueError("the query was not typed in a known chat")
+        message = self._store(
+            chat_id, self._users[user_id], {"text": text, "via_bot": self.bot_user}
+        )
+        self.queue_update("message", message)
+        return message
+
+    async def _answer_inline_query(self, params: Params, _files: Any) -> Any:
+        query_id = str(params.get("inline_query_id") or "")
+        if query_id not in self._inline_queries or query_id in self.inline_answers:
+            raise _bad("query is too old and response timeout expired or query ID is invalid")
+        results = params.get("results")
+        if not isinstance(results, list):
+            raise _bad("RESULTS_INVALID")
+        if len(results) > 50:
+            raise _bad("RESULTS_TOO_MUCH")
+        seen: set[str] = set()
+        for r in results:
+            rid = str(r.get("id") or "")
+            if not 1 <= len(rid.encode()) <= 64:
+                raise _bad("RESULT_ID_INVALID")
+            if rid in seen:
+                raise _bad("RESULT_ID_DUPLICATE")
+            seen.add(rid)
+            if r.get("type") == "article":
+                content = r.get("input_message_content") or {}
+                if not r.get("title"):
+                    raise _bad("RESULT_TITLE_EMPTY")
+                text = content.get("message_text")
+                if not text:
+                    raise _bad("MESSAGE_EMPTY")
+                if self.check_parse_mode:
+                    plain = _render(str(text), content.get("parse_mode"))
+                    if len(plain) > 4096:
+                        raise _bad("MESSAGE_TOO_LONG")
+        self.inline_answers[query_id] = dict(params)
+        return True
+
+    # ============================================================== end of inline mode
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -1,6 +1,7 @@
 """What the bot says about itself is true: the /help texts name exactly the commands the
-README's "Bot commands" table lists for each role, and the shipped FAQ states the opening
-hours the shipped policy serves."""
+README's "Bot commands" table lists for each role, every command an agent's router answers
+is in the agents' /help, and the shipped FAQ states the opening hours the shipped policy
+serves."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import re
 from pathlib import Path
 
 import pytest
+from aiogram import Router
+from aiogram.filters import Command
 
 from bot import i18n, texts
+from bot.handlers import get_routers
 from routing.policy.root import Policy
 from routing.policy.selfservice import default_selfservice
 
@@ -39,19 +43,62 @@ def readme_commands() -> dict[str, set[str]]:
 
 
 def help_texts() -> dict[str, str]:
-    # The supervisor's help is the agent help plus this suffix (bot/handlers/agent.py).
+    # The supervisor's help is the agent help plus the supervisors' lines (bot/texts/agent.py).
+    agent = texts.agent.help_text()
+    supervisor = texts.agent.help_text(supervisor=True).splitlines()
     return {
         "customer": texts.customer.help_text(),
-        "agent": texts.agent.help_text(),
-        "supervisor": texts.supervisor.help_suffix(),
+        "agent": agent,
+        "supervisor": "\n".join(line for line in supervisor if line not in agent.splitlines()),
     }
 
 
 def test_the_readme_table_is_parsed() -> None:
     listed = readme_commands()
     assert {"start", "help"} <= listed["customer"]
-    assert {"online", "offline", "help"} <= listed["agent"]
-    assert listed["supervisor"] == {"stats"}
+    assert {"online", "offline", "help", "transfer", "note", "r"} <= listed["agent"]
+    assert listed["supervisor"] == {"stats", "takeover"}
+
+
+# --- every command an agent can send is in their /help -----------------------------------
+
+# /start is what Telegram sends on first contact; for an agent it shows /help itself.
+NOT_IN_HELP = {"start"}
+
+
+def _commands(router: Router) -> set[str]:
+    """The commands of every Command filter under ``router``."""
+    found: set[str] = set()
+    for observer in router.observers.values():
+        for handler in observer.handlers:
+            for f in handler.filters or ():
+                if isinstance(f.callback, Command):
+                    found |= {c for c in f.callback.commands if isinstance(c, str)}
+    for sub in router.sub_routers:
+        found |= _commands(sub)
+    return found
+
+
+def registered_agent_commands() -> set[str]:
+    """Every command the routers answer for agents: everything but the customers' audience."""
+    return set().union(*(_commands(r) for r in get_routers() if r.name != "customers"))
+
+
+def test_the_routers_are_walked() -> None:
+    assert {"online", "next", "transfer", "note", "r", "close", "stats"} <= (
+        registered_agent_commands()
+    )
+
+
+@pytest.mark.parametrize("locale", ["en", "zh_Hans"])
+def test_every_registered_agent_command_is_in_help(locale: str) -> None:
+    with i18n.speaking(locale):
+        shown = set(_COMMAND.findall(texts.agent.help_text(supervisor=True)))
+        menu = {c for c, _a, _d in texts.agent.commands()}
+        menu |= {c for c, _a, _d in texts.agent.commands(supervisor=True)}
+    missing = sorted(registered_agent_commands() - shown - NOT_IN_HELP)
+    assert not missing, f"agents' /help ({locale}) lacks {missing}: add them to commands()"
+    assert shown == menu, "the help is made from texts.agent.commands() alone"
 
 
 @pytest.mark.parametrize("locale", ["en", "zh_Hans"])

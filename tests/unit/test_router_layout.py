@@ -18,7 +18,7 @@ def test_each_audience_ends_with_its_fallback() -> None:
 def test_no_feature_router_has_a_catch_all() -> None:
     for audience in get_routers():
         for feature in audience.sub_routers[:-1]:
-            for observer in (feature.message, feature.callback_query):
+            for observer in (feature.message, feature.callback_query, feature.inline_query):
                 for handler in observer.handlers:
                     name = f"{feature.name}.{handler.callback.__name__}"
                     assert handler.filters, f"{name} takes everything: move it to fallback.py"
