@@ -55,7 +55,7 @@ async def hand_over_items(
     whoever holds the chat (they follow the briefing as they are)."""
     rows = await conversations.transcript(session, conv.id)
     card = await card_text(session, policy, conv, customer)
-    held = conv.transferred_by is not None or any(m.sender == "agent" for m in rows)
+    held = conv.transferred_by is not None or any(m.sender in ("agent", "note") for m in rows)
     backlog = [m for m in rows if (m.chat_id, m.message_id) not in waiting]
     if held:
         out = [Briefing(text=texts.agent.briefing(conv, customer, card, follows=False),
@@ -142,22 +142,27 @@ def _albums(rows: Sequence[Message]) -> list[list[Message]]:
 
 
 def _is_media(m: Message) -> bool:
-    return m.sender in ("customer", "agent") and m.content_type not in (
-        "text",
-        conversations.CONTENT_NOTE,
-        conversations.CONTENT_SURVEY,
+    return (
+        m.sender in ("customer", "agent")
+        and not _is_note(m)
+        and m.content_type not in ("text", conversations.CONTENT_SURVEY)
     )
+
+
+def _is_note(m: Message) -> bool:
+    # (sender "note": how topics mode first stored notes; conversations.add_note now.)
+    return m.content_type == conversations.CONTENT_NOTE or m.sender == "note"
 
 
 def _line(m: Message, body: str, names: dict[int, str], when: str) -> str:
     name = names.get(m.agent_id, texts.agent.someone()) if m.agent_id is not None else ""
-    if m.content_type == conversations.CONTENT_NOTE:
-        return texts.agent.transcript_note(name, when, body)
+    if _is_note(m):
+        return texts.desk.transcript_note(name, when, body)
     if m.sender == "customer":
-        return texts.agent.transcript_customer(when, body)
+        return texts.desk.transcript_customer(when, body)
     if m.sender == "agent":
-        return texts.agent.transcript_agent(name, when, body)
-    return texts.agent.transcript_bot(when, body)
+        return texts.desk.transcript_agent(name, when, body)
+    return texts.desk.transcript_bot(when, body)
 
 
 def labelled(
@@ -187,7 +192,7 @@ def labelled(
         when = _when(m.created_at, zone, today)
         if _is_media(m):
             caption = next((g.text for g in group if g.text), None)
-            body = texts.agent.transcript_media(m.content_type, len(group), caption)
+            body = texts.desk.transcript_media(m.content_type, len(group), caption)
             add(_line(m, body, names, when), len(caption or "") + 40)
             flush()
             out.append(

@@ -107,9 +107,11 @@ async def note(
         return
     text = (message.text or "").removeprefix("/note").strip() or (message.text or "")
     async with session.begin():
-        await conversations.add_message_once(
-            session, conv, sender="note", agent_id=agent.id, content_type="text", text=text,
-            file_id=None, chat_id=message.chat.id, message_id=message.message_id, now=clock(),
+        # One representation of an internal note in both modes (the hand-over's labelled
+        # transcript marks it; the relay guard keeps a redelivered note from doubling).
+        await conversations.add_note(
+            session, conv, agent_id=agent.id, text=text,
+            chat_id=message.chat.id, message_id=message.message_id, now=clock(),
         )  # fmt: skip
     await message.reply(texts.topics.note_kept())
 
