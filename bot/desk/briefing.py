@@ -157,12 +157,12 @@ def _is_note(m: Message) -> bool:
 def _line(m: Message, body: str, names: dict[int, str], when: str) -> str:
     name = names.get(m.agent_id, texts.agent.someone()) if m.agent_id is not None else ""
     if _is_note(m):
-        return texts.agent.transcript_note(name, when, body)
+        return texts.desk.transcript_note(name, when, body)
     if m.sender == "customer":
-        return texts.agent.transcript_customer(when, body)
+        return texts.desk.transcript_customer(when, body)
     if m.sender == "agent":
-        return texts.agent.transcript_agent(name, when, body)
-    return texts.agent.transcript_bot(when, body)
+        return texts.desk.transcript_agent(name, when, body)
+    return texts.desk.transcript_bot(when, body)
 
 
 def labelled(
@@ -192,7 +192,7 @@ def labelled(
         when = _when(m.created_at, zone, today)
         if _is_media(m):
             caption = next((g.text for g in group if g.text), None)
-            body = texts.agent.transcript_media(m.content_type, len(group), caption)
+            body = texts.desk.transcript_media(m.content_type, len(group), caption)
             add(_line(m, body, names, when), len(caption or "") + 40)
             flush()
             out.append(

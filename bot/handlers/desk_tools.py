@@ -75,7 +75,7 @@ async def note(
     """``/note TEXT``: an internal note on the chat, for agents only."""
     text = (command.args or "").strip()
     if not text:
-        await message.answer(texts.agent.note_usage())
+        await message.answer(texts.desk.note_usage())
         return
     found = await addressed(message, session, agent)
     if found is None:
@@ -97,7 +97,7 @@ async def note(
                 session, agent.telegram_id, message.message_id, conv.id, "sent"
             )
     if new:
-        await message.answer(texts.agent.note_kept(conv, customer))
+        await message.answer(texts.desk.note_kept(conv, customer))
 
 
 @router.message(Command("r"))
@@ -114,12 +114,12 @@ async def canned(
     ``/r`` alone lists the keys."""
     words = (command.args or "").split()
     if not words:
-        await message.answer(texts.agent.canned_list([c.key for c in policy.desk.canned]))
+        await message.answer(texts.desk.canned_list([c.key for c in policy.desk.canned]))
         return
     reply = policy.desk.reply(words[0])
     if reply is None:
         close = canned_replies.close_matches(policy, words[0])
-        await message.answer(texts.agent.canned_unknown(words[0], close))
+        await message.answer(texts.desk.canned_unknown(words[0], close))
         return
     found = await addressed(message, session, agent)
     if found is None:
@@ -133,7 +133,7 @@ async def canned(
             policy, reply, customer, await canned_replies.values(session, customer)
         )
     if filled.text is None:
-        await message.answer(texts.agent.canned_missing(reply.key, list(filled.missing)))
+        await message.answer(texts.desk.canned_missing(reply.key, list(filled.missing)))
         return
     async with session.begin():
         new = await conversations.add_message_once(
@@ -158,7 +158,7 @@ async def canned(
             )
     if new:
         await desk.kick(conv.id)
-        await message.answer(texts.agent.canned_sent(conv, customer, filled.text))
+        await message.answer(texts.desk.canned_sent(conv, customer, filled.text))
     # An answer like any other: it acknowledges the chat's complaint cases waiting for one.
     await complaint_handlers.acknowledge_relayed(session, agent, conv, policy, clock)
 

@@ -17,6 +17,7 @@ The modules, by who reads the text:
 - :mod:`bot.texts.supervisor`: ``/stats`` and SLA alerts.
 - :mod:`bot.texts.survey`: the survey questions and replies customers see.
 - :mod:`bot.texts.card`: the customer card agents read (hand-over, care reminder, topic).
+- :mod:`bot.texts.desk`: internal notes, canned replies, the labelled transcript of a hand-over.
 - :mod:`bot.texts.complaint`: complaint cases: filing one, handling it, its SLA alerts.
 
 Use them as ``from bot import texts`` and ``texts.customer.human_button()``.
@@ -24,6 +25,6 @@ Use them as ``from bot import texts`` and ``texts.customer.human_button()``.
 
 from __future__ import annotations
 
-from bot.texts import agent, card, complaint, customer, supervisor, survey, topics
+from bot.texts import agent, card, complaint, customer, desk, supervisor, survey, topics
 
-__all__ = ["agent", "card", "complaint", "customer", "supervisor", "survey", "topics"]
+__all__ = ["agent", "card", "complaint", "customer", "desk", "supervisor", "survey", "topics"]
