@@ -12,6 +12,7 @@ One module per command family; shared pieces beside them:
   simulate    simulate
   surveys     surveys status
   complaints  complaints list|show (cases, one case's timeline)
+  conversations  conversations show (one chat's transcript, internal notes marked)
   broadcast   broadcast (tier announcements), broadcast status
   report      report (the figures of a period: table, csv, json, html)
   policy      policy check
@@ -27,6 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from bot.cli.agents import cmd_agents
 from bot.cli.broadcast import cmd_broadcast
 from bot.cli.complaints import cmd_complaints
+from bot.cli.conversations import cmd_conversations
 from bot.cli.customers import cmd_customers, cmd_score
 from bot.cli.database import DatabaseUnavailable, database_failure
 from bot.cli.importing import cmd_import
@@ -54,6 +56,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "policy": cmd_policy,
     "surveys": cmd_surveys,
     "complaints": cmd_complaints,
+    "conversations": cmd_conversations,
     "broadcast": cmd_broadcast,
     "simulate": cmd_simulate,
     "report": cmd_report,

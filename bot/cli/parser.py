@@ -48,6 +48,13 @@ exit status:
   2  a bad --since, --tier or ID (one line on stderr says why)
   3  the database is unreachable or refusing"""
 
+CONVERSATIONS_EXIT_CODES = """\
+exit status:
+  0  the chat was printed
+  1  no such chat
+  2  a bad ID (one line on stderr says why)
+  3  the database is unreachable or refusing"""
+
 DB_EXIT_CODES = """\
 Commands that use the database (db, import, agents, score, customers, surveys, report) exit
 3, with one line on stderr, when CONTACTBOT_DATABASE_URL has an unsupported scheme or the
@@ -211,6 +218,23 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cs.add_argument("id", metavar="ID", help="the case number, e.g. 12 or #12")
+
+    cv = sub.add_parser(
+        "conversations",
+        help="one chat and its transcript, internal notes marked",
+        description="A chat's facts and its transcript: who said what and when (times in "
+        "[desk] timezone), agents' internal notes marked, media as [kind] and caption.",
+        epilog=CONVERSATIONS_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cvsub = cv.add_subparsers(dest="conversations_command", required=True, metavar="ACTION")
+    cvs = cvsub.add_parser(
+        "show",
+        help="one chat: its facts and transcript",
+        epilog=CONVERSATIONS_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cvs.add_argument("id", metavar="ID", help="the chat number agents see, e.g. 12 or #12")
 
     bc = sub.add_parser(
         "broadcast",

@@ -65,7 +65,7 @@ async def hand_over_items(
         else:
             note = texts.agent.history_follows()
         out.append(Briefing(text=note, link_kind=HEADER))
-        names = await _names(session, {m.agent_id for m in backlog if m.agent_id is not None})
+        names = await agent_names(session, {m.agent_id for m in backlog if m.agent_id})
         zone = ZoneInfo(policy.desk.timezone)
         today = (conv.assigned_at or datetime.now(zone)).astimezone(zone).date()
         return out + labelled(backlog, names, zone, today)
@@ -110,14 +110,15 @@ def path_label(policy: Policy, node: str) -> str:
     return ss.text(entry.question, locale) if entry is not None else node
 
 
-async def _names(session: AsyncSession, ids: set[int]) -> dict[int, str]:
+async def agent_names(session: AsyncSession, ids: set[int]) -> dict[int, str]:
     if not ids:
         return {}
     rows = await session.execute(select(Agent.id, Agent.name).where(Agent.id.in_(ids)))
     return {int(i): str(n) for i, n in rows.all()}
 
 
-def _when(at: datetime, zone: ZoneInfo, today: date) -> str:
+def when(at: datetime, zone: ZoneInfo, today: date | None = None) -> str:
+    """A transcript time in ``zone``: the time of day on ``today``, else date and time."""
     local = at.astimezone(zone)
     return local.strftime("%H:%M") if local.date() == today else local.strftime("%Y-%m-%d %H:%M")
 
@@ -129,8 +130,8 @@ def _albums(rows: Sequence[Message]) -> list[list[Message]]:
         last = groups[-1][-1] if groups else None
         if (
             last is not None
-            and _is_media(m)
-            and _is_media(last)
+            and is_media(m)
+            and is_media(last)
             and last.chat_id == m.chat_id
             and last.content_type == m.content_type
             and (m.created_at - last.created_at).total_seconds() <= ALBUM_SECONDS
@@ -141,7 +142,7 @@ def _albums(rows: Sequence[Message]) -> list[list[Message]]:
     return groups
 
 
-def _is_media(m: Message) -> bool:
+def is_media(m: Message) -> bool:
     return (
         m.sender in ("customer", "agent")
         and not _is_note(m)
@@ -154,15 +155,17 @@ def _is_note(m: Message) -> bool:
     return m.content_type == conversations.CONTENT_NOTE or m.sender == "note"
 
 
-def _line(m: Message, body: str, names: dict[int, str], when: str) -> str:
+def line_of(m: Message, body: str, names: dict[int, str], at: str) -> str:
+    """One transcript entry as HTML: who (the customer, an agent by name, an internal note,
+    the bot) and when (``at``), then ``body`` (HTML already)."""
     name = names.get(m.agent_id, texts.agent.someone()) if m.agent_id is not None else ""
     if _is_note(m):
-        return texts.desk.transcript_note(name, when, body)
+        return texts.desk.transcript_note(name, at, body)
     if m.sender == "customer":
-        return texts.desk.transcript_customer(when, body)
+        return texts.desk.transcript_customer(at, body)
     if m.sender == "agent":
-        return texts.desk.transcript_agent(name, when, body)
-    return texts.desk.transcript_bot(when, body)
+        return texts.desk.transcript_agent(name, at, body)
+    return texts.desk.transcript_bot(at, body)
 
 
 def labelled(
@@ -189,11 +192,11 @@ def labelled(
 
     for group in _albums(rows):
         m = group[0]
-        when = _when(m.created_at, zone, today)
-        if _is_media(m):
+        at = when(m.created_at, zone, today)
+        if is_media(m):
             caption = next((g.text for g in group if g.text), None)
             body = texts.desk.transcript_media(m.content_type, len(group), caption)
-            add(_line(m, body, names, when), len(caption or "") + 40)
+            add(line_of(m, body, names, at), len(caption or "") + 40)
             flush()
             out.append(
                 Briefing(from_chat_id=m.chat_id, message_ids=tuple(g.message_id for g in group))
@@ -203,6 +206,6 @@ def labelled(
         # A long message is split so that no transcript message passes Telegram's limit.
         parts = [text[i : i + CHUNK - 100] for i in range(0, len(text), CHUNK - 100)] or [""]
         for part in parts:
-            add(_line(m, escape(part), names, when), len(part) + 40)
+            add(line_of(m, escape(part), names, at), len(part) + 40)
     flush()
     return out
