@@ -77,7 +77,8 @@ async def hand_over_items(
             rest.append(Briefing(text=escape(m.text or ""), link_kind=HEADER))
         elif m.sender == "customer":
             rest.append(Briefing(from_chat_id=m.chat_id, message_ids=(m.message_id,)))
-    follows = bool(rest) or bool(waiting)
+    # Only the customer's own messages "follow" (a survey answer or a case is a note).
+    follows = bool(waiting) or any(item.text is None for item in rest)
     head = texts.agent.briefing(conv, customer, card, follows=follows)
     return [Briefing(text=head, link_kind=HEADER), *rest]
 

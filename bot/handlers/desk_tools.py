@@ -13,6 +13,7 @@ from __future__ import annotations
 from html import escape
 
 from aiogram import Router
+from aiogram.enums import ParseMode
 from aiogram.filters import Command, CommandObject
 from aiogram.types import (
     InlineQuery,
@@ -192,7 +193,10 @@ async def inline_canned(
                 id=reply.key,
                 title=reply.key,
                 description=text[:120],
-                input_message_content=InputTextMessageContent(message_text=escape(text)),
+                # Said explicitly: aiogram does not apply the bot's default parse mode here.
+                input_message_content=InputTextMessageContent(
+                    message_text=escape(text), parse_mode=ParseMode.HTML
+                ),
             )
         )
     # Personal and not cached: the filled text depends on the agent's chat of the moment.

@@ -6,6 +6,7 @@ labelled transcript the next agent gets at a transfer."""
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,6 +30,10 @@ key = "hello"
 text = { en = "Hello {name}, you are {tier}.", zh_Hans = "{name}您好（{tier}）。" }
 
 [[desk.canned]]
+key = "markup"
+text = "Type <b> & {name} as you see them"
+
+[[desk.canned]]
 key = "order"
 [desk.canned.text]
 en = "Your order {last_order}; {manager} will call you."
@@ -37,7 +42,8 @@ zh_Hans = "您的订单 {last_order}，{manager} 会给您打电话。"
 
 
 def _plain(text: str | None) -> str:
-    return re.sub(r"<[^>]+>", "", text or "")
+    """An HTML text as the reader sees it."""
+    return html.unescape(re.sub(r"<[^>]+>", "", text or ""))
 
 
 async def test_card_canned_note_inline_and_a_labelled_transfer(env: Env) -> None:
@@ -72,6 +78,12 @@ async def test_card_canned_note_inline_and_a_labelled_transfer(env: Env) -> None
     api.user_message(BOB, "/r hello")
     got = await api.wait_for("sendMessage", chat_id=ZHC, since=mark, text_contains="您好")
     assert got.text == "李雷您好（A）。"
+    await api.wait_for("sendMessage", chat_id=BOB, since=mark, text_contains="Sent to")
+    # What a reply says is text, not markup.
+    mark = api.mark()
+    api.user_message(BOB, "/r markup")
+    await api.wait_for("sendMessage", chat_id=ZHC, since=mark)
+    assert api.messages_in(ZHC)[-1]["text"] == "Type <b> & 李雷 as you see them"
     await api.wait_for("sendMessage", chat_id=BOB, since=mark, text_contains="Sent to")
 
     # An internal note: acknowledged to Bob, never sent to the customer.
@@ -123,6 +135,7 @@ async def test_card_canned_note_inline_and_a_labelled_transfer(env: Env) -> None
     assert view[2] == (
         "sendMessage",
         "Agent Bob 13:00: 李雷您好（A）。\n"
+        "Agent Bob 13:00: Type <b> & 李雷 as you see them\n"
         "📝 Internal note by Bob 13:00: courier lost it, refund likely\n"
         "Agent Bob 13:00: 您的订单 SO-88 (2026-11-20)，Bob 会给您打电话。\n"
         "Customer 13:05: [photo] the box (below)",

@@ -32,6 +32,7 @@ POLICY = {
             },
             {"key": "order", "text": "Your order {last_order}; {manager} will call you."},
             {"key": "thanks", "text": {"en": "Thank you!", "zh_Hans": "谢谢！"}},
+            {"key": "markup", "text": "Type <b> & {name} as you see them"},
         ],
     }
 }
@@ -109,7 +110,7 @@ async def test_canned_reply_in_the_customers_language_with_placeholders(h: Harne
 
 async def test_r_alone_lists_unknown_key_suggests_missing_value_refuses(h: Harness) -> None:
     mark = await h.say(BOB, "/r")
-    assert any("hello, order, thanks" in t for t in sent_to(h, BOB, mark))
+    assert any("hello, order, thanks, markup" in t for t in sent_to(h, BOB, mark))
     mark = await h.say(BOB, "/r helo")
     [line] = sent_to(h, BOB, mark)
     assert "No canned reply helo" in line and "hello" in line and "\n" not in line
@@ -148,7 +149,7 @@ async def _inline(h: Harness, user: int, query: str, **kw: Any) -> list[dict[str
 async def test_inline_results_filled_for_the_only_chat_and_picked(h: Harness) -> None:
     # No chat yet: the raw replies (default language, placeholders shown).
     raw = await _inline(h, BOB, "")
-    assert [r["id"] for r in raw] == ["hello", "order", "thanks"]
+    assert [r["id"] for r in raw] == ["hello", "order", "thanks", "markup"]
     assert raw[0]["input_message_content"]["message_text"] == "Hello {name}, you are {tier}."
     await _take(h, BOB, ZHC)
     found = await _inline(h, BOB, "ord")
@@ -278,3 +279,19 @@ async def test_help_lists_every_agent_command(h: Harness) -> None:
     mark = await h.say(SUE, "/help")
     [text] = sent_to(h, SUE, mark)
     assert "/stats" in text and "/takeover" in text
+
+
+async def test_an_inline_reply_is_text_not_markup(h: Harness) -> None:
+    """What a reply says reaches the customer as written (the result names its parse mode:
+    aiogram does not apply the bot's default to inline results). /r: tests/e2e, where the
+    bot has its default parse mode."""
+    await _take(h, BOB, BC)
+    qid = h.api.inline_query(BOB, "markup")
+    await h.feed()
+    picked = h.api.choose_inline_result(qid, "markup")
+    assert picked["text"] == "Type <b> & Cust502 as you see them"
+    mark = h.api.mark()
+    await h.feed()
+    await h.api.wait_idle(quiet=0.2)
+    copies = [c for c in h.api.calls[mark:] if c.method == "copyMessage" and c.chat_id == BC]
+    assert [c.params["message_id"] for c in copies] == [picked["message_id"]]
