@@ -36,7 +36,7 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,  # a cold start imports every command (seconds on a loaded CI box)
         check=False,
     )
 

@@ -22,7 +22,7 @@ from bot.handlers.customer.selfservice import ANSWER_FIRST, self_service, send_m
 from routing.delivery import enqueue
 from routing.queue import claims, conversations
 from routing.selfservice import deflection
-from routing.store.models import ASSIGNED, OPEN_STATUSES, QUEUED, Agent, Conversation
+from routing.store.models import ASSIGNED, OPEN_STATUSES, QUEUED, Agent, Conversation, Customer
 from routing.store.models import Message as Message_
 
 router = Router(name="human")
@@ -183,7 +183,7 @@ async def _store(
                 media_group_id=message.media_group_id,
                 now=ctx.desk.now(),
             )
-        elif await _opening_unfinished(session, conv, message):
+        elif await _opening_unfinished(session, conv, customer, message):
             # The process died after this message opened the chat and before anyone was
             # paged (the commit above and the pages are not one step): a redelivery must
             # finish the opening, or the chat would wait with nobody told and no reply.
@@ -191,11 +191,16 @@ async def _store(
     return conv, created, not new and not created
 
 
-async def _opening_unfinished(session: AsyncSession, conv: Conversation, message: Message) -> bool:
+async def _opening_unfinished(
+    session: AsyncSession, conv: Conversation, customer: Customer, message: Message
+) -> bool:
     """This message opened a chat that is still queued and nobody was paged about."""
     # The relay guard's savepoint rolled back (the message was stored already), which
-    # expired the chat: read it again before looking at it.
+    # expired every object of the session: read the chat and the customer again here,
+    # inside the transaction; touched after the commit they would load lazily, outside
+    # the async driver's context (MissingGreenlet on PostgreSQL).
     await session.refresh(conv)
+    await session.refresh(customer)
     if conv.status != QUEUED:
         return False
     first = (
