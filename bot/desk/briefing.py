@@ -9,7 +9,8 @@ self-service path and question that led here; then:
 - a chat someone held (a transfer, or requeued when its agent left): the **labelled
   transcript**, who said what and when ("Customer 10:02: ...", "Agent Bob 10:03: ...",
   internal notes marked), texts gathered into a few messages and each media message copied
-  after its label, in order.
+  after its label, in order; in topics mode the customer's topic already holds it, so the
+  hand-over says so instead.
 
 Everything here is read in the hand-over's transaction and queued by
 ``routing.delivery.enqueue.hand_over`` (the delivery queue sends it, then the messages that
@@ -60,6 +61,14 @@ async def hand_over_items(
     if held:
         out = [Briefing(text=texts.agent.briefing(conv, customer, card, follows=False),
                         link_kind=HEADER)]  # fmt: skip
+        if policy.desk.topics:
+            # The customer's topic already holds the conversation: no second copy of it.
+            note = (
+                texts.desk.transferred_in_topic(by.name, conv.transfer_note)
+                if by is not None
+                else texts.desk.history_in_topic()
+            )
+            return [*out, Briefing(text=note, link_kind=HEADER)]
         if by is not None:
             note = texts.agent.transfer_note(by.name, conv.transfer_note)
         else:

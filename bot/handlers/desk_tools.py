@@ -30,6 +30,7 @@ from bot.desk import canned as canned_replies
 from bot.handlers import complaint as complaint_handlers
 from routing.clock import Clock
 from routing.delivery import enqueue
+from routing.policy.desk import CannedReply
 from routing.policy.root import Policy
 from routing.queue import conversations
 from routing.queue.conversations import TargetHow
@@ -94,38 +95,41 @@ async def note(
         )
         if new:
             # Replying to the note later addresses the same chat.
-            await conversations.link(
-                session, agent.telegram_id, message.message_id, conv.id, "sent"
-            )
+            await conversations.link(session, message.chat.id, message.message_id, conv.id, "sent")
     if new:
         await message.answer(texts.desk.note_kept(conv, customer))
 
 
-@router.message(Command("r"))
-async def canned(
+async def pick_canned(
+    message: Message, command: CommandObject, policy: Policy
+) -> CannedReply | None:
+    """The reply ``/r KEY`` names; None after answering ``/r`` alone with the keys, or an
+    unknown key with the keys that look like it."""
+    words = (command.args or "").split()
+    if not words:
+        await message.answer(texts.desk.canned_list([c.key for c in policy.desk.canned]))
+        return None
+    reply = policy.desk.reply(words[0])
+    if reply is None:
+        close = canned_replies.close_matches(policy, words[0])
+        await message.answer(texts.desk.canned_unknown(words[0], close))
+    return reply
+
+
+async def send_canned(
     message: Message,
-    command: CommandObject,
+    reply: CannedReply,
+    conv: Conversation,
+    customer: Customer,
     session: AsyncSession,
     agent: Agent,
     policy: Policy,
     desk: Desk,
     clock: Clock,
 ) -> None:
-    """``/r KEY``: the canned reply, in the customer's language, to the addressed chat;
-    ``/r`` alone lists the keys."""
-    words = (command.args or "").split()
-    if not words:
-        await message.answer(texts.desk.canned_list([c.key for c in policy.desk.canned]))
-        return
-    reply = policy.desk.reply(words[0])
-    if reply is None:
-        close = canned_replies.close_matches(policy, words[0])
-        await message.answer(texts.desk.canned_unknown(words[0], close))
-        return
-    found = await addressed(message, session, agent)
-    if found is None:
-        return
-    conv, customer = found
+    """``reply`` to the chat ``conv`` the agent holds, filled in the customer's language:
+    stored and delivered like a message the agent typed (``message`` is the command, the
+    transcript row's source). Both modes: private chat and the customer's topic."""
     if customer.telegram_id is None:
         await message.answer(texts.agent.not_reachable())
         return
@@ -154,14 +158,34 @@ async def canned(
             await enqueue.text_to_customer(
                 session, conv.id, customer.telegram_id, escape(filled.text), now=desk.now()
             )
-            await conversations.link(
-                session, agent.telegram_id, message.message_id, conv.id, "sent"
-            )
+            await conversations.link(session, message.chat.id, message.message_id, conv.id, "sent")
     if new:
         await desk.kick(conv.id)
         await message.answer(texts.desk.canned_sent(conv, customer, filled.text))
     # An answer like any other: it acknowledges the chat's complaint cases waiting for one.
     await complaint_handlers.acknowledge_relayed(session, agent, conv, policy, clock)
+
+
+@router.message(Command("r"))
+async def canned(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    agent: Agent,
+    policy: Policy,
+    desk: Desk,
+    clock: Clock,
+) -> None:
+    """``/r KEY``: the canned reply, in the customer's language, to the addressed chat;
+    ``/r`` alone lists the keys."""
+    reply = await pick_canned(message, command, policy)
+    if reply is None:
+        return
+    found = await addressed(message, session, agent)
+    if found is None:
+        return
+    conv, customer = found
+    await send_canned(message, reply, conv, customer, session, agent, policy, desk, clock)
 
 
 async def inline_canned(

@@ -9,9 +9,9 @@ agent is ignored and never reaches a customer.
   afresh), ``/next``;
 - in a customer's topic: a plain message goes to the customer (only from the agent holding
   the chat; every type, albums as albums); ``/note TEXT`` or a message starting with ``#`` is
-  an internal note kept in the transcript and never sent; ``/close``, ``/transfer``,
-  ``/takeover`` (supervisors) act on the topic's chat without addressing; an agent's edit
-  edits the customer's copy.
+  an internal note kept in the transcript and never sent; ``/r KEY`` sends a canned reply
+  (from the holder only); ``/close``, ``/transfer``, ``/takeover`` (supervisors) act on the
+  topic's chat without addressing; an agent's edit edits the customer's copy.
 - a customer's edit (private chat) is shown in their topic.
 """
 
@@ -34,6 +34,7 @@ from bot.desk import Desk
 from bot.filters import IsAgent, IsCustomer, IsSupervisor
 from bot.handlers import agent as agent_handlers
 from bot.handlers import complaint as complaint_handlers
+from bot.handlers import desk_tools
 from bot.handlers import queue as queue_handlers
 from bot.i18n import for_customer
 from routing.clock import Clock
@@ -225,6 +226,34 @@ async def relay(
     await complaint_handlers.acknowledge_relayed(session, agent, conv, desk.policy, clock)
 
 
+async def canned(
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    agent: Agent,
+    policy: Policy,
+    desk: Desk,
+    clock: Clock,
+) -> None:
+    """``/r KEY`` in a customer's topic: the canned reply to that customer, from the holder
+    only (bot/handlers/desk_tools.py does the rest, as in private mode)."""
+    reply = await desk_tools.pick_canned(message, command, policy)
+    if reply is None:
+        return
+    conv, customer = await _topic_chat(session, message, desk)
+    if conv is None or customer is None:
+        await message.answer(texts.topics.no_open_chat())
+        return
+    if conv.agent_id != agent.id or conv.status != ASSIGNED:
+        async with session.begin():
+            other = await session.get(Agent, conv.agent_id) if conv.agent_id else None
+        await message.reply(texts.topics.not_holder(other.name if other else None))
+        return
+    await desk_tools.send_canned(
+        message, reply, conv, customer, session, agent, policy, desk, clock
+    )
+
+
 async def agent_edit(message: Message, session: AsyncSession, agent: Agent, desk: Desk) -> None:
     """An agent's edit edits the customer's copy."""
     async with session.begin():
@@ -284,6 +313,7 @@ def routers() -> list[Router]:
     group.message.register(close, Command("close"), InCustomerTopic())
     group.message.register(transfer, Command("transfer"), InCustomerTopic())
     group.message.register(takeover, Command("takeover"), InCustomerTopic(), IsSupervisor())
+    group.message.register(canned, Command("r"), InCustomerTopic())
     group.message.register(relay, InCustomerTopic(), ~F.text.startswith("/"))
     group.edited_message.register(agent_edit, InCustomerTopic())
     customer_edits.edited_message.register(customer_edit)

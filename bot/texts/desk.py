@@ -62,6 +62,23 @@ def canned_sent(conv: Conversation, customer: Customer, text: str) -> str:
     return _("↪️ Sent to {label}:\n{text}").format(label=_label(conv, customer), text=escape(text))
 
 
+def transferred_in_topic(from_name: str, note: str | None) -> str:
+    """Topics mode: a transfer's note; the topic already holds the conversation."""
+    if note:
+        return _(
+            "🔁 Transferred by {agent}. Note: {note}\nThe conversation so far is above, in "
+            "this topic."
+        ).format(agent=escape(from_name), note=escape(note))
+    return _("🔁 Transferred by {agent}. The conversation so far is above, in this topic.").format(
+        agent=escape(from_name)
+    )
+
+
+def history_in_topic() -> str:
+    """Topics mode: a chat someone held before is taken; its topic holds the conversation."""
+    return _("The conversation so far is above, in this topic.")
+
+
 # --- the labelled transcript (a transfer, a chat someone held before) -------------------
 
 

@@ -6,6 +6,7 @@ labelled transcript the next agent gets at a transfer."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from datetime import UTC, datetime, timedelta
@@ -147,3 +148,84 @@ async def test_card_canned_note_inline_and_a_labelled_transfer(env: Env) -> None
     # The note never reached the customer, in any form.
     seen = [_plain(m.get("text") or m.get("caption")) for m in api.messages_in(ZHC)]
     assert not any("courier" in t or "refund" in t for t in seen), seen
+
+
+GROUP = -1001000000077
+VERA = 6201
+TOPICS = """
+[queue]
+sweep_seconds = 0.3
+
+[desk]
+mode = "topics"
+group_id = -1001000000077
+
+[[desk.canned]]
+key = "hello"
+text = "Hello {name}, you are {tier}."
+"""
+
+
+async def _until(check: Any, seconds: float = 15.0) -> Any:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while not (value := check()):
+        if loop.time() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.1)
+    return value
+
+
+async def test_topics_canned_reply_from_the_holder_and_a_transfer_without_a_copy(
+    env: Env,
+) -> None:
+    api = env.api
+    api.make_forum(GROUP)
+    env.policy_file(TOPICS)
+    await env.add_agent(ANN, "Ann", online=True)
+    await env.add_agent(BOB, "Bob", online=True)
+    await env.add_customer(external_id="V-9", name="Vera", tier="VIP", telegram_id=VERA)
+    await env.bot.start()
+
+    api.user_message(VERA, "Hello, my order is late")
+    [topic] = await _until(lambda: api.topics_of(GROUP))
+    thread = topic.message_thread_id
+
+    def in_topic(since: int = 0) -> list[str]:
+        return [
+            _plain(m.get("text") or m.get("caption"))
+            for m in api.messages_in(GROUP)[since:]
+            if m.get("message_thread_id") == thread
+        ]
+
+    notice = await _until(
+        lambda: next(
+            (m for m in api.messages_in(GROUP)
+             if m.get("message_thread_id") == thread and m.get("reply_markup")),
+            None,
+        )
+    )  # fmt: skip
+    data = notice["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    api.press_in(GROUP, ANN, notice["message_id"], data)
+    await _until(lambda: any(t == "Hello, my order is late" for t in in_topic()))
+
+    # /r in the topic, from the holder: the customer gets the reply, filled.
+    api.group_message(GROUP, ANN, "/r hello", thread_id=thread)
+    await _until(
+        lambda: any(m.get("text") == "Hello Vera, you are VIP." for m in api.messages_in(VERA))
+    )
+    # From an agent who does not hold the chat: nothing reaches the customer.
+    before = len(api.messages_in(VERA))
+    api.group_message(GROUP, BOB, "/r hello", thread_id=thread)
+    await _until(lambda: any("Ann holds this chat" in t for t in in_topic()))
+    await api.wait_idle()
+    assert len(api.messages_in(VERA)) == before
+
+    # A transfer in the topic: Bob is told the conversation is above, not sent it again.
+    seen = len(api.messages_in(GROUP))
+    api.group_message(GROUP, ANN, "/transfer Bob", thread_id=thread)
+    await _until(lambda: any("above, in this topic" in t for t in in_topic(seen)))
+    await api.wait_idle()
+    after = in_topic(seen)
+    assert not any(t.startswith(("Customer ", "Agent ")) for t in after), after
+    assert any("Hello Vera, you are VIP." in t for t in in_topic()), "the reply is in the topic"
