@@ -295,3 +295,17 @@ async def test_an_inline_reply_is_text_not_markup(h: Harness) -> None:
     await h.api.wait_idle(quiet=0.2)
     copies = [c for c in h.api.calls[mark:] if c.method == "copyMessage" and c.chat_id == BC]
     assert [c.params["message_id"] for c in copies] == [picked["message_id"]]
+
+
+async def test_card_shows_the_menu_path_the_customer_took(h: Harness) -> None:
+    await h.say(BC, "/menu")
+    menu = h.last(BC, "Pick a topic")
+    await h.press(BC, menu, "Orders")
+    orders = h.last(BC, "Orders and delivery: what do you need?")
+    await h.press(BC, orders, "My recent orders")
+    await h.say(BC, "/human")
+    mark = await h.say(ANN, "/next")
+    await h.api.wait_idle(quiet=0.2)
+    head = briefing(h, ANN, mark)
+    assert "Self-service path: Main menu › Orders and delivery › My recent orders" in head
+    assert "Asked:" not in head
