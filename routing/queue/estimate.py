@@ -6,7 +6,7 @@ The estimate itself is ``routing.queue.assignment.eta`` (``estimate_wait`` is re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +20,12 @@ from routing.store.models import CLOSED, QUEUED, Conversation, Customer
 
 # ETA buckets in seconds (upper bounds): the customer hears again only when the bucket changes.
 ETA_BUCKETS = (60, 120, 300, 600, 900, 1800, 3600)
+
+# A chat queued this recently and never told is still being opened: its opener commits the
+# chat, then plans and pages in a second transaction and answers the customer ("right
+# away", "you are number 3"). A sweep (on this or another instance) that ran in between
+# would add its own "You are number 1" to that answer; it waits for the opener instead.
+OPENING_GRACE = timedelta(seconds=10)
 
 
 def eta_bucket(eta_seconds: float | None) -> int:
@@ -105,6 +111,8 @@ async def position_updates(
         wait = eta(pos, online, conv.tier, handle)
         bucket = eta_bucket(wait)
         if cu.telegram_id is None:
+            continue
+        if conv.told_position is None and conv.queued_at > now - OPENING_GRACE:
             continue
         if should_tell_position(
             conv.told_position, conv.told_eta_bucket, pos, bucket, min_step=p.min_step, top=p.top

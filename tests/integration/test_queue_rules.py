@@ -423,11 +423,12 @@ async def test_position_updates_only_when_material(sqlite_db: Db) -> None:
                 for n in await estimate.position_updates(s, policy, at)
             }
 
-    first = await told(T0)
+    at = T0 + estimate.OPENING_GRACE + timedelta(seconds=6)
+    first = await told(at)
     assert {i: p for i, (p, _) in first.items()} == {ids[i]: i + 1 for i in range(6)}
     # One slot of 600 s: number 6 waits about 6 x 600 s.
     assert first[ids[5]][1] == pytest.approx(6 * 600)
-    assert await told(T0) == {}  # nothing changed: nobody hears again
+    assert await told(at) == {}  # nothing changed: nobody hears again
     # The first two leave: those in the top two hear of it, and everyone whose estimated
     # wait changed bucket; number 6 -> 4 (two places, same 30-60 min bucket) hears nothing.
     async with sqlite_db.sessions() as s, s.begin():
@@ -435,9 +436,25 @@ async def test_position_updates_only_when_material(sqlite_db: Db) -> None:
             c = await s.get(Conversation, cid)
             assert c is not None
             c.status = CLOSED
-    second = await told(T0)
+    second = await told(at)
     assert ids[5] not in second
     assert second[ids[2]][0] == 1 and second[ids[3]][0] == 2
+
+
+async def test_no_position_told_while_a_chat_is_being_opened(sqlite_db: Db) -> None:
+    """The opener commits the chat, then plans, pages and answers in a second step; a sweep
+    in between (here or on another instance) must not add "You are number 1" to "right
+    away" (seen with three instances). Past the grace, a chat never told is told."""
+    policy = _policy()
+    await _agent(sqlite_db, 1, "Ann", max_chats=2)
+    conv_id = await _open(sqlite_db, policy, "C", T0, tg=700)
+
+    async def told(at: datetime) -> list[int]:
+        async with sqlite_db.sessions() as s, s.begin():
+            return [n.conversation.id for n in await estimate.position_updates(s, policy, at)]
+
+    assert await told(T0 + timedelta(seconds=1)) == []
+    assert await told(T0 + estimate.OPENING_GRACE + timedelta(seconds=1)) == [conv_id]
 
 
 async def test_one_queue_sweeper_at_a_time_on_postgresql(pg_db: Db) -> None:

@@ -75,7 +75,9 @@ async def test_just_under_the_limits_no_429_and_each_push_once(bot: Bot, api: Fa
     assert delivered_keys(api) == Counter(p.payload for p in pushes)
     for chat in chats:
         assert len(api.calls_of("sendMessage", chat)) == 3
-    assert rate > 0.8 * 45  # 150 pushes in ~3.3 s; mostly start-up slack below 45/s
+    # 150 pushes in ~3.3 s alone; a pacer gone wrong (serialised, or paced per chat) is far
+    # below half the limit. Not tighter: four test workers on two cores starve it (31/s seen).
+    assert rate > 0.5 * 45
 
 
 async def test_blocked_chats_429s_and_5xx_still_deliver_each_push_once(
