@@ -51,6 +51,7 @@ class Desk:
         self.handover = Handover(self.notices, delivery, policy)
         # The queue (plans for new chats, offers, windows, SLAs, transfers): bot/desk/queue.py.
         self.queue = QueueDesk(self.notices, self.handover, policy, clock)
+        self.queue.topics = self.topics
 
     @property
     def delivery(self) -> Deliverer | None:
@@ -88,6 +89,7 @@ class Desk:
             metrics().claimed(conv.tier, (conv.assigned_at - conv.queued_at).total_seconds())
         await self.handover.hand_over(session, agent, conv, greet=greet)
         if self.topics is not None:
+            await self.topics.on_claimed(session, conv)
             await self.topics.refresh_board(session)
 
     async def agent_unreachable(self, session: AsyncSession, agent_id: int) -> None:

@@ -1,7 +1,8 @@
 """What an agent is given when a chat becomes theirs (a claim, an accepted offer, a transfer).
 
 The hand-over's first message is the **customer card** (``bot.texts.card``) with the
-self-service path and question that led here; then:
+self-service path and question that led here (in topics mode the customer's topic opens
+the chat with it, so the hand-over does not repeat it); then:
 
 - a chat nobody held before: what the transcript holds that is not on its way already (a
   survey answer, customer messages delivered before), and "The customer's messages follow."
@@ -34,6 +35,7 @@ from routing.delivery import enqueue
 from routing.delivery.enqueue import Briefing
 from routing.policy.root import Policy
 from routing.queue import conversations
+from routing.queue import topics as topic_records
 from routing.selfservice import deflection
 from routing.store.models import Agent, Conversation, Customer, Message
 
@@ -56,6 +58,10 @@ async def hand_over_items(
     whoever holds the chat (they follow the briefing as they are)."""
     rows = await conversations.transcript(session, conv.id)
     card = await card_text(session, policy, conv, customer)
+    if policy.desk.topics:
+        topic = await topic_records.get(session, customer.id)
+        if topic is not None and topic.conversation_id == conv.id:
+            card = ""  # the customer's topic opens this chat with it: not twice
     held = conv.transferred_by is not None or any(m.sender in ("agent", "note") for m in rows)
     backlog = [m for m in rows if (m.chat_id, m.message_id) not in waiting]
     if held:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from aiogram.exceptions import TelegramAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,7 +28,10 @@ from routing.policy.root import Policy
 from routing.queue import agents, assignment, claims, conversations, estimate, offers, sla
 from routing.queue.eligibility import AgentSlot, Chat, online_slots
 from routing.store import cluster
-from routing.store.models import QUEUED, Agent, Conversation, Customer, QueueOffer
+from routing.store.models import OPEN_STATUSES, QUEUED, Agent, Conversation, Customer, QueueOffer
+
+if TYPE_CHECKING:
+    from bot.desk.topics import TopicsView
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +52,9 @@ class QueueDesk:
         self.handover = handover
         self.policy = policy
         self.clock = clock
+        # Topics mode's view (bot/desk/topics.py, set by Desk): offers by mention in the
+        # group, SLA marks in topic names, topics closed with their chats.
+        self.topics: TopicsView | None = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -103,31 +110,39 @@ class QueueDesk:
         for e in ended:
             await self._end_offer_message(e.offer, e.conversation, e.customer, "expired")
         for n in made:
-            try:
-                sent = await self.notices.bot.send_message(
-                    n.agent.telegram_id,
-                    texts.agent.offer(
-                        n.conversation,
-                        n.customer,
-                        previews[n.conversation.id],
-                        self.policy.queue.offer_timeout_seconds,
-                    ),
-                    reply_markup=keyboards.offer(
-                        n.offer.id, texts.agent.accept_button(), texts.agent.decline_button()
-                    ),
+            markup = keyboards.offer(
+                n.offer.id, texts.agent.accept_button(), texts.agent.decline_button()
+            )
+            if self.topics is not None:
+                # Topics mode: by mention in the staff group's queue view.
+                sent = await self.topics.post_offer(
+                    n.agent, n.conversation, n.customer, previews[n.conversation.id], markup
                 )
-            except TelegramAPIError as exc:
-                log.warning("could not offer #%s to %s: %s", n.conversation.id, n.agent.id, exc)
-                continue
+                if sent is None:
+                    continue
+            else:
+                try:
+                    sent = await self.notices.bot.send_message(
+                        n.agent.telegram_id,
+                        texts.agent.offer(
+                            n.conversation,
+                            n.customer,
+                            previews[n.conversation.id],
+                            self.policy.queue.offer_timeout_seconds,
+                        ),
+                        reply_markup=markup,
+                    )
+                except TelegramAPIError as exc:
+                    log.warning("could not offer #%s to %s: %s", n.conversation.id, n.agent.id, exc)
+                    continue
             async with session.begin():
                 offer = await session.get(QueueOffer, n.offer.id, populate_existing=True)
                 if offer is not None:
                     offer.chat_id, offer.message_id = sent.chat.id, sent.message_id
                 # A notification link: hand_over rewrites it when anyone takes the chat.
                 await conversations.link(
-                    session, n.agent.telegram_id, sent.message_id, n.conversation.id,
-                    "notification",
-                )  # fmt: skip
+                    session, sent.chat.id, sent.message_id, n.conversation.id, "notification"
+                )
             if offer is not None and offer.outcome in ("expired", "withdrawn"):
                 # It ended (another instance's sweep, a jump of the clock) while the message
                 # was on its way, when there was no message id to edit yet.
@@ -267,6 +282,8 @@ class QueueDesk:
             slots = await online_slots(session) if alerts else {}
         for a in alerts:
             metrics().sla_event(a.conversation.tier, a.kind, a.level)
+            if self.topics is not None and a.conversation.status in OPEN_STATUSES:
+                await self.topics.mark_sla(session, a.customer, a.level)
             if a.page:
                 text = texts.supervisor.sla_alert(
                     a.conversation,
@@ -289,7 +306,10 @@ class QueueDesk:
         take it again."""
         text = texts.agent.reannounce(a.conversation, a.customer, a.level, a.elapsed_s)
         online = [s for _, s in slots.values()]
-        for agent_id in assignment.page_targets(Chat.of(a.conversation), online, self.now()):
+        targets = assignment.page_targets(Chat.of(a.conversation), online, self.now())
+        if self.topics is not None:
+            targets = targets[:1]  # one post in the customer's topic stands for them all
+        for agent_id in targets:
             await self.notices.announce(
                 session,
                 slots[agent_id][0],
@@ -320,6 +340,8 @@ class QueueDesk:
                 )
                 continue
             await self.notices.tell(item.customer, texts.customer.inactivity_closed)
+            if self.topics is not None:
+                await self.topics.close_topic(session, item.customer.id)
             if item.agent is not None:
                 await self.notices.send_quietly(
                     item.agent.telegram_id,

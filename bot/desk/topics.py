@@ -30,14 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import keyboards, texts
 from bot.delivery import Destination
+from bot.desk.briefing import card_text
 from bot.desk.notify import Notices
 from bot.i18n import for_agents
-from routing.care.card import card as load_card
 from routing.clock import Clock
 from routing.delivery import enqueue
 from routing.delivery.sending import Claimed
 from routing.policy.root import Policy
-from routing.queue import claims, conversations
+from routing.queue import claims, conversations, sla
 from routing.queue import topics as records
 from routing.store.desk_models import TOPIC_CLOSED, TOPIC_OPEN
 from routing.store.models import TO_AGENT, Agent, Conversation, Customer
@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 
 # Telegram's six topic icon colours, by tier rank (highest first).
 ICON_COLORS = (0xFB6F5F, 0xFFD67E, 0x6FB9F0, 0x8EEE98, 0xCB86DB, 0xFF93B2)
-SLA_MARKS = {"warning": "⚠ ", "breach": "⛔ "}
+# A topic's name starts with its chat's worst SLA level so far (routing.queue.sla levels).
+SLA_MARKS = {sla.WARN: "⚠ ", sla.BREACH: "⛔ "}
 # How many 429s a topic's creation waits out before it gives the lease back.
 CREATE_TRIES = 5
 
@@ -73,6 +74,11 @@ class TopicsView:
         number = customer.external_id or str(customer.id)
         return (SLA_MARKS.get(sla or "", "") + f"{customer.tier} · {who} · #{number}")[:128]
 
+    @staticmethod
+    def sla_level(name: str | None) -> str | None:
+        """The SLA level a topic's name shows (None: no mark)."""
+        return next((lv for lv, mark in SLA_MARKS.items() if (name or "").startswith(mark)), None)
+
     def color(self, tier: str) -> int:
         return ICON_COLORS[min(self.policy.rank(tier), len(ICON_COLORS) - 1)]
 
@@ -87,6 +93,8 @@ class TopicsView:
                 await self._call(self.bot.reopen_forum_topic(self.group_id, claim.thread_id))
                 async with session.begin():
                     await records.set_state(session, customer.id, TOPIC_OPEN)
+                # A new chat starts without the last one's SLA mark (and with today's tier).
+                await self._rename(session, customer, claim.thread_id, claim.name, None)
             return claim.thread_id
         if not claim.create:
             return await self._wait_for_thread(session, customer.id)
@@ -141,13 +149,14 @@ class TopicsView:
         and the queue view."""
         thread = await self.ensure_topic(session, customer)
         if thread is not None:
-            async with session.begin():
-                first = await records.mark_card(session, customer.id, conv.id)
-                found = await load_card(session, customer.id) if first else None
+            with for_agents():
+                async with session.begin():
+                    first = await records.mark_card(session, customer.id, conv.id)
+                    # The card with the self-service path and question that led here; the
+                    # hand-over does not post it again (bot.desk.briefing).
+                    card = await card_text(session, self.policy, conv, customer) if first else ""
+                notice = texts.topics.waiting(texts.agent.conv_label(conv, customer), preview)
             if first:
-                with for_agents():
-                    card = texts.card.customer_card(found) if found is not None else None
-                    notice = texts.topics.waiting(texts.agent.conv_label(conv, customer), preview)
                 if card:
                     await self._post(thread, card)
                 sent = await self._post(thread, notice, keyboards.claim(conv.id))
@@ -181,6 +190,11 @@ class TopicsView:
         return await self._post(thread, text, markup)
 
     async def close_topic(self, session: AsyncSession, customer_id: int) -> None:
+        """The chat closed: its topic loses the SLA mark and is closed until the next one."""
+        async with session.begin():
+            customer = await session.get(Customer, customer_id)
+        if customer is not None:
+            await self.clear_sla(session, customer)
         async with session.begin():
             thread = await records.thread_of(session, customer_id)
             await records.set_state(session, customer_id, TOPIC_CLOSED)
@@ -188,20 +202,73 @@ class TopicsView:
             await self._call(self.bot.close_forum_topic(self.group_id, thread))
 
     async def mark_sla(self, session: AsyncSession, customer: Customer, level: str) -> None:
-        """An SLA warning or breach shows in the topic's name."""
+        """An SLA warning or breach shows in the topic's name (a breach is never turned
+        back into a warning by a later warning, e.g. the resolution target's)."""
         async with session.begin():
             row = await records.get(session, customer.id)
         if row is None or row.thread_id is None:
             return
-        name = self.name(customer, level)
-        if name == row.name:
+        if level == sla.WARN and self.sla_level(row.name) == sla.BREACH:
             return
-        if await self._call(self.bot.edit_forum_topic(self.group_id, row.thread_id, name=name)):
-            async with session.begin():
-                await records.set_state(session, customer.id, row.state, name=name)
+        await self._rename(session, customer, row.thread_id, row.name, level)
 
-    async def clear_sla(self, session: AsyncSession, customer: Customer) -> None:
-        await self.mark_sla(session, customer, "")
+    async def clear_sla(
+        self, session: AsyncSession, customer: Customer, *, only: str | None = None
+    ) -> None:
+        """Take the SLA mark off the topic's name (``only``: just a mark of that level, as a
+        claim ends the wait a warning was about, not a breach that happened)."""
+        async with session.begin():
+            row = await records.get(session, customer.id)
+        if row is None or row.thread_id is None:
+            return
+        level = self.sla_level(row.name)
+        if level is None or (only is not None and level != only):
+            return
+        await self._rename(session, customer, row.thread_id, row.name, None)
+
+    async def _rename(
+        self,
+        session: AsyncSession,
+        customer: Customer,
+        thread: int,
+        current: str | None,
+        level: str | None,
+    ) -> None:
+        name = self.name(customer, level)
+        if name == current:
+            return
+        if await self._call(self.bot.edit_forum_topic(self.group_id, thread, name=name)):
+            async with session.begin():
+                row = await records.get(session, customer.id)
+                if row is not None:
+                    await records.set_state(session, customer.id, row.state, name=name)
+
+    async def on_claimed(self, session: AsyncSession, conv: Conversation) -> None:
+        """A chat was taken: its topic's SLA warning goes (the wait is over)."""
+        async with session.begin():
+            customer = await session.get(Customer, conv.customer_id)
+        if customer is not None:
+            await self.clear_sla(session, customer, only=sla.WARN)
+
+    async def post_offer(
+        self,
+        agent: Agent,
+        conv: Conversation,
+        customer: Customer,
+        preview: str | None,
+        markup: InlineKeyboardMarkup,
+    ) -> SentMessage | None:
+        """Offer mode: the offer goes to its agent by mention in the queue view's thread,
+        where the Accept and Decline buttons answer only them (bot/handlers/queue.py)."""
+        with for_agents():
+            text = texts.topics.offer(
+                mention(agent),
+                texts.agent.conv_label(conv, customer),
+                round(self.policy.queue.offer_timeout_seconds),
+            )
+            if preview:
+                text += "\n" + texts.topics.first_message(preview)
+        return await self._post(self.queue_thread, text, markup)
 
     # --- the queue view -------------------------------------------------------------------
     async def refresh_board(self, session: AsyncSession, *, repost: bool = False) -> None:

@@ -86,7 +86,9 @@ async def complaint(
     policy: Policy,
     desk: Desk,
     clock: Clock,
+    in_hand: tuple[Conversation, Customer] | None = None,
 ) -> None:
+    """``in_hand``: the chat, when the caller knows it (a customer's forum topic)."""
     p = policy.complaints
     if not p.enabled:
         await message.answer(texts.complaint.complaints_off())
@@ -100,7 +102,7 @@ async def complaint(
     if key is None:
         await message.answer(texts.complaint.unknown_category(words[0], keys))
         return
-    found = await _chat_in_hand(message, session, agent)
+    found = in_hand or await _chat_in_hand(message, session, agent)
     if found is None:
         return
     conv, customer = found
@@ -128,6 +130,7 @@ async def remedy(
     agent: Agent,
     policy: Policy,
     clock: Clock,
+    in_hand: tuple[Conversation, Customer] | None = None,
 ) -> None:
     kinds = list(policy.complaints.remedies)
     words = (command.args or "").split(maxsplit=2)
@@ -143,7 +146,7 @@ async def remedy(
         await message.answer(texts.complaint.bad_amount(words[1]))
         return
     parsed = remedies.parse_remedy(command.args or "", policy)
-    found = await _chat_in_hand(message, session, agent)
+    found = in_hand or await _chat_in_hand(message, session, agent)
     if found is None:
         return
     conv, _customer = found
@@ -171,8 +174,9 @@ async def resolve(
     policy: Policy,
     desk: Desk,
     clock: Clock,
+    in_hand: tuple[Conversation, Customer] | None = None,
 ) -> None:
-    found = await _chat_in_hand(message, session, agent)
+    found = in_hand or await _chat_in_hand(message, session, agent)
     if found is None:
         return
     conv, customer = found

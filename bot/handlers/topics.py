@@ -10,8 +10,9 @@ agent is ignored and never reaches a customer.
 - in a customer's topic: a plain message goes to the customer (only from the agent holding
   the chat; every type, albums as albums); ``/note TEXT`` or a message starting with ``#`` is
   an internal note kept in the transcript and never sent; ``/r KEY`` sends a canned reply
-  (from the holder only); ``/close``, ``/transfer``, ``/takeover`` (supervisors) act on the
-  topic's chat without addressing; an agent's edit edits the customer's copy.
+  (from the holder only); ``/close``, ``/transfer``, ``/takeover`` (supervisors),
+  ``/complaint``, ``/remedy``, ``/resolve`` act on the topic's chat without addressing; an
+  agent's edit edits the customer's copy.
 - a customer's edit (private chat) is shown in their topic.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 from aiogram import BaseMiddleware, F, Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, Filter
-from aiogram.types import Message, TelegramObject
+from aiogram.types import Message, ReplyParameters, TelegramObject
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -254,6 +255,63 @@ async def canned(
     )
 
 
+async def _held(
+    message: Message, session: AsyncSession, agent: Agent, desk: Desk
+) -> tuple[Conversation, Customer] | None:
+    """The topic's chat if this agent holds it, else None after saying why."""
+    conv, customer = await _topic_chat(session, message, desk)
+    if conv is None or customer is None:
+        await message.answer(texts.topics.no_open_chat())
+        return None
+    if conv.agent_id != agent.id or conv.status != ASSIGNED:
+        async with session.begin():
+            other = await session.get(Agent, conv.agent_id) if conv.agent_id else None
+        await message.reply(texts.topics.not_holder(other.name if other else None))
+        return None
+    return conv, customer
+
+
+async def complaint(
+    message: Message, command: CommandObject, session: AsyncSession, agent: Agent,
+    policy: Policy, desk: Desk, clock: Clock,
+) -> None:  # fmt: skip
+    """``/complaint``, ``/remedy``, ``/resolve`` in a customer's topic: on the topic's chat,
+    without addressing (bot/handlers/complaint.py does the rest, as in private mode)."""
+    if not (command.args or "").strip():  # the usage line, without a chat
+        await complaint_handlers.complaint(message, command, session, agent, policy, desk, clock)
+        return
+    found = await _held(message, session, agent, desk)
+    if found is not None:
+        await complaint_handlers.complaint(
+            message, command, session, agent, policy, desk, clock, in_hand=found
+        )
+
+
+async def remedy(
+    message: Message, command: CommandObject, session: AsyncSession, agent: Agent,
+    policy: Policy, desk: Desk, clock: Clock,
+) -> None:  # fmt: skip
+    if not (command.args or "").strip():
+        await complaint_handlers.remedy(message, command, session, agent, policy, clock)
+        return
+    found = await _held(message, session, agent, desk)
+    if found is not None:
+        await complaint_handlers.remedy(
+            message, command, session, agent, policy, clock, in_hand=found
+        )
+
+
+async def resolve(
+    message: Message, command: CommandObject, session: AsyncSession, agent: Agent,
+    policy: Policy, desk: Desk, clock: Clock,
+) -> None:  # fmt: skip
+    found = await _held(message, session, agent, desk)
+    if found is not None:
+        await complaint_handlers.resolve(
+            message, command, session, agent, policy, desk, clock, in_hand=found
+        )
+
+
 async def agent_edit(message: Message, session: AsyncSession, agent: Agent, desk: Desk) -> None:
     """An agent's edit edits the customer's copy."""
     async with session.begin():
@@ -275,7 +333,9 @@ async def agent_edit(message: Message, session: AsyncSession, agent: Agent, desk
         pass  # not modified, or too old to edit (48 h)
 
 
-async def customer_edit(message: Message, session: AsyncSession, desk: Desk) -> None:
+async def customer_edit(
+    message: Message, session: AsyncSession, desk: Desk, customer: Customer
+) -> None:
     """A customer's edit is shown in their topic, under the copy it changes."""
     if desk.topics is None:
         return
@@ -283,13 +343,17 @@ async def customer_edit(message: Message, session: AsyncSession, desk: Desk) -> 
         copy = await records.copy_of(
             session, message.chat.id, message.message_id, desk.topics.group_id
         )
+        thread = await records.thread_of(session, customer.id)
     if copy is None:
         return
     with contextlib.suppress(TelegramAPIError):
+        # In the topic by its id, not only by the reply: without it a reply whose target
+        # is gone would land in the General topic.
         await desk.bot.send_message(
             copy[0],
             texts.topics.customer_edited(message.text or message.caption or ""),
-            reply_to_message_id=copy[1],
+            message_thread_id=thread,
+            reply_parameters=ReplyParameters(message_id=copy[1], allow_sending_without_reply=True),
         )
 
 
@@ -314,6 +378,9 @@ def routers() -> list[Router]:
     group.message.register(transfer, Command("transfer"), InCustomerTopic())
     group.message.register(takeover, Command("takeover"), InCustomerTopic(), IsSupervisor())
     group.message.register(canned, Command("r"), InCustomerTopic())
+    group.message.register(complaint, Command("complaint"), InCustomerTopic())
+    group.message.register(remedy, Command("remedy"), InCustomerTopic())
+    group.message.register(resolve, Command("resolve"), InCustomerTopic())
     group.message.register(relay, InCustomerTopic(), ~F.text.startswith("/"))
     group.edited_message.register(agent_edit, InCustomerTopic())
     customer_edits.edited_message.register(customer_edit)

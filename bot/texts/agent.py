@@ -215,7 +215,8 @@ def briefing(conv: Conversation, customer: Customer, card: str, *, follows: bool
     """The hand-over's first message: whose chat it is, the customer card, and whether the
     customer's messages follow (not when the question was asked in self-service: the card
     shows it)."""
-    text = f"{you_took(conv, customer)}\n\n{card}"
+    # No card when the customer's forum topic shows it already (topics mode).
+    text = f"{you_took(conv, customer)}\n\n{card}" if card else you_took(conv, customer)
     return f"{text}\n\n{messages_follow()}" if follows else text
 
 

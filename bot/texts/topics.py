@@ -11,8 +11,12 @@ from bot.i18n import _
 def waiting(label: str, preview: str | None) -> str:
     text = _("🔔 <b>{label}</b> is waiting in the queue.").format(label=escape(label))
     if preview:
-        text += "\n" + _("First message: {preview}").format(preview=escape(preview))
+        text += "\n" + first_message(preview)
     return text
+
+
+def first_message(preview: str) -> str:
+    return _("First message: {preview}").format(preview=escape(preview))
 
 
 def for_manager(mention: str) -> str:
