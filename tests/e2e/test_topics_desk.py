@@ -1,6 +1,7 @@
 """Topics mode end to end, the desk's service in the forum group: SLA marks in topic names,
 offers by mention, the agent commands in a customer's topic without addressing, the card
-once per chat, a customer's edit in their topic."""
+once per chat, a customer's edit in their topic; and the whole desk (two agents, five
+customers of every tier, capacity, the VIP manager window, notes, a restart, a survey)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from routing.queue.agents import add_agent
@@ -225,3 +227,115 @@ async def test_agent_commands_in_a_topic_without_addressing(env: Env, api: FakeB
     await until(lambda: any("has been closed" in (m.get("text") or "")
                             for m in api.messages_in(VERA)))  # fmt: skip
     assert await holder(env, VERA) is None
+
+
+# --- the whole desk in a forum group --------------------------------------------------------
+
+ANN2, BEN2 = 9301, 9302
+VERA2, VICTOR, ALICE, BORIS, CLEO = 7301, 7302, 7303, 7304, 7305
+SECRETS = ("secret-code-123", "upset-xyz")
+
+
+@pytest.mark.slow  # two bot starts: about a minute on a busy box
+async def test_two_agents_five_customers_of_every_tier_in_topics(env: Env, api: FakeBotAPI) -> None:
+    """Claims in topics with capacity and the VIP manager window, notes that never reach a
+    customer, a restart in the middle, a survey after a close."""
+    # Noon: a survey is not held back by the quiet hours.
+    env.use_clock(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
+    api.make_forum(GROUP)
+    env.policy_file(TOPICS + "[surveys]\nsweep_seconds = 0.5\n[surveys.csat]\ndelay_seconds = 0\n")
+
+    async def agents(s: Any) -> None:
+        for tg, name in ((ANN2, "Ann"), (BEN2, "Ben")):
+            agent, _ = await add_agent(s, tg, name, max_chats=2, now=env.now)
+            agent.online = True
+
+    await env.seed(agents)
+    for ext, name, tier, tg, manager in (
+        ("V-1", "Vera", "VIP", VERA2, "Ben"),
+        ("V-2", "Victor", "VIP", VICTOR, None),
+        ("A-1", "Alice", "A", ALICE, None),
+        ("B-1", "Boris", "B", BORIS, None),
+        ("C-1", "Cleo", "C", CLEO, None),
+    ):
+        await env.add_customer(external_id=ext, name=name, tier=tier, telegram_id=tg,
+                               account_manager=manager)  # fmt: skip
+    await env.bot.start()
+
+    async def press(agent: int, who: str) -> str:
+        """``agent`` presses Claim in ``who``'s topic; returns the answer's text."""
+        notice = await claim_notice(api, topic_of(api, who))
+        mark = api.mark()
+        qid = api.press_in(GROUP, agent, notice["message_id"], first_button(notice))
+        answer = await api.wait_for(
+            "answerCallbackQuery", since=mark, timeout=20,
+            predicate=lambda c: c.params.get("callback_query_id") == qid,
+        )  # fmt: skip
+        return str(answer.params.get("text") or "")
+
+    async def arrives(who: str, text: str) -> None:
+        thread = topic_of(api, who)
+        await until(lambda: any(m.get("text") == text for m in in_thread(api, thread)))
+
+    def got(customer: int, needle: str) -> bool:
+        return any(needle in (m.get("text") or "") for m in api.messages_in(customer))
+
+    # Vera (VIP) waits for her account manager Ben alone: named in her topic, Ann refused.
+    api.user_message(VERA2, "Vera here")
+    await until(lambda: any("Vera" in t.name for t in api.topics_of(GROUP)))
+    page = await api.wait_for("sendMessage", chat_id=GROUP, text_contains="your account customer",
+                              timeout=20)  # fmt: skip
+    assert f"tg://user?id={BEN2}" in (page.text or "")
+    assert page.params.get("message_thread_id") == topic_of(api, "Vera")
+    assert "own agent" in await press(ANN2, "Vera")
+    await press(BEN2, "Vera")
+    await arrives("Vera", "Vera here")
+
+    # Victor (VIP, no manager) goes to anyone: Ann. Alice (A) asks for a person after
+    # self-service: Ann again, who is then at her capacity of two.
+    api.user_message(VICTOR, "Victor here")
+    await until(lambda: any("Victor" in t.name for t in api.topics_of(GROUP)))
+    await press(ANN2, "Victor")
+    await arrives("Victor", "Victor here")
+    await env.say(ALICE, "where is my refund")
+    await env.say(ALICE, "/human")
+    await until(lambda: any("Alice" in t.name for t in api.topics_of(GROUP)))
+    await press(ANN2, "Alice")
+    await env.say(BORIS, "/human")
+    await env.say(CLEO, "/human")
+    await until(lambda: len(api.topics_of(GROUP)) == 5)
+    assert "maximum" in await press(ANN2, "Boris")
+    await press(BEN2, "Boris")
+    assert "maximum" in await press(BEN2, "Cleo")
+    assert await holder(env, BORIS) == BEN2 and await holder(env, CLEO) is None
+
+    # Notes in Victor's topic stay there; a reply reaches him.
+    victor = topic_of(api, "Victor")
+    api.group_message(GROUP, ANN2, f"/note {SECRETS[0]}", thread_id=victor)
+    api.group_message(GROUP, ANN2, f"#vip {SECRETS[1]}", thread_id=victor)
+    api.group_message(GROUP, ANN2, "Hello Victor", thread_id=victor)
+    await until(lambda: got(VICTOR, "Hello Victor"))
+
+    # A restart in the middle: topics reused, messages flow both ways.
+    await env.bot.stop()
+    await env.bot.start()
+    api.user_message(ALICE, "still there?")
+    await arrives("Alice", "still there?")
+    api.group_message(GROUP, ANN2, "Yes, Alice", thread_id=topic_of(api, "Alice"))
+    await until(lambda: got(ALICE, "Yes, Alice"))
+
+    # Ann closes Victor's chat: he is asked for his rating; Ann has room for Cleo now.
+    api.group_message(GROUP, ANN2, "/close", thread_id=victor)
+    await until(lambda: api.topic(GROUP, victor).closed)
+    await until(lambda: got(VICTOR, "How satisfied were you"), seconds=30)
+    await press(ANN2, "Cleo")
+    assert await holder(env, CLEO) == ANN2
+
+    await api.wait_idle()
+    assert len(api.topics_of(GROUP)) == 5
+    names = sorted(t.name for t in api.topics_of(GROUP))
+    assert names == ["A · Alice · #A-1", "B · Boris · #B-1", "C · Cleo · #C-1",
+                     "VIP · Vera · #V-1", "VIP · Victor · #V-2"], names  # fmt: skip
+    for customer in (VERA2, VICTOR, ALICE, BORIS, CLEO):
+        seen = [m.get("text") or m.get("caption") or "" for m in api.messages_in(customer)]
+        assert not any(s in t for s in SECRETS for t in seen), seen
