@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import MetaData, Table, insert
+from sqlalchemy import MetaData, Table, insert, text
 
 from routing.store.db import make_engine, upgrade
 from routing.store.models import ASSIGNED, Agent, Conversation, Customer
@@ -43,6 +43,7 @@ NOW = datetime(2026, 4, 15, 12, 0, tzinfo=UTC)
 
 CUSTOMER_TG = 100_000_000  # customer i has Telegram id CUSTOMER_TG + i
 AGENT_TG = 9_000_000  # agent j has Telegram id AGENT_TG + j
+START_TIMEOUT = 180  # seconds for a bot process to reach its first long poll
 TIER_MIX = (("VIP", 0.05), ("A", 0.15), ("B", 0.30), ("C", 0.50))
 
 
@@ -105,6 +106,14 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {sys.version.split()[0]}"
 
 
+def loadavg() -> str:
+    """The 1/5/15-minute load averages (the box is shared: others' runs show here)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 # ------------------------------------------------------------------ instrumented fake API
 
 
@@ -143,21 +152,71 @@ class World:
     partners: list[int]  # customers in an assigned chat with agents[j]
     vips: list[int]  # VIPs with no open conversation (each opens one on first message)
     regular: list[int]  # identified non-VIP customers without a conversation (self-service)
+    url: str | None = None  # a PostgreSQL database instead of the SQLite file at db_path
 
     @property
     def db_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.db_path}"
+        return self.url or f"sqlite+aiosqlite:///{self.db_path}"
+
+    async def processed(self) -> int:
+        """Updates the bot has finished (done in its inbox), on either backend."""
+        if self.url is None:
+            return processed_count(self.db_path)
+        engine = _count_engines.get(self.url)
+        if engine is None:
+            engine = _count_engines[self.url] = make_engine(self.url)
+        async with engine.connect() as conn:
+            n = await conn.scalar(
+                text("SELECT count(*) FROM inbound_updates WHERE status = 'done'")
+            )
+        return int(n or 0)
+
+
+_count_engines: dict[str, Any] = {}
+
+
+async def dispose_count_engines() -> None:
+    while _count_engines:
+        _, engine = _count_engines.popitem()
+        await engine.dispose()
+
+
+def pg_url() -> str | None:
+    """The PostgreSQL database benchmarks may wipe: CONTACTBOT_BENCH_PG_URL, else
+    CONTACTBOT_TEST_PG_URL (its ``public`` schema is dropped and recreated for each run)."""
+    return os.environ.get("CONTACTBOT_BENCH_PG_URL") or os.environ.get("CONTACTBOT_TEST_PG_URL")
+
+
+async def reset_pg(url: str) -> None:
+    """An empty ``public`` schema, as bench/chaos.py leaves PostgreSQL before a run."""
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            await conn.execute(text("CREATE SCHEMA public"))
+    finally:
+        await engine.dispose()
 
 
 async def seed(
-    db_path: Path, customers: int, *, agents: int = 8, online: int = 3, seed: int = SEED
+    db_path: Path,
+    customers: int,
+    *,
+    agents: int = 8,
+    online: int = 3,
+    seed: int = SEED,
+    url: str | None = None,
 ) -> World:
     """A migrated SQLite file with ``customers`` identified customers (mixed tiers) and agents.
 
     Inserted with SQLAlchemy core executemany: 100,000 customers take a couple of seconds.
+    With ``url`` (PostgreSQL) the same rows go there instead, into a schema reset first.
     """
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db_path}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240
+    if url is None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)  # noqa: ASYNC240
+    else:
+        await reset_pg(url)
     rng = random.Random(seed)
     tiers, weights = zip(*TIER_MIX, strict=True)
     rows = []
@@ -207,7 +266,7 @@ async def seed(
         }
         for j in range(agents)
     ]
-    engine = make_engine(f"sqlite+aiosqlite:///{db_path}")
+    engine = make_engine(url or f"sqlite+aiosqlite:///{db_path}")
     try:
         # alembic keeps its migration context in module globals: one upgrade at a time.
         async with _upgrade_lock():
@@ -219,6 +278,15 @@ async def seed(
                 await _insert(conn, tables["customers"], rows[start : start + 20_000])
             await _insert(conn, tables["agents"], agent_rows)
             await _insert(conn, tables["conversations"], convs)
+            if url is not None:
+                # Rows went in with their ids: move PostgreSQL's sequences past them.
+                for table in ("customers", "agents"):
+                    await conn.execute(
+                        text(
+                            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                            f" (SELECT max(id) FROM {table}))"
+                        )
+                    )
     finally:
         await engine.dispose()
     ids = [CUSTOMER_TG + i for i in range(customers)]
@@ -231,6 +299,7 @@ async def seed(
         regular=[
             t for t, tier in zip(ids[agents:], tier_of[agents:], strict=True) if tier != "VIP"
         ],
+        url=url,
     )
 
 
@@ -363,7 +432,8 @@ async def bot_process(
     try:
         try:
             # deleteWebhook is the last call before the first long poll.
-            await api.wait_for("deleteWebhook", since=mark, timeout=60)
+            # Generous: on a shared box under load, importing the bot alone took 10-60 s.
+            await api.wait_for("deleteWebhook", since=mark, timeout=START_TIMEOUT)
         except AssertionError:
             raise RuntimeError(f"bot did not start polling:\n{bp.log()[-3000:]}") from None
         yield bp

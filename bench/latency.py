@@ -3,16 +3,24 @@
     python -m bench latency [--size tiny|default] [--json FILE]
 
 The bot runs as its own process (``python -m bot run``) on a seeded SQLite file. A paced
-driver queues ordinary messages (self-service and relays both ways) at a steady rate and,
-interleaved, VIP first messages, each from a different VIP, so each opens a chat and pages
-the online agents. Latency is measured inside the fake API on one clock: from the moment a
-VIP's update is put into a ``getUpdates`` response to the moment the first page for that VIP
-(a ``sendMessage`` to an agent naming the VIP) arrives at the fake.
+driver (an open loop: it queues on schedule whether or not the bot keeps up) sends messages
+at a steady rate, a share of them (60%) VIP first messages, each from a different VIP, so
+each opens a chat and pages the online agents; the rest is ordinary traffic (self-service
+and relays both ways). Latency is measured inside the fake API on one clock: from the moment
+a VIP's update is put into a ``getUpdates`` response to the moment the first page for that
+VIP (a ``sendMessage`` to an agent naming the VIP) arrives at the fake.
+
+Issue 19's figure is the p99 at 40 messages/s (goal under 50 ms). The run is a sweep over
+loads (``Size.sweep``, msg/s, same VIP share), each step short and on a freshly seeded
+database and bot, and reports the first load at which p99 reaches 50 ms. A step that the bot
+cannot keep up with shows as a backlog: the updates left when the driver stopped, drained
+afterwards ("drain" below), and latency that is queueing time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,103 +31,168 @@ from bench.common import (
     Figure,
     Traffic,
     bot_process,
+    loadavg,
     percentile,
     processed_count,
     seed,
     wait_done,
 )
 
+GOAL_MS = 50.0
+
 
 @dataclass(frozen=True)
 class Size:
-    vips: int
-    vip_rate: float  # VIP messages per second
-    background_rate: float  # ordinary messages per second
+    sweep: tuple[float, ...]  # offered loads, messages/s (VIP share included)
+    headline: float  # the load issue 19's goal is stated at
+    vip_share: float
+    step_s: float  # seconds of paced sending per step
     customers: int
 
 
 SIZES = {
-    "tiny": Size(vips=20, vip_rate=20, background_rate=40, customers=2000),
-    "default": Size(vips=1000, vip_rate=10, background_rate=10, customers=30_000),
+    "tiny": Size(sweep=(20, 40), headline=40, vip_share=0.6, step_s=1.5, customers=2000),
+    "default": Size(
+        sweep=(10, 20, 30, 40, 60), headline=40, vip_share=0.6, step_s=15, customers=20_000
+    ),
 }
+
+
+@dataclass(frozen=True)
+class Step:
+    rate: float  # offered, messages/s
+    achieved: float  # what the driver managed to queue, messages/s
+    sent: int
+    lat_ms: list[float]
+    missing: int
+    drain_s: float  # from the last message queued to the last update done
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.lat_ms, 99)
+
+
+async def step(wd: Path, size: Size, rate: float, tag: str) -> Step:
+    """``size.step_s`` seconds at ``rate`` messages/s on a fresh database and bot."""
+    world = await seed(wd / f"latency-{tag}.db", size.customers)
+    want = math.ceil(rate * size.step_s * size.vip_share) + 1
+    if len(world.vips) < want:
+        raise RuntimeError(f"only {len(world.vips)} VIPs seeded; need {want}")
+    traffic = Traffic(world)
+    vip_update: dict[int, int] = {}  # VIP Telegram id -> update id
+    agents = set(world.agents)
+    async with (
+        BenchAPI() as api,
+        bot_process(api, wd / f"latency-{tag}.log", db_url=world.db_url) as _bot,
+    ):
+        base = processed_count(world.db_path)
+        mark = api.mark()
+        sent = 0
+        total = max(1, round(rate * size.step_s))
+        t0 = time.monotonic()
+        # A paced open loop: the driver queues on schedule whether or not the bot keeps up.
+        while sent < total:
+            delay = t0 + sent / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # Deterministic interleaving: VIPs get their share of the slots.
+            if int((sent + 1) * size.vip_share) > int(sent * size.vip_share):
+                vip = traffic.next_vip()
+                api.user_message(vip, "my order arrived broken")
+                vip_update[vip] = api._next_update_id - 1
+            else:
+                user, text, _ = traffic.ordinary()
+                api.user_message(user, text)
+            sent += 1
+        sent_at = time.monotonic()
+        send_span = sent_at - t0
+        done_at = await wait_done(lambda: processed_count(world.db_path) - base, sent, timeout=300)
+        await api.wait_idle(quiet=0.3, timeout=30)
+    # Match each page to its VIP by name ("Customer 123") in the notification text.
+    first_page: dict[int, float] = {}
+    name_to_vip = {f"Customer {vip - 100_000_000}": vip for vip in vip_update}
+    for call in api.calls[mark:]:
+        if call.method != "sendMessage" or call.chat_id not in agents:
+            continue
+        head = (call.text or "").split("\n", 1)[0]
+        for _name, vip in _names_in(head, name_to_vip):
+            first_page.setdefault(vip, call.at)
+    lat_ms = []
+    missing = 0
+    for vip, update_id in vip_update.items():
+        handed = api.handed_at.get(update_id)
+        page = first_page.get(vip)
+        if handed is None or page is None:
+            missing += 1
+            continue
+        lat_ms.append((page - handed) * 1000)
+    if not lat_ms:
+        raise RuntimeError("no VIP page was observed")
+    achieved = (sent - 1) / send_span if send_span and sent > 1 else float(sent)
+    return Step(rate, achieved, sent, lat_ms, missing, max(0.0, done_at - sent_at))
+
+
+def crossing(steps: list[Step]) -> tuple[float, float]:
+    """(the first load whose p99 reaches the goal, that load interpolated linearly between
+    the last step under it and the first over); both NaN when no step reaches it."""
+    ordered = sorted(steps, key=lambda s: s.rate)
+    for i, st in enumerate(ordered):
+        if st.p99 >= GOAL_MS:
+            if i == 0:
+                return st.rate, st.rate
+            lo = ordered[i - 1]
+            frac = (GOAL_MS - lo.p99) / (st.p99 - lo.p99) if st.p99 != lo.p99 else 1.0
+            return st.rate, lo.rate + frac * (st.rate - lo.rate)
+    return math.nan, math.nan
 
 
 async def run(size_name: str = "default", workdir: Path | None = None) -> list[Figure]:
     size = SIZES[size_name]
+    loads = sorted(set(size.sweep) | {size.headline})
+    steps: dict[float, Step] = {}
+    print(
+        f"  load average at start: {loadavg()}; {size.step_s:g} s per step,"
+        f" {size.vip_share:.0%} VIP first messages"
+    )
+    print(f"  {'msg/s':>6} {'achieved':>8} {'VIPs':>5} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'max ms':>8} {'drain s':>8} {'missing':>7}")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="contactbot-bench-") as tmp:
         wd = workdir or Path(tmp)
-        world = await seed(wd / "latency.db", size.customers)
-        if len(world.vips) < size.vips:
-            raise RuntimeError(f"only {len(world.vips)} VIPs seeded; need {size.vips}")
-        traffic = Traffic(world)
-        vip_update: dict[int, int] = {}  # VIP Telegram id -> update id
-        agents = set(world.agents)
-        async with (
-            BenchAPI() as api,
-            bot_process(api, wd / "latency.log", db_url=world.db_url) as _bot,
-        ):
-            base = processed_count(world.db_path)
-            mark = api.mark()
-            sent = 0
-            total_rate = size.vip_rate + size.background_rate
-            vip_share = size.vip_rate / total_rate
-            duration = size.vips / size.vip_rate
-            t0 = time.monotonic()
-            vips_sent = 0
-            # A paced open loop: the driver queues on schedule whether or not the bot keeps up.
-            while vips_sent < size.vips:
-                due = t0 + sent / total_rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                # Deterministic interleaving: VIPs get their share of the slots.
-                if int((sent + 1) * vip_share) > int(sent * vip_share):
-                    vip = traffic.next_vip()
-                    msg = api.user_message(vip, "my order arrived broken")
-                    vip_update[vip] = api._next_update_id - 1
-                    vips_sent += 1
-                else:
-                    user, text, _ = traffic.ordinary()
-                    msg = api.user_message(user, text)
-                del msg
-                sent += 1
-            send_span = time.monotonic() - t0
-            await wait_done(lambda: processed_count(world.db_path) - base, sent, timeout=120)
-            await api.wait_idle(quiet=0.3, timeout=30)
-        # Match each page to its VIP by name ("Customer 123") in the notification text.
-        first_page: dict[int, float] = {}
-        name_to_vip = {f"Customer {vip - 100_000_000}": vip for vip in vip_update}
-        for call in api.calls[mark:]:
-            if call.method != "sendMessage" or call.chat_id not in agents:
-                continue
-            head = (call.text or "").split("\n", 1)[0]
-            for name, vip in _names_in(head, name_to_vip):
-                first_page.setdefault(vip, call.at)
-                del name
-        lat_ms = []
-        missing = 0
-        for vip, update_id in vip_update.items():
-            handed = api.handed_at.get(update_id)
-            page = first_page.get(vip)
-            if handed is None or page is None:
-                missing += 1
-                continue
-            lat_ms.append((page - handed) * 1000)
-    if not lat_ms:
-        raise RuntimeError("no VIP page was observed")
-    p50, p99, worst = percentile(lat_ms, 50), percentile(lat_ms, 99), max(lat_ms)
-    achieved = sent / send_span if send_span else 0.0
-    print(
-        f"  {len(lat_ms)} VIP pages over {duration:.0f}s at {achieved:.0f} msg/s offered "
-        f"({size.vip_rate:.0f} VIP/s + {size.background_rate:.0f} ordinary/s); missing {missing}"
-    )
-    return [
-        Figure("latency_vip_p50_ms", p50, "ms"),
-        Figure("latency_vip_p99_ms", p99, "ms", goal="< 50 ms", met=p99 < 50),
-        Figure("latency_vip_max_ms", worst, "ms"),
-        Figure("latency_vip_messages", float(len(lat_ms)), "messages"),
-        Figure("latency_vip_missing_pages", float(missing), "messages"),
+        for i, rate in enumerate(loads):
+            st = steps[rate] = await step(wd, size, rate, str(i))
+            print(
+                f"  {rate:6.0f} {st.achieved:8.1f} {len(st.lat_ms):5d}"
+                f" {percentile(st.lat_ms, 50):8.1f} {st.p99:8.1f} {max(st.lat_ms):8.1f}"
+                f" {st.drain_s:8.2f} {st.missing:7d}",
+                flush=True,
+            )
+    first_over, interpolated = crossing(list(steps.values()))
+    if math.isnan(first_over):
+        print(f"  p99 stays under {GOAL_MS:.0f} ms up to {loads[-1]:.0f} msg/s")
+    elif first_over == loads[0]:
+        print(f"  p99 is over {GOAL_MS:.0f} ms already at the lowest load, {loads[0]:.0f} msg/s")
+    else:
+        print(
+            f"  p99 reaches {GOAL_MS:.0f} ms first at {first_over:.0f} msg/s"
+            f" (interpolated {interpolated:.1f} msg/s)"
+        )
+    head = steps[size.headline]
+    p99 = head.p99
+    figures = [
+        Figure("latency_vip_p50_ms", percentile(head.lat_ms, 50), "ms"),
+        Figure("latency_vip_p99_ms", p99, "ms", goal=f"< {GOAL_MS:.0f} ms", met=p99 < GOAL_MS),
+        Figure("latency_vip_max_ms", max(head.lat_ms), "ms"),
+        Figure("latency_vip_messages", float(len(head.lat_ms)), "messages"),
+        Figure("latency_vip_missing_pages", float(sum(s.missing for s in steps.values())),
+               "messages"),
+        Figure("latency_load_msg_per_s", size.headline, "msg/s"),
+        Figure("latency_p99_first_load_over_50ms", first_over, "msg/s"),
+        Figure("latency_p99_crosses_50ms_at", interpolated, "msg/s (interpolated)"),
+    ]  # fmt: skip
+    figures += [
+        Figure(f"latency_sweep_{rate:g}_p99_ms", st.p99, "ms") for rate, st in steps.items()
     ]
+    return figures
 
 
 def _names_in(head: str, names: dict[str, int]) -> list[tuple[str, int]]:

@@ -31,7 +31,7 @@ async def test_pipeline_latency_and_memory_tiny(tmp_path: Path) -> None:
         latency.run("tiny", dirs[1]),
         # One of memory's two runs (the other differs only in the number of customers).
         memory.serve(dirs[2], memory.SIZES["tiny"].large, memory.SIZES["tiny"]),
-        cpu.run("tiny", dirs[3]),
+        cpu.run("tiny", dirs[3], path="mix"),
     )
     figs = _by_name(pipe)
     assert figs["pipeline_contactbot_updates_per_s"].value > 0
@@ -48,10 +48,36 @@ async def test_pipeline_latency_and_memory_tiny(tmp_path: Path) -> None:
     )
     figs = _by_name(lat)
     assert figs["latency_vip_missing_pages"].value == 0
-    assert figs["latency_vip_messages"].value == latency.SIZES["tiny"].vips
+    tiny = latency.SIZES["tiny"]
+    # Every VIP slot of the headline step (40 msg/s, 60% VIPs) was paged and measured.
+    assert figs["latency_vip_messages"].value == int(
+        round(tiny.headline * tiny.step_s) * tiny.vip_share
+    )
+    for rate in tiny.sweep:
+        assert figs[f"latency_sweep_{rate:g}_p99_ms"].value > 0
     assert 0 < figs["latency_vip_p50_ms"].value <= figs["latency_vip_p99_ms"].value
     assert figs["latency_vip_p99_ms"].value <= figs["latency_vip_max_ms"].value
     assert 0 < rss <= peak
+
+
+async def test_cpu_every_path_tiny(tmp_path: Path) -> None:
+    """Each handler path's measuring process runs and finds its effect (chats opened,
+    claimed, closed; every update done), or it fails. The processes run side by side."""
+    per_update = await asyncio.gather(
+        *(cpu._in_fresh_process(name, tmp_path, "tiny", "0") for name in cpu.PATHS)
+    )
+    assert all(0 < s < 1 for s in per_update), dict(zip(cpu.PATHS, per_update, strict=True))
+
+
+def test_cpu_one_path_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "figures.json"
+    assert bench_main(["cpu", "--size", "tiny", "--path", "close", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "load average at start:" in printed
+    figures = json.loads(out.read_text())["figures"]
+    assert figures["cpu_path_close_ms_per_update"]["value"] > 0
+    assert figures["cpu_bare_aiogram_ms_per_update"]["value"] > 0
+    assert "cpu_contactbot_ms_per_update" not in figures  # the mix was not asked for
 
 
 def test_claims_tiny_through_the_cli_never_double(
