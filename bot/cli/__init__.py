@@ -16,60 +16,68 @@ One module per command family; shared pieces beside them:
   broadcast   broadcast (tier announcements), broadcast status
   report      report (the figures of a period: table, csv, json, html)
   policy      policy check
+
+Start-up is lazy: the parser needs nothing beyond the standard library, so ``--version``,
+``--help`` and a usage error answer at once; the settings, the database layer and the chosen
+command's module (with its dependencies: aiogram, SQLAlchemy, reports...) are imported only
+after the command line parsed, and only that one command's module.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy.exc import DBAPIError
-
-from bot.cli.agents import cmd_agents
-from bot.cli.broadcast import cmd_broadcast
-from bot.cli.complaints import cmd_complaints
-from bot.cli.conversations import cmd_conversations
-from bot.cli.customers import cmd_customers, cmd_score
-from bot.cli.database import DatabaseUnavailable, database_failure
-from bot.cli.importing import cmd_import
-from bot.cli.output import err, fit_output
 from bot.cli.parser import build_parser
-from bot.cli.policy import cmd_policy
-from bot.cli.report import cmd_report
-from bot.cli.run import cmd_db, cmd_run
-from bot.cli.simulate import cmd_simulate
-from bot.cli.surveys import cmd_surveys
-from bot.config import ConfigError, Settings, load_settings
-from bot.logs import configure as configure_logging
-from routing.policy.root import PolicyError
 
-__all__ = ["COMMANDS", "main"]
+if TYPE_CHECKING:
+    from bot.config import Settings
 
+__all__ = ["COMMANDS", "command", "main"]
 
-COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
-    "run": cmd_run,
-    "db": cmd_db,
-    "import": cmd_import,
-    "agents": cmd_agents,
-    "score": cmd_score,
-    "customers": cmd_customers,
-    "policy": cmd_policy,
-    "surveys": cmd_surveys,
-    "complaints": cmd_complaints,
-    "conversations": cmd_conversations,
-    "broadcast": cmd_broadcast,
-    "simulate": cmd_simulate,
-    "report": cmd_report,
+Command = Callable[["Settings", argparse.Namespace], int]
+
+# command -> (module, function): the module is imported when its command runs.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("bot.cli.run", "cmd_run"),
+    "db": ("bot.cli.run", "cmd_db"),
+    "import": ("bot.cli.importing", "cmd_import"),
+    "agents": ("bot.cli.agents", "cmd_agents"),
+    "score": ("bot.cli.customers", "cmd_score"),
+    "customers": ("bot.cli.customers", "cmd_customers"),
+    "policy": ("bot.cli.policy", "cmd_policy"),
+    "surveys": ("bot.cli.surveys", "cmd_surveys"),
+    "complaints": ("bot.cli.complaints", "cmd_complaints"),
+    "conversations": ("bot.cli.conversations", "cmd_conversations"),
+    "broadcast": ("bot.cli.broadcast", "cmd_broadcast"),
+    "simulate": ("bot.cli.simulate", "cmd_simulate"),
+    "report": ("bot.cli.report", "cmd_report"),
 }
 
 
+def command(name: str) -> Command:
+    """The function of command NAME, its module imported now."""
+    module, function = COMMANDS[name]
+    return cast(Command, getattr(importlib.import_module(module), function))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # --version, --help and usage errors exit here
+    from sqlalchemy.exc import DBAPIError
+
+    from bot.cli.database import DatabaseUnavailable, database_failure
+    from bot.cli.output import err, fit_output
+    from bot.config import ConfigError, load_settings
+    from bot.logs import configure as configure_logging
+    from routing.policy.root import PolicyError
+
     fit_output()
-    args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
         configure_logging(settings)  # once, before any command (run in both modes)
-        return COMMANDS[args.command](settings, args)
+        return command(args.command)(settings, args)
     except (ConfigError, PolicyError) as exc:
         err.print(f"contactbot: {exc}", markup=False)
         return 2

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from routing.queue import agents
+# routing.queue.agents.ROLES (tests/unit/test_cli_startup.py keeps them equal): importing
+# that module here would load SQLAlchemy and the models before --help could answer.
+AGENT_ROLES = ("agent", "supervisor")
 
 
 def _version() -> str:
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = agsub.add_parser("add", help="register (or update) an agent")
     add.add_argument("telegram_id", type=int, metavar="TELEGRAM_ID")
     add.add_argument("--name", required=True)
-    add.add_argument("--role", choices=agents.ROLES, default="agent")
+    add.add_argument("--role", choices=AGENT_ROLES, default="agent")
     add.add_argument("--max-chats", type=int, default=3)
     add.add_argument(
         "--tiers", help="comma-separated tiers this agent serves, e.g. VIP,A (default: all)"
