@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aiogram.utils.token import TokenValidationError, validate_token
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -79,6 +78,10 @@ class Settings(BaseSettings):
                 "CONTACTBOT_TOKEN is not set: get a token from @BotFather and export "
                 "CONTACTBOT_TOKEN=123456:ABC..."
             )
+        # Here, not at the top: importing aiogram takes seconds, and every command of the
+        # command line loads the settings; only `run` needs the token.
+        from aiogram.utils.token import TokenValidationError, validate_token
+
         try:
             validate_token(self.token)
         except TokenValidationError:
