@@ -155,15 +155,16 @@ async def run(size_name: str = "default", workdir: Path | None = None) -> list[F
         f" {size.vip_share:.0%} VIP first messages"
     )
     print(f"  {'msg/s':>6} {'achieved':>8} {'VIPs':>5} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'max ms':>8} {'drain s':>8} {'missing':>7}")  # fmt: skip
+          f"{'max ms':>8} {'drain s':>8} {'missing':>7}  load average before the step")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="contactbot-bench-") as tmp:
         wd = workdir or Path(tmp)
         for i, rate in enumerate(loads):
+            before = loadavg()
             st = steps[rate] = await step(wd, size, rate, str(i))
             print(
                 f"  {rate:6.0f} {st.achieved:8.1f} {len(st.lat_ms):5d}"
                 f" {percentile(st.lat_ms, 50):8.1f} {st.p99:8.1f} {max(st.lat_ms):8.1f}"
-                f" {st.drain_s:8.2f} {st.missing:7d}",
+                f" {st.drain_s:8.2f} {st.missing:7d}  {before}",
                 flush=True,
             )
     first_over, interpolated = crossing(list(steps.values()))
