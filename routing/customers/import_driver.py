@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from routing.customers.import_files import Batches, open_csv, scan
 from routing.customers.import_rows import Row, RowError, show_cell
 from routing.policy.root import Policy
+from routing.store.bulk import bulk_settings
 from routing.store.models import Customer, Order
 
 __all__ = [
@@ -208,7 +209,7 @@ class Importer(Generic[Row]):
         pending: asyncio.Future[tuple[int, list[Row | RowError]]] | None = None
         try:
             batches = Batches(f, path, header, self.parse, self.policy)
-            async with sessions() as session:
+            async with sessions() as session, bulk_settings(session, own_transactions=True):
                 self.dialect = session.get_bind().dialect.name
                 pending = asyncio.ensure_future(asyncio.to_thread(batches.next, batch_size))
                 while pending is not None:

@@ -92,7 +92,10 @@ def _counted(policy: Policy, o: Any = _O) -> ColumnElement[bool]:
     excluded = policy.scoring.exclude_statuses
     if not excluded:
         return true()
-    return or_(o.c.status.is_(None), o.c.status.not_in(excluded))
+    # ``!=`` each rather than NOT IN: SQLite evaluates this for every order of every
+    # customer, and a NOT IN list costs it an ephemeral-table probe per order (a few percent
+    # of the aggregate query's CPU, measured). Same rows: NULL is taken by the first branch.
+    return or_(o.c.status.is_(None), and_(*(o.c.status != s for s in excluded)))
 
 
 def facts_query(policy: Policy, now: datetime) -> Select[Any]:

@@ -42,9 +42,10 @@ from routing.scoring.facts import (
     HAS_DATA,
     ID,
     NAME,
+    ORDERS_TOTAL,
+    SATISFACTION,
     SCORE,
     SPEND,
-    SPEND_CENTS,
     TIER,
     _details,
     _state,
@@ -53,7 +54,9 @@ from routing.scoring.facts import (
     facts_query,
     to_epoch_days,
 )
+from routing.scoring.fast_grade import FastGrader
 from routing.scoring.model import Decision, Grade
+from routing.store.bulk import bulk_settings
 from routing.store.models import Customer, ScoringRun
 
 BATCH = 20_000
@@ -99,10 +102,41 @@ class _Writer:
         self.session = session
         self.policy = policy
         self.now = now
-        self.grade_rows: list[dict[str, Any]] = []
-        self.score_rows: list[dict[str, Any]] = []
+        # (id, tier, score, spend, below_count, below_since, evaluated)
+        self.grade_rows: list[tuple[Any, ...]] = []
+        # (id, score, spend)
+        self.score_rows: list[tuple[int, float, float]] = []
         self.log_rows: list[dict[str, Any]] = []
         self.result = RescoreResult()
+
+    def keep(
+        self,
+        row: Any,
+        score_: float,
+        spend: float,
+        tier: str,
+        below_count: int,
+        below_since: datetime | None,
+        has_data: bool,
+    ) -> None:
+        """``record`` for a decision that keeps the tier (``FastGrader.unchanged``): only the
+        bookkeeping, written when anything of it moved."""
+        r = self.result
+        was = bool(row[EVALUATED])
+        evaluated = was or has_data
+        r.customers += 1
+        r.distribution[tier] += 1
+        if (
+            tier != row[TIER]
+            or score_ != row[SCORE]
+            or spend != row[SPEND]
+            or below_count != row[BELOW_COUNT]
+            or below_since != row[BELOW_SINCE]
+            or evaluated != was
+        ):
+            self.grade_rows.append(
+                (row[ID], tier, score_, spend, below_count, below_since, evaluated)
+            )
 
     def record(
         self,
@@ -116,31 +150,10 @@ class _Writer:
         """``has_data``: the model knew something of the customer (orders, answers). Until it
         does, they are not marked evaluated, so their first real grading counts as the
         initial one (no upgrade notice for every customer of a first orders import)."""
-        r = self.result
-        evaluated = bool(row[EVALUATED]) or has_data
-        r.customers += 1
-        r.distribution[d.tier] += 1
-        if (
-            d.tier != row[TIER]
-            or score_ != row[SCORE]
-            or spend != row[SPEND]
-            or d.below_count != row[BELOW_COUNT]
-            or d.below_since != row[BELOW_SINCE]
-            or evaluated != bool(row[EVALUATED])
-        ):
-            self.grade_rows.append(
-                {
-                    "b_id": row[ID],
-                    "b_tier": d.tier,
-                    "b_score": score_,
-                    "b_spend": spend,
-                    "b_count": d.below_count,
-                    "b_since": d.below_since,
-                    "b_scored": evaluated,
-                }
-            )
+        self.keep(row, score_, spend, d.tier, d.below_count, d.below_since, has_data)
         if d.kind is None:
             return
+        r = self.result
         kind = d.kind
         if self.released:
             kind = scoring.OVERRIDE
@@ -190,16 +203,16 @@ class _Writer:
                 ),
                 [
                     (
-                        r["b_tier"],
-                        r["b_score"],
-                        r["b_spend"],
-                        r["b_count"],
-                        None if r["b_since"] is None else _db_time(r["b_since"], dialect.name),
-                        now if r["b_scored"] else None,
+                        tier,
+                        score_,
+                        spend,
+                        count,
+                        None if since is None else _db_time(since, dialect.name),
+                        now if scored else None,
                         now,
-                        r["b_id"],
+                        id_,
                     )
-                    for r in self.grade_rows
+                    for id_, tier, score_, spend, count, since, scored in self.grade_rows
                 ],
             )
             self.grade_rows = []
@@ -209,7 +222,7 @@ class _Writer:
                     dialect.paramstyle,
                     "UPDATE customers SET score = {}, spend_12m = {} WHERE id = {}",
                 ),
-                [(r["b_score"], r["b_spend"], r["b_id"]) for r in self.score_rows],
+                [(score_, spend, id_) for id_, score_, spend in self.score_rows],
             )
             self.score_rows = []
         if self.log_rows:
@@ -414,7 +427,22 @@ async def rescore(
 
     Runs in the caller's transaction. A full run is recorded in ``scoring_runs``; a partial
     one (a survey answer) in percentile mode grades against the last full run's cutoffs.
+    A full run on SQLite uses the bulk connection settings (``routing.store.bulk``).
     """
+    if customer_ids is None:
+        async with bulk_settings(session):
+            return await _rescore(session, policy, now, None, trigger, released)
+    return await _rescore(session, policy, now, customer_ids, trigger, released)
+
+
+async def _rescore(
+    session: AsyncSession,
+    policy: Policy,
+    now: datetime,
+    customer_ids: Sequence[int] | None,
+    trigger: str,
+    released: bool,
+) -> RescoreResult:
     started = time.perf_counter()
     now_days = to_epoch_days(now)
     stmt = facts_query(policy, now)
@@ -426,26 +454,31 @@ async def rescore(
 
     if percentile and customer_ids is None:
         # Pass one: scores only.
+        fast = FastGrader(policy, now, now_days)
         async for rows in _batches(session, stmt, None):
+            changed = w.score_rows
             for row in rows:
-                values = scoring.dimension_values(facts_from_row(row, now_days, policy), policy)
-                s = scoring.total(values, policy)
-                spend = int(row[SPEND_CENTS]) / 100
+                s, spend = fast.score(row)[:2]
                 if s != row[SCORE] or spend != row[SPEND]:
-                    w.score_rows.append({"b_id": row[ID], "b_score": s, "b_spend": spend})
+                    changed.append((row[ID], s, spend))
             await w.flush()
         cutoffs = await percentile_cutoffs(session, policy)
         # Pass two: grade the stored scores; no orders needed.
+        fast = FastGrader(policy, now, now_days, cutoffs)
         async for rows in _batches(session, _state_query(), None):
             for row in rows:
-                model = scoring.grade_percentile(row[SCORE], cutoffs, policy)
-                d = scoring.decide(_state(row), model, policy, now)
-                w.record(row, row[SCORE], row[SPEND], d, None, bool(row[HAS_DATA]))
+                kept = fast.unchanged(row, fast.model_rank(row[SCORE], 0.0, 0, 0))
+                if kept is None:
+                    model = scoring.grade_percentile(row[SCORE], cutoffs, policy)
+                    d = scoring.decide(_state(row), model, policy, now)
+                    w.record(row, row[SCORE], row[SPEND], d, None, bool(row[HAS_DATA]))
+                else:
+                    w.keep(row, row[SCORE], row[SPEND], *kept, bool(row[HAS_DATA]))
             await w.flush()
     else:
+        fast = FastGrader(policy, now, now_days, cutoffs)
         async for rows in _batches(session, stmt, customer_ids):
-            for row in rows:
-                _grade_row(w, row, now_days, policy, cutoffs, now)
+            _grade_rows(w, fast, rows, now_days, policy, cutoffs, now)
             await w.flush()
 
     result = w.result
@@ -470,6 +503,30 @@ async def rescore(
                 await session.refresh(obj)
     await session.flush()
     return result
+
+
+def _grade_rows(
+    w: _Writer,
+    fast: FastGrader,
+    rows: Sequence[Any],
+    now_days: float,
+    policy: Policy,
+    cutoffs: Sequence[float | None],
+    now: datetime,
+) -> None:
+    """Grade a batch: the fast path for customers who keep their tier, the model itself
+    (reasons, explanation) for the few who change."""
+    for row in rows:
+        s, spend, orders, categories, complaints = fast.score(row)
+        kept = fast.unchanged(row, fast.model_rank(s, spend, orders, categories))
+        if kept is None:
+            _grade_row(w, row, now_days, policy, cutoffs, now)
+            continue
+        # The same test as ``_grade_row``'s, on the same facts.
+        has_data = (
+            int(row[ORDERS_TOTAL] or 0) > 0 or row[SATISFACTION] is not None or complaints > 0
+        )
+        w.keep(row, s, spend, kept[0], kept[1], kept[2], has_data)
 
 
 def _grade_row(
