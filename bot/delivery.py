@@ -181,14 +181,18 @@ class Deliverer:
         await self.stop(5.0)
 
     # --- delivering -------------------------------------------------------------------
-    async def kick(self, conversation_id: int) -> None:
-        """Deliver this conversation's due rows now, in order (call after the commit)."""
-        for direction in (TO_AGENT, TO_CUSTOMER):
+    async def kick(self, conversation_id: int, direction: str | None = None) -> None:
+        """Deliver this conversation's due rows now, in order (call after the commit).
+
+        ``direction``: only that way (the caller queued rows one way only; the other way's
+        rows, if any, have their own kick or the sweep), else both."""
+        ways = (direction,) if direction is not None else (TO_AGENT, TO_CUSTOMER)
+        for way in ways:
             try:
-                await self._drain(conversation_id, direction, wait=True)
+                await self._drain(conversation_id, way, wait=True)
             except Exception:
                 # The rows are stored: the sweep tries again.
-                log.exception("delivery of #%s (%s) failed", conversation_id, direction)
+                log.exception("delivery of #%s (%s) failed", conversation_id, way)
 
     async def sweep(self) -> int:
         """One pass over every conversation with a due row. Returns how many there were."""
@@ -247,7 +251,7 @@ class Deliverer:
                     send = asyncio.ensure_future(self._send_in_turn(head.claimed))
                     self._sending.add(send)
                     send.add_done_callback(self._sending.discard)
-                    if not await asyncio.shield(send):
+                    if not await asyncio.shield(send) or not head.more:
                         return
         finally:
             self._users[key] -= 1

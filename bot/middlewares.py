@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from aiogram import BaseMiddleware
@@ -77,7 +78,11 @@ class DbSessionMiddleware(BaseMiddleware):
     ) -> Any:
         async with self.sessions() as session:
             async with session.begin():
-                found = await senders.lookup(session, event.update_id, user.id if user else None)
+                now = self.clock()
+                since = now - timedelta(minutes=self.policy.surveys.comment_minutes)
+                found = await senders.lookup(
+                    session, event.update_id, user.id if user else None, since
+                )
                 if found.seen:
                     return _SEEN
                 agent, customer = found.agent, found.customer
@@ -88,13 +93,14 @@ class DbSessionMiddleware(BaseMiddleware):
                         name=user.full_name,
                         language=user.language_code,
                         policy=self.policy,
-                        now=self.clock(),
+                        now=now,
                     )
                 data["session"] = session
                 data["agent"] = agent
                 data["customer"] = customer
                 # Found with the customer (None for a new guest, who has none).
                 data["open_conversation"] = found.conversation
+                data["lookup"] = found
                 for preload in self.preloads:
                     await preload(session, event, data)
             return await handler(event, data)

@@ -24,7 +24,8 @@ from routing.policy.root import Policy
 from routing.queue import conversations
 from routing.scoring.model import CSAT
 from routing.scoring.satisfaction import SatisfactionUpdate, update_satisfaction
-from routing.store.models import QUEUED, Conversation, Customer, Survey
+from routing.store.models import QUEUED, SURVEY_COMMENT_ASKED, Conversation, Customer, Survey
+from routing.store.update_lookup import awaiting_comment_where
 from surveys.outbox_states import ANSWERED, EXPIRED, SENDING, SENT, rowcount
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 ORIGIN_RECOVERY = "service_recovery"
-ASKED = "asked"
+ASKED = SURVEY_COMMENT_ASKED
 GIVEN = "given"
 SKIPPED_COMMENT = "skipped"
 
@@ -206,11 +207,7 @@ async def awaiting_comment(
     return (
         await session.execute(
             select(Survey)
-            .where(
-                Survey.customer_id == customer_id,
-                Survey.comment_state == ASKED,
-                Survey.answered_at >= since,
-            )
+            .where(*awaiting_comment_where(customer_id, since))
             .order_by(Survey.answered_at.desc())
             .limit(1)
         )

@@ -109,9 +109,10 @@ class Desk:
         """Real time, which the delivery queue's timers run on (not the bot's clock)."""
         return self.handover.now()
 
-    async def kick(self, conversation_id: int) -> None:
-        """Deliver what this conversation has queued (after the commit)."""
-        await self.handover.kick(conversation_id)
+    async def kick(self, conversation_id: int, direction: str | None = None) -> None:
+        """Deliver what this conversation has queued (after the commit), ``direction`` only
+        when the caller queued rows one way (a relay), else both ways."""
+        await self.handover.kick(conversation_id, direction)
 
     async def relay_to_agent(
         self, session: AsyncSession, conv: Conversation, customer: Customer, message: Message

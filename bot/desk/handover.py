@@ -36,11 +36,11 @@ class Handover:
         """Real time, which the delivery queue's timers run on (not the bot's clock)."""
         return self.delivery.now() if self.delivery is not None else utcnow()
 
-    async def kick(self, conversation_id: int) -> None:
-        """Deliver what this conversation has queued (after the commit). Without a deliverer
-        (the scheduler's desk) the rows wait for the bot's sweep."""
+    async def kick(self, conversation_id: int, direction: str | None = None) -> None:
+        """Deliver what this conversation has queued (after the commit), one way or both.
+        Without a deliverer (the scheduler's desk) the rows wait for the bot's sweep."""
         if self.delivery is not None:
-            await self.delivery.kick(conversation_id)
+            await self.delivery.kick(conversation_id, direction)
 
     async def hand_over(
         self, session: AsyncSession, agent: Agent, conv: Conversation, *, greet: bool = True

@@ -22,12 +22,13 @@ from bot.filters import IsSupervisor
 from bot.i18n import for_customer
 from bot.middlewares import alert, answer_now
 from routing.clock import Clock
+from routing.complaints import cases
 from routing.delivery import enqueue
 from routing.policy.root import Policy
 from routing.queue import claims, conversations, eligibility
 from routing.queue.conversations import TargetHow
 from routing.selfservice import deflection
-from routing.store.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
+from routing.store.models import ASSIGNED, QUEUED, TO_CUSTOMER, Agent, Conversation, Customer
 from surveys import status as survey_status
 
 router = Router(name="agent")
@@ -341,6 +342,12 @@ async def relay(
             await conversations.link(
                 session, agent.telegram_id, message.message_id, conv.id, "sent"
             )
+            if desk.policy.complaints.enabled:
+                # An answer acknowledges the chat's complaint cases waiting for one, in the
+                # relay's own transaction (one indexed query when there is none).
+                await cases.acknowledge_for_conversation(
+                    session, conv.id, agent.id, clock(), desk.policy
+                )
     if new:
-        await desk.kick(conv.id)
+        await desk.kick(conv.id, TO_CUSTOMER)
     return conv

@@ -11,8 +11,9 @@ resolve_target``):
   its case either); the follow-up question is written to the survey outbox.
 
 Bad input gets one line naming what is accepted (the categories, the remedy kinds, an
-amount's form). :func:`acknowledge_relayed` is the agent relay's hook (bot/handlers/
-fallback.py): the first agent message after a case was opened or reopened acknowledges it.
+amount's form). The first agent message after a case was opened or reopened acknowledges
+it: in the relay's own transaction for a plain message (bot/handlers/agent.py ``relay``),
+through :func:`acknowledge_relayed` for relays with none to join (a canned reply).
 
 The customers' side (filing, the follow-up) is bot/handlers/customer/complaint.py.
 """

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import texts
 from bot.desk import Desk
 from bot.handlers import agent as agent_handlers
-from bot.handlers import complaint as complaint_handlers
 from bot.handlers import desk_tools
 from bot.handlers.customer import human
 from bot.handlers.customer.context import CustomerContext
@@ -47,9 +46,9 @@ async def agent_unknown_command(message: Message, agent: Agent) -> None:
 async def agent_message(
     message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
 ) -> None:
-    """Anything else an agent sends is for a customer (and answers its complaint cases)."""
-    relayed = await agent_handlers.relay(message, session, agent, desk, clock)
-    await complaint_handlers.acknowledge_relayed(session, agent, relayed, desk.policy, clock)
+    """Anything else an agent sends is for a customer (and answers its complaint cases:
+    ``agent_handlers.relay`` acknowledges them)."""
+    await agent_handlers.relay(message, session, agent, desk, clock)
 
 
 @agents.inline_query()

@@ -41,6 +41,7 @@ from routing.policy.root import Policy
 from routing.queue import agents, conversations
 from routing.scoring.model import CSAT
 from routing.store.models import Agent, Conversation, Customer
+from routing.store.update_lookup import Lookup
 from surveys import feedback, outbox
 from surveys.complaint_follow_up import FollowUpPush
 from surveys.feedback import AnswerStatus, scale
@@ -296,26 +297,24 @@ async def find_awaiting_comment(
     """Sets ``awaiting_survey``: the survey whose follow-up question a customer's plain text
     answers, else None (what the ``SurveyComment`` filter reads).
 
-    A preload of ``DbSessionMiddleware``: it runs inside the update's opening transaction,
-    after the sender's lookup, so a customer's ordinary text costs one more statement there
-    instead of a transaction of its own; anything else (commands, media, presses, agents)
-    is not looked up at all.
+    A preload of ``DbSessionMiddleware``: the sender's lookup (routing/store/update_lookup.py)
+    fetched it in the same statement, so a customer's ordinary text costs nothing more; it
+    counts only for a plain text of a customer (not a command, media, a press, an agent).
     """
     data["awaiting_survey"] = None
     message = update.message
     customer: Customer | None = data.get("customer")
+    found: Lookup | None = data.get("lookup")
     if (
         message is None
         or not message.text
         or message.text.startswith("/")
         or customer is None
         or data.get("agent") is not None
+        or found is None
     ):
         return
-    clock: Clock = data["clock"]
-    survey = await feedback.awaiting_comment(session, customer.id, clock(), data["policy"])
-    if survey is not None:
-        data["awaiting_survey"] = survey.id
+    data["awaiting_survey"] = found.awaiting_survey
 
 
 @router.message(F.text, SurveyComment())

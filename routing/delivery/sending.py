@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.delivery.enqueue import KIND_GATE, _ids
@@ -110,10 +110,28 @@ class Head:
     claimed: Claimed | None = None
     wait_until: datetime | None = None
     gated: bool = False  # a relay waiting for a claim or its hand-over, not for a timer
+    # False: the claimed row was the destination's last unsent one when it was claimed, so
+    # the sender need not look again after sending it (a row queued since then is kicked by
+    # whoever queued it, or found by the sweep): one transaction less per relay.
+    more: bool = True
 
     @property
     def idle(self) -> bool:
         return self.claimed is None and self.wait_until is None
+
+
+# Built once (the hot path of every relay): a destination's first two unsent rows, the
+# second only to know whether there is one.
+_HEAD = (
+    select(Delivery)
+    .where(
+        Delivery.conversation_id == bindparam("conversation_id"),
+        Delivery.direction == bindparam("direction"),
+        Delivery.status.in_((DELIVERY_PENDING, DELIVERY_SENDING)),
+    )
+    .order_by(Delivery.id)
+    .limit(2)
+)
 
 
 async def _gate_open(session: AsyncSession, conv_id: int, agent_id: int, now: datetime) -> bool:
@@ -142,20 +160,15 @@ async def claim_head(
 
     ``now`` is real time (the queue's timers run on it, not on the bot's clock).
     """
-    head = (
-        await session.execute(
-            select(Delivery)
-            .where(
-                Delivery.conversation_id == conversation_id,
-                Delivery.direction == direction,
-                Delivery.status.in_((DELIVERY_PENDING, DELIVERY_SENDING)),
-            )
-            .order_by(Delivery.id)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    if head is None:
+    first_two = (
+        (await session.execute(_HEAD, {"conversation_id": conversation_id, "direction": direction}))
+        .scalars()
+        .all()
+    )
+    if not first_two:
         return Head()
+    head = first_two[0]
+    more = len(first_two) > 1
     if head.next_at > now:
         return Head(wait_until=head.next_at)
     agent_id = head.agent_id
@@ -216,6 +229,7 @@ async def claim_head(
                 if brief.next_at > now:
                     return Head(wait_until=brief.next_at)
                 head, relay, chat_id = brief, False, brief.chat_id
+                more = True  # the relay that was at the head still waits behind it
     if direction == TO_AGENT:
         chat_id = (
             await session.scalar(select(Agent.telegram_id).where(Agent.id == agent_id))
@@ -259,7 +273,8 @@ async def claim_head(
             attempts=int(won),
             created_at=head.created_at,
             relay=relay,
-        )
+        ),
+        more=more,
     )
 
 

@@ -14,9 +14,9 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -164,12 +164,18 @@ async def is_done(session: AsyncSession, update_id: int) -> bool:
     return status == INBOX_DONE
 
 
+# Once per handled update: a Core statement on the table, built once (an ORM-enabled
+# UPDATE is rebuilt, cache-keyed and synchronised with the session on every call).
+_INBOX = cast(Table, InboundUpdate.__table__)
+_MARK_DONE = (
+    update(_INBOX)
+    .where(_INBOX.c.update_id == bindparam("done_id"))
+    .values(status=INBOX_DONE, handled_at=bindparam("done_at"))
+)
+
+
 async def mark_done(session: AsyncSession, update_id: int, now: datetime) -> None:
-    await session.execute(
-        update(InboundUpdate)
-        .where(InboundUpdate.update_id == update_id)
-        .values(status=INBOX_DONE, handled_at=now)
-    )
+    await session.execute(_MARK_DONE, {"done_id": update_id, "done_at": now})
 
 
 async def record_failure(session: AsyncSession, update_id: int, error: str) -> int:

@@ -254,6 +254,11 @@ class MessageLink(Base):
     kind: Mapped[str] = mapped_column(String(16))  # notification | relay | header
 
 
+# A survey whose follow-up question ("what could we do better?") waits for the customer's
+# next text (``Survey.comment_state``); surveys/feedback.py and the update lookup read it.
+SURVEY_COMMENT_ASKED = "asked"
+
+
 class Survey(Base):
     """Durable survey outbox: a row per survey, due at ``due_at``."""
 

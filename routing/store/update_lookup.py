@@ -9,18 +9,21 @@ driver thread on the hot path of every message; joined they are one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, bindparam, exists, select
+from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.store.models import (
     INBOX_DONE,
     OPEN_STATUSES,
+    SURVEY_COMMENT_ASKED,
     Agent,
     Conversation,
     Customer,
     InboundUpdate,
+    Survey,
 )
 
 
@@ -31,6 +34,19 @@ class Lookup:
     customer: Customer | None
     # The customer's open (queued or assigned) conversation, if any.
     conversation: Conversation | None = None
+    # The survey whose follow-up question the customer's next text answers, if any
+    # (asked since ``comment_since``); surveys/feedback.py ``awaiting_comment`` is the rule.
+    awaiting_survey: int | None = None
+
+
+def awaiting_comment_where(customer_id: Any, since: Any) -> tuple[ColumnElement[bool], ...]:
+    """The rule for the survey whose follow-up question a customer's next text answers:
+    asked, and its score given since ``since`` (the latest such one is meant)."""
+    return (
+        Survey.customer_id == customer_id,
+        Survey.comment_state == SURVEY_COMMENT_ASKED,
+        Survey.answered_at >= since,
+    )
 
 
 def _lookup_statements() -> tuple[Any, Any]:
@@ -44,8 +60,21 @@ def _lookup_statements() -> tuple[Any, Any]:
         .label("seen")
     )
     sender = select(bindparam("tid", type_=BigInteger).label("tid")).subquery()
+    # Asked here rather than in a statement of its own for every customer text.
+    awaiting = (
+        select(Survey.id)
+        .where(
+            *awaiting_comment_where(
+                Customer.id, bindparam("comment_since", type_=Survey.answered_at.type)
+            )
+        )
+        .order_by(Survey.answered_at.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("awaiting_survey")
+    )
     full = (
-        select(seen, Agent, Customer, Conversation)
+        select(seen, Agent, Customer, Conversation, awaiting)
         .select_from(sender)
         .outerjoin(Agent, and_(Agent.telegram_id == sender.c.tid, Agent.active.is_(True)))
         .outerjoin(Customer, Customer.telegram_id == sender.c.tid)
@@ -63,11 +92,17 @@ def _lookup_statements() -> tuple[Any, Any]:
 _SEEN_ONLY, _FULL = _lookup_statements()
 
 
-async def lookup(session: AsyncSession, update_id: int, telegram_id: int | None) -> Lookup:
-    """The redelivery check, the sender's agent and customer rows and the customer's open
-    conversation, in one round trip."""
+async def lookup(
+    session: AsyncSession, update_id: int, telegram_id: int | None, comment_since: datetime
+) -> Lookup:
+    """The redelivery check, the sender's agent and customer rows, the customer's open
+    conversation and the survey awaiting their comment, in one round trip."""
     if telegram_id is None:
         seen = await session.scalar(_SEEN_ONLY, {"update_id": update_id})
         return Lookup(bool(seen), None, None)
-    row = (await session.execute(_FULL, {"update_id": update_id, "tid": telegram_id})).one()
-    return Lookup(bool(row[0]), row[1], row[2], row[3])
+    row = (
+        await session.execute(
+            _FULL, {"update_id": update_id, "tid": telegram_id, "comment_since": comment_since}
+        )
+    ).one()
+    return Lookup(bool(row[0]), row[1], row[2], row[3], row[4])

@@ -3,18 +3,28 @@ backend."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from routing.policy.root import Policy
 from routing.queue.agents import add_agent
 from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
-from routing.store.models import CLOSED, INBOX_DONE, INBOX_PENDING, QUEUED, Customer, InboundUpdate
+from routing.store.models import (
+    CLOSED,
+    INBOX_DONE,
+    INBOX_PENDING,
+    QUEUED,
+    SURVEY_COMMENT_ASKED,
+    Customer,
+    InboundUpdate,
+    Survey,
+)
 from routing.store.update_lookup import lookup
 from tests.conftest import Db
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+SINCE = NOW - timedelta(minutes=30)
 
 
 async def _seed(db: Db) -> None:
@@ -41,14 +51,14 @@ async def _seed(db: Db) -> None:
 async def test_lookup_finds_agent_customer_and_redelivery(db: Db) -> None:
     await _seed(db)
     async with db.sessions() as s, s.begin():
-        agent = await lookup(s, 6, 900)
-        customer = await lookup(s, 7, 700)
-        big = await lookup(s, 8, 7_000_000_001)
-        stranger = await lookup(s, 9, 123)
-        retired = await lookup(s, 10, 901)
-        again = await lookup(s, 5, 700)
-        stored = await lookup(s, 11, 700)
-        anonymous = await lookup(s, 5, None)
+        agent = await lookup(s, 6, 900, SINCE)
+        customer = await lookup(s, 7, 700, SINCE)
+        big = await lookup(s, 8, 7_000_000_001, SINCE)
+        stranger = await lookup(s, 9, 123, SINCE)
+        retired = await lookup(s, 10, 901, SINCE)
+        again = await lookup(s, 5, 700, SINCE)
+        stored = await lookup(s, 11, 700, SINCE)
+        anonymous = await lookup(s, 5, None, SINCE)
     assert agent.agent is not None and agent.agent.name == "Bob" and agent.customer is None
     assert customer.customer is not None and customer.customer.name == "Ann"
     assert customer.agent is None and not customer.seen
@@ -60,3 +70,29 @@ async def test_lookup_finds_agent_customer_and_redelivery(db: Db) -> None:
     assert retired.agent is None  # a deactivated agent is not served as one
     assert again.seen and anonymous.seen
     assert not stored.seen
+
+
+async def test_lookup_finds_the_survey_awaiting_a_comment(db: Db) -> None:
+    """A customer's text answers the latest survey whose follow-up question was asked since
+    the comment window opened; the lookup reads it in the same statement (no other)."""
+    await _seed(db)
+    async with db.sessions() as s, s.begin():
+        ann = (await s.execute(select(Customer).where(Customer.external_id == "C1"))).scalar_one()
+        for minutes, state in ((40, SURVEY_COMMENT_ASKED), (20, SURVEY_COMMENT_ASKED),
+                               (10, "given"), (25, SURVEY_COMMENT_ASKED)):  # fmt: skip
+            s.add(Survey(kind="csat", customer_id=ann.id, status="answered",
+                         created_at=NOW, due_at=NOW, comment_state=state,
+                         answered_at=NOW - timedelta(minutes=minutes)))  # fmt: skip
+        await s.flush()
+        want = (
+            await s.execute(
+                select(Survey.id).where(
+                    Survey.customer_id == ann.id, Survey.answered_at == NOW - timedelta(minutes=20)
+                )
+            )
+        ).scalar_one()
+        found = await lookup(s, 12, 700, SINCE)
+        none_yet = await lookup(s, 13, 7_000_000_001, SINCE)
+        too_late = await lookup(s, 14, 700, NOW - timedelta(minutes=5))
+    assert found.awaiting_survey == want
+    assert none_yet.awaiting_survey is None and too_late.awaiting_survey is None

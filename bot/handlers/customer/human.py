@@ -22,7 +22,15 @@ from bot.handlers.customer.selfservice import ANSWER_FIRST, self_service, send_m
 from routing.delivery import enqueue
 from routing.queue import claims, conversations
 from routing.selfservice import deflection
-from routing.store.models import ASSIGNED, OPEN_STATUSES, QUEUED, Agent, Conversation, Customer
+from routing.store.models import (
+    ASSIGNED,
+    OPEN_STATUSES,
+    QUEUED,
+    TO_AGENT,
+    Agent,
+    Conversation,
+    Customer,
+)
 from routing.store.models import Message as Message_
 
 router = Router(name="human")
@@ -131,7 +139,7 @@ async def converse(
         online = await ctx.desk.page(ctx.session, conv, customer, content.preview())
         await message.answer(texts.customer.vip_queued(online))
     else:
-        await ctx.desk.kick(conv.id)
+        await ctx.desk.kick(conv.id, TO_AGENT)
 
 
 async def _store(
