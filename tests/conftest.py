@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from routing.policy.root import Policy
 from routing.store.db import make_engine, make_sessionmaker, upgrade
+from tests.template_databases import migrated_pg, migrated_sqlite
 from tests.xdist_databases import use_worker_databases
 
 use_worker_databases()
@@ -40,6 +41,8 @@ async def reset_pg(url: str) -> None:
 
 
 async def _make_db(url: str) -> Db:
+    """The database at ``url``, a copy of this process's migrated template
+    (tests/template_databases.py), upgraded (a no-op at head) as the bot does at start."""
     engine = make_engine(url)
     await upgrade(engine)
     return Db(url, engine, make_sessionmaker(engine))
@@ -47,7 +50,7 @@ async def _make_db(url: str) -> Db:
 
 @pytest.fixture
 async def sqlite_db(tmp_path: Path) -> AsyncIterator[Db]:
-    db = await _make_db(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
+    db = await _make_db(await migrated_sqlite(tmp_path / "test.db"))
     yield db
     await db.engine.dispose()
 
@@ -58,7 +61,7 @@ async def pg_db() -> AsyncIterator[Db]:
         pytest.skip(
             "PostgreSQL tests need CONTACTBOT_TEST_PG_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)"
         )
-    await reset_pg(PG_URL)
+    await migrated_pg(PG_URL)
     db = await _make_db(PG_URL)
     yield db
     await db.engine.dispose()
@@ -68,13 +71,13 @@ async def pg_db() -> AsyncIterator[Db]:
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db]:
     """The same test on every supported backend."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'test.db'}"
+        url = await migrated_sqlite(tmp_path / "test.db")
     else:
         if not PG_URL:
             pytest.skip(
                 "PostgreSQL tests need CONTACTBOT_TEST_PG_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test)"
             )
-        await reset_pg(PG_URL)
+        await migrated_pg(PG_URL)
         url = PG_URL
     database = await _make_db(url)
     yield database

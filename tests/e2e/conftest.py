@@ -20,6 +20,7 @@ from routing.queue.agents import add_agent
 from routing.store.db import make_engine, make_sessionmaker, upgrade
 from routing.store.models import Agent, Customer
 from tests.fakes.bot_api import DEFAULT_TOKEN, Call, FakeBotAPI
+from tests.template_databases import migrated_sqlite
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_CAMPAIGNS = "\n[surveys.nps]\ncampaigns = []\n"
@@ -183,7 +184,9 @@ async def api() -> AsyncIterator[FakeBotAPI]:
 
 @pytest.fixture
 async def env(api: FakeBotAPI, tmp_path: Path) -> AsyncIterator[Env]:
-    db_url = f"sqlite+aiosqlite:///{tmp_path / 'bot.db'}"
+    # The schema exists before seeding, as after `contactbot db upgrade` (a copy of a
+    # migrated template: tests/template_databases.py).
+    db_url = await migrated_sqlite(tmp_path / "bot.db")
     proc_env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTBOT_")} | {
         "CONTACTBOT_TOKEN": DEFAULT_TOKEN,
         "CONTACTBOT_DATABASE_URL": db_url,
@@ -193,8 +196,6 @@ async def env(api: FakeBotAPI, tmp_path: Path) -> AsyncIterator[Env]:
     bot = BotProcess(proc_env, tmp_path / "bot.log", api)
     e = Env(api, db_url, bot)
     e.policy_file("")
-    # The schema exists before seeding, as after `contactbot db upgrade`.
-    await e.seed(lambda s: asyncio.sleep(0))
     yield e
     if bot.proc is not None:
         await bot.stop()
