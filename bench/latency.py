@@ -11,7 +11,7 @@ a VIP's update is put into a ``getUpdates`` response to the moment the first pag
 VIP (a ``sendMessage`` to an agent naming the VIP) arrives at the fake.
 
 Issue 19's figure is the p99 at 40 messages/s (goal under 50 ms). The run is a sweep over
-loads (``Size.sweep``, msg/s, same VIP share), each step short and on a freshly seeded
+loads (``Size.sweep``, 5 to 60 msg/s, same VIP share), each step short and on a freshly seeded
 database and bot, and reports the first load at which p99 reaches 50 ms. A step that the bot
 cannot keep up with shows as a backlog: the updates left when the driver stopped, drained
 afterwards ("drain" below), and latency that is queueing time.
@@ -53,7 +53,7 @@ class Size:
 SIZES = {
     "tiny": Size(sweep=(20, 40), headline=40, vip_share=0.6, step_s=1.5, customers=2000),
     "default": Size(
-        sweep=(10, 20, 30, 40, 60), headline=40, vip_share=0.6, step_s=15, customers=20_000
+        sweep=(5, 10, 20, 30, 40, 60), headline=40, vip_share=0.6, step_s=15, customers=20_000
     ),
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,20 @@ def test_cpu_one_path_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixt
     assert figures["cpu_path_close_ms_per_update"]["value"] > 0
     assert figures["cpu_bare_aiogram_ms_per_update"]["value"] > 0
     assert "cpu_contactbot_ms_per_update" not in figures  # the mix was not asked for
+
+
+@pytest.mark.pg
+async def test_pipeline_on_postgresql_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline on PostgreSQL: the test database (its schema is reset), not the bench's."""
+    if not os.environ.get("CONTACTBOT_TEST_PG_URL"):
+        pytest.skip("PostgreSQL tests need CONTACTBOT_TEST_PG_URL")
+    monkeypatch.delenv("CONTACTBOT_BENCH_PG_URL", raising=False)
+    figs = _by_name(await pipeline.run("tiny", tmp_path, backend="postgresql"))
+    assert figs["pipeline_pg_contactbot_updates_per_s"].value > 0
+    assert figs["pipeline_pg_ratio"].value > 0
+    assert figs["pipeline_pg_contactbot_api_calls_per_update"].value >= 1
+    assert figs["pipeline_bare_aiogram_updates_per_s"].value > 0
+    assert "pipeline_contactbot_updates_per_s" not in figs  # SQLite was not asked for
 
 
 def test_claims_tiny_through_the_cli_never_double(
