@@ -19,10 +19,10 @@ from bot import keyboards, texts
 from bot.adapters.content import content_of
 from bot.desk import Desk
 from bot.filters import IsSupervisor
+from bot.handlers import complaint as complaint_handlers
 from bot.i18n import for_customer
 from bot.middlewares import alert, answer_now
 from routing.clock import Clock
-from routing.complaints import cases
 from routing.delivery import enqueue
 from routing.policy.root import Policy
 from routing.queue import claims, conversations, eligibility
@@ -342,12 +342,9 @@ async def relay(
             await conversations.link(
                 session, agent.telegram_id, message.message_id, conv.id, "sent"
             )
-            if desk.policy.complaints.enabled:
-                # An answer acknowledges the chat's complaint cases waiting for one, in the
-                # relay's own transaction (one indexed query when there is none).
-                await cases.acknowledge_for_conversation(
-                    session, conv.id, agent.id, clock(), desk.policy
-                )
+            await complaint_handlers.acknowledge_relayed(
+                session, agent.id, conv.id, desk.policy, clock
+            )
     if new:
         await desk.kick(conv.id, TO_CUSTOMER)
     return conv

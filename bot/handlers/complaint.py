@@ -12,8 +12,8 @@ resolve_target``):
 
 Bad input gets one line naming what is accepted (the categories, the remedy kinds, an
 amount's form). The first agent message after a case was opened or reopened acknowledges
-it: in the relay's own transaction for a plain message (bot/handlers/agent.py ``relay``),
-through :func:`acknowledge_relayed` for relays with none to join (a canned reply).
+it: every relay of an agent's message (private chat, topic, canned reply) calls
+:func:`acknowledge_relayed` in the transaction that stores the message.
 
 The customers' side (filing, the follow-up) is bot/handlers/customer/complaint.py.
 """
@@ -203,18 +203,15 @@ async def resolve(
 
 
 async def acknowledge_relayed(
-    session: AsyncSession,
-    agent: Agent,
-    conversation: Conversation | None,
-    policy: Policy,
-    clock: Clock,
+    session: AsyncSession, agent_id: int, conversation_id: int, policy: Policy, clock: Clock
 ) -> list[int]:
-    """After an agent's message went into ``conversation``: it acknowledges every case of
-    the chat waiting for its first answer (one indexed query when there is none). Call it
-    from any path that relays an agent's message to a customer. Returns the case numbers."""
-    if conversation is None or not policy.complaints.enabled:
+    """An agent's message was just stored for ``conversation_id``: it acknowledges every
+    case of the chat waiting for its first answer (one indexed query when there is none).
+    Call it from any path that relays an agent's message, inside the transaction that
+    stores it: a redelivery then finds both done or neither, and nothing is read after the
+    relay guard's rollback expired the session's objects. Returns the case numbers."""
+    if not policy.complaints.enabled:
         return []
-    async with session.begin():
-        return await cases.acknowledge_for_conversation(
-            session, conversation.id, agent.id, clock(), policy
-        )
+    return await cases.acknowledge_for_conversation(
+        session, conversation_id, agent_id, clock(), policy
+    )

@@ -34,7 +34,7 @@ from routing.policy.desk import CannedReply
 from routing.policy.root import Policy
 from routing.queue import conversations
 from routing.queue.conversations import TargetHow
-from routing.store.models import Agent, Conversation, Customer
+from routing.store.models import TO_CUSTOMER, Agent, Conversation, Customer
 
 router = Router(name="desk-tools")
 
@@ -159,11 +159,11 @@ async def send_canned(
                 session, conv.id, customer.telegram_id, escape(filled.text), now=desk.now()
             )
             await conversations.link(session, message.chat.id, message.message_id, conv.id, "sent")
+            # An answer like any other: it acknowledges the chat's complaint cases.
+            await complaint_handlers.acknowledge_relayed(session, agent.id, conv.id, policy, clock)
     if new:
-        await desk.kick(conv.id)
+        await desk.kick(conv.id, TO_CUSTOMER)
         await message.answer(texts.desk.canned_sent(conv, customer, filled.text))
-    # An answer like any other: it acknowledges the chat's complaint cases waiting for one.
-    await complaint_handlers.acknowledge_relayed(session, agent, conv, policy, clock)
 
 
 @router.message(Command("r"))

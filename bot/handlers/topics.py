@@ -43,7 +43,7 @@ from routing.delivery import enqueue
 from routing.policy.root import Policy
 from routing.queue import agents, claims, conversations
 from routing.queue import topics as records
-from routing.store.models import ASSIGNED, Agent, Conversation, Customer
+from routing.store.models import ASSIGNED, TO_CUSTOMER, Agent, Conversation, Customer
 
 
 class InDeskGroup(Filter):
@@ -221,10 +221,12 @@ async def relay(
                 message_id=message.message_id, media_group_id=message.media_group_id,
                 now=desk.now(),
             )  # fmt: skip
+            # The chat's complaint cases waiting for a first answer are acknowledged by it.
+            await complaint_handlers.acknowledge_relayed(
+                session, agent.id, conv.id, desk.policy, clock
+            )
     if new:
-        await desk.kick(conv.id)
-    # The chat's complaint cases waiting for a first answer are acknowledged by this one.
-    await complaint_handlers.acknowledge_relayed(session, agent, conv, desk.policy, clock)
+        await desk.kick(conv.id, TO_CUSTOMER)
 
 
 async def canned(

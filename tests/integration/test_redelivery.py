@@ -89,10 +89,37 @@ async def test_redelivered_update_is_not_relayed_twice(db: Db, policy: Policy) -
         await bot.session.close()
         assert len(api.calls_of("copyMessage", chat_id=900)) == 1
 
-    assert await _status(db, 1) in (INBOX_DONE, INBOX_QUARANTINED)
+    # Done, not quarantined: the redelivery found its transcript row and stopped cleanly.
+    assert await _status(db, 1) == INBOX_DONE
     async with db.sessions() as s:
         stored = await s.scalar(select(func.count()).select_from(Message))
     assert stored == 1
+
+
+async def test_an_agents_message_redelivered_after_a_crash_is_done_not_retried(
+    db: Db, policy: Policy
+) -> None:
+    """The agent's side of the same crash. The transcript row's guard rolls back its
+    savepoint, which expires what the session holds; nothing may then load lazily outside
+    the driver's context (on PostgreSQL that failed every attempt, MissingGreenlet, and the
+    update was quarantined after five: seen in the three-instance kill test)."""
+    await _seed_live_chat(db, policy)
+    async with FakeBotAPI() as api:
+        bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
+        dp = make_dispatcher(db.sessions, policy, bot, clock=lambda: NOW)
+        intake = Intake(dp, bot, db.sessions, lambda: NOW)
+        raw = {"update_id": 1, "message": api.user_message(900, "we refund you today")}
+        assert await intake.accept([raw]) == 1
+        await intake.wait_idle()
+        async with db.sessions() as s, s.begin():
+            await s.execute(update(InboundUpdate).values(status=INBOX_PENDING))
+        restarted = Intake(dp, bot, db.sessions, lambda: NOW)
+        assert await restarted.recover() == 1
+        await restarted.wait_idle()
+        await api.wait_idle(quiet=0.3)
+        await bot.session.close()
+        assert len(api.calls_of("copyMessage", chat_id=700)) == 1
+    assert await _status(db, 1) == INBOX_DONE
 
 
 async def test_an_update_aiogram_cannot_parse_is_quarantined_not_retried(
