@@ -25,6 +25,8 @@ import asyncio
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
@@ -97,6 +99,43 @@ class CancelledJobFilter(logging.Filter):
         return logging.getLogger(record.name).isEnabledFor(logging.INFO)
 
 
+class BusyJobFilter(logging.Filter):
+    """The queue and survey jobs tick every few tenths of a second and never overlap
+    (``max_instances=1``). On a busy machine a tick falls while the last run is still going
+    (APScheduler: 'skipped: maximum number of running instances reached') or starts late
+    ('was missed by'), each a WARNING: several lines a second, saying one thing. One line
+    per job and kind every ``every`` seconds, with how many were held back since."""
+
+    KINDS = ("maximum number of running instances", "was missed by")
+
+    def __init__(self, every: float = 600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every = every
+        self.clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._held: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("apscheduler") or record.levelno != logging.WARNING:
+            return True
+        template = str(record.msg)
+        kind = next((k for k in self.KINDS if k in template), None)
+        if kind is None or not isinstance(record.args, tuple) or not record.args:
+            return True
+        job = record.args[0]
+        key = (str(getattr(job, "id", None) or getattr(job, "name", None) or job), kind)
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.every:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False
+        self._last[key] = now
+        held = self._held.pop(key, 0)
+        if held:
+            record.msg = f"{template} ({held} more like it in the last {self.every:.0f}s)"
+        return True
+
+
 def make_formatter(fmt: str) -> logging.Formatter:
     if fmt == "json":
         return JsonFormatter()
@@ -116,6 +155,7 @@ def configure(settings: LogSettings, stream: TextIO | None = None) -> None:
     handler._contactbot = True  # type: ignore[attr-defined]
     handler.setFormatter(make_formatter(settings.log_format))
     handler.addFilter(CancelledJobFilter())
+    handler.addFilter(BusyJobFilter())
     root.addHandler(handler)
     # Python's warnings (a library's DeprecationWarning, SQLAlchemy's SAWarning) go through
     # the same handler and format: no stray non-JSON lines in a JSON log. (Released first:
