@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.delivery.enqueue import KIND_GATE, _ids
@@ -134,16 +135,67 @@ _HEAD = (
 )
 
 
+# The rest of a claim's statements, built once as well (they run for every relay).
+_GATE_HELD = select(
+    exists().where(
+        Delivery.conversation_id == bindparam("conversation_id"),
+        Delivery.kind == KIND_GATE,
+        Delivery.agent_id == bindparam("agent_id"),
+        Delivery.created_at > bindparam("since", type_=Delivery.created_at.type),
+    )
+)
+_CONV_STATE = select(Conversation.status, Conversation.agent_id, Conversation.assigned_at).where(
+    Conversation.id == bindparam("conversation_id")
+)
+_BRIEF = (
+    select(Delivery)
+    .where(
+        Delivery.conversation_id == bindparam("conversation_id"),
+        Delivery.direction == TO_AGENT,
+        Delivery.agent_id == bindparam("agent_id"),
+        Delivery.handover_at == bindparam("handover_at", type_=Delivery.handover_at.type),
+        Delivery.status.in_((DELIVERY_PENDING, DELIVERY_SENDING)),
+    )
+    .order_by(Delivery.id)
+    .limit(1)
+)
+_AGENT_CHAT = select(Agent.telegram_id).where(Agent.id == bindparam("agent_id"))
+_TABLE = cast(Table, Delivery.__table__)
+_CLAIM = (
+    update(_TABLE)
+    .where(
+        _TABLE.c.id == bindparam("row_id"),
+        _TABLE.c.status == bindparam("was_status"),
+        _TABLE.c.next_at == bindparam("was_next_at", type_=Delivery.next_at.type),
+    )
+    .values(
+        status=DELIVERY_SENDING,
+        next_at=bindparam("lease_until", type_=Delivery.next_at.type),
+        attempts=_TABLE.c.attempts + 1,
+        chat_id=bindparam("to_chat"),
+    )
+    .returning(_TABLE.c.attempts)
+)
+_SENT = (
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("row_id"))
+    .values(
+        status=DELIVERY_SENT,
+        sent_at=bindparam("at", type_=Delivery.sent_at.type),
+        agent_id=bindparam("to_agent"),
+        error=None,
+    )
+)
+
+
 async def _gate_open(session: AsyncSession, conv_id: int, agent_id: int, now: datetime) -> bool:
     held = await session.scalar(
-        select(
-            exists().where(
-                Delivery.conversation_id == conv_id,
-                Delivery.kind == KIND_GATE,
-                Delivery.agent_id == agent_id,
-                Delivery.created_at > now - timedelta(seconds=GATE_GRACE_SECONDS),
-            )
-        )
+        _GATE_HELD,
+        {
+            "conversation_id": conv_id,
+            "agent_id": agent_id,
+            "since": now - timedelta(seconds=GATE_GRACE_SECONDS),
+        },
     )
     return not held
 
@@ -175,13 +227,7 @@ async def claim_head(
     chat_id = head.chat_id
     relay = direction == TO_AGENT and head.agent_id is None
     if relay:
-        conv = (
-            await session.execute(
-                select(Conversation.status, Conversation.agent_id, Conversation.assigned_at).where(
-                    Conversation.id == conversation_id
-                )
-            )
-        ).one()
+        conv = (await session.execute(_CONV_STATE, {"conversation_id": conversation_id})).one()
         gate = conv.agent_id is not None and (
             conv.status == CLOSED
             or (
@@ -213,16 +259,12 @@ async def claim_head(
             # (PostgreSQL: the message's transaction took its id before the hand-over's).
             brief = (
                 await session.execute(
-                    select(Delivery)
-                    .where(
-                        Delivery.conversation_id == conversation_id,
-                        Delivery.direction == TO_AGENT,
-                        Delivery.agent_id == conv.agent_id,
-                        Delivery.handover_at == conv.assigned_at,
-                        Delivery.status.in_((DELIVERY_PENDING, DELIVERY_SENDING)),
-                    )
-                    .order_by(Delivery.id)
-                    .limit(1)
+                    _BRIEF,
+                    {
+                        "conversation_id": conversation_id,
+                        "agent_id": conv.agent_id,
+                        "handover_at": conv.assigned_at,
+                    },
                 )
             ).scalar_one_or_none()
             if brief is not None:
@@ -232,7 +274,7 @@ async def claim_head(
                 more = True  # the relay that was at the head still waits behind it
     if direction == TO_AGENT:
         chat_id = (
-            await session.scalar(select(Agent.telegram_id).where(Agent.id == agent_id))
+            await session.scalar(_AGENT_CHAT, {"agent_id": agent_id})
             if agent_id is not None
             else None
         )
@@ -241,19 +283,14 @@ async def claim_head(
         return Head(wait_until=now)
     won = (
         await session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id == head.id,
-                Delivery.status == head.status,
-                Delivery.next_at == head.next_at,
-            )
-            .values(
-                status=DELIVERY_SENDING,
-                next_at=now + timedelta(seconds=lease),
-                attempts=Delivery.attempts + 1,
-                chat_id=chat_id,
-            )
-            .returning(Delivery.attempts)
+            _CLAIM,
+            {
+                "row_id": head.id,
+                "was_status": head.status,
+                "was_next_at": head.next_at,
+                "lease_until": now + timedelta(seconds=lease),
+                "to_chat": chat_id,
+            },
         )
     ).scalar_one_or_none()
     if won is None:  # another sender took it first
@@ -281,11 +318,7 @@ async def claim_head(
 async def mark_sent(
     session: AsyncSession, row_id: int, *, now: datetime, agent_id: int | None
 ) -> None:
-    await session.execute(
-        update(Delivery)
-        .where(Delivery.id == row_id)
-        .values(status=DELIVERY_SENT, sent_at=now, agent_id=agent_id, error=None)
-    )
+    await session.execute(_SENT, {"row_id": row_id, "at": now, "to_agent": agent_id})
 
 
 async def retry_at(
