@@ -1,85 +1,27 @@
 """Issue "Trust what people type": the command line prints stored data as data, answers in
-one line instead of a traceback, and keeps agent names unique regardless of case.
+one line instead of a traceback, and keeps agent names unique regardless of case (those, and
+`agents remove`: test_cli_trust_agents.py, a file of their own so that xdist's --dist loadfile
+runs the two halves on two workers).
 
 Every test runs ``python -m bot`` in a subprocess, as users and scripts do: its output is a
 pipe, not a terminal."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
 
 from bot.cli import main
-from routing.policy.root import parse_policy
-from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
-from routing.store.db import make_engine, make_sessionmaker, upgrade
-from routing.store.models import ASSIGNED, QUEUED, Agent, Conversation, Customer
-
-ROOT = Path(__file__).resolve().parents[2]
-T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-ANSI = "\x1b[31mRed"
-
-
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTBOT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "bot", *args],
-        env=base | {"CONTACTBOT_PREFLIGHT_TIMEOUT": "5"} | env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,  # a cold start imports every command (seconds on a loaded CI box)
-        check=False,
-    )
-
-
-def _one_line_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> str:
-    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], proc.stderr
-    return lines[0]
+from tests.integration.cli_process import ANSI, _one_line_error, _run, _seed
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {"CONTACTBOT_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"}
-
-
-def _seed(url: str, agents: list[tuple[int, str]], customers: list[tuple[str, str]]) -> None:
-    """Rows as an older version (or another tool) may have stored them: unvalidated."""
-
-    async def go() -> None:
-        engine = make_engine(url)
-        try:
-            await upgrade(engine)
-            async with make_sessionmaker(engine)() as s, s.begin():
-                for tg, name in agents:
-                    s.add(Agent(telegram_id=tg, name=name, role="agent", created_at=T0))
-                for external_id, name in customers:
-                    s.add(
-                        Customer(
-                            external_id=external_id,
-                            name=name,
-                            tier="C",
-                            created_at=T0,
-                            updated_at=T0,
-                        )
-                    )
-        finally:
-            await engine.dispose()
-
-    asyncio.run(go())
 
 
 # --- stored data is printed, never interpreted ------------------------------------------
@@ -204,101 +146,6 @@ def test_every_database_command_reports_an_unusable_database_in_one_line(
         lines = captured.err.strip().splitlines()
         assert len(lines) == 1, (command, captured.err)
         assert "database" in lines[0].lower() and "s3cret" not in lines[0], (command, lines)
-
-
-# --- agent names unique regardless of case -----------------------------------------------
-
-
-def test_agent_names_clash_regardless_of_case(env: dict[str, str]) -> None:
-    assert _run(["agents", "add", "1", "--name", "Ann"], env).returncode == 0
-    _one_line_error(
-        _run(["agents", "add", "2", "--name", "aNN"], env), 2, "'aNN'", "'Ann' (1)", "case"
-    )
-    # The same agent may change the case of their own name.
-    renamed = _run(["agents", "add", "1", "--name", "ANN"], env)
-    assert renamed.returncode == 0 and "updated agent ANN (1)" in renamed.stdout
-    # Control characters are refused in new names.
-    _one_line_error(_run(["agents", "add", "3", "--name", ANSI], env), 2, "control characters")
-    listing = _run(["agents", "list"], env).stdout
-    assert "ANN" in listing and "aNN" not in listing and "Agents (1)" in listing
-
-
-# --- agents remove ----------------------------------------------------------------------
-
-
-def _assigned_chat(url: str, agent_tg: int) -> int:
-    async def go() -> int:
-        engine = make_engine(url)
-        try:
-            await upgrade(engine)
-            async with make_sessionmaker(engine)() as s, s.begin():
-                agent = (
-                    await s.execute(select(Agent).where(Agent.telegram_id == agent_tg))
-                ).scalar_one()
-                customer = Customer(
-                    external_id="C1", name="Cu", tier="B", created_at=T0, updated_at=T0
-                )
-                s.add(customer)
-                await s.flush()
-                conv, _ = await open_conversation(s, customer, parse_policy({}), ORIGIN_REQUEST, T0)
-                await s.execute(
-                    update(Conversation)
-                    .where(Conversation.id == conv.id)
-                    .values(status=ASSIGNED, agent_id=agent.id, assigned_at=T0)
-                )
-                return conv.id
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
-
-
-def _state(url: str, conv_id: int) -> tuple[list[tuple[int, bool, bool]], str, int | None]:
-    async def go() -> tuple[list[tuple[int, bool, bool]], str, int | None]:
-        engine = make_engine(url)
-        try:
-            async with make_sessionmaker(engine)() as s:
-                agents = [
-                    (a.telegram_id, a.active, a.online)
-                    for a in (await s.execute(select(Agent).order_by(Agent.id))).scalars()
-                ]
-                conv = await s.get(Conversation, conv_id)
-                assert conv is not None
-                return agents, conv.status, conv.agent_id
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(go())
-
-
-def test_agents_remove(env: dict[str, str]) -> None:
-    url = env["CONTACTBOT_DATABASE_URL"]
-    assert _run(["agents", "add", "1", "--name", "Ann"], env).returncode == 0
-    assert _run(["agents", "add", "2", "--name", "Bob"], env).returncode == 0
-    conv = _assigned_chat(url, 1)
-
-    # Ann holds a chat: she is deactivated (the conversation names her), the chat requeued.
-    proc = _run(["agents", "remove", "1"], env)
-    assert proc.returncode == 0, proc.stderr
-    assert "deactivated agent Ann (1)" in proc.stdout
-    assert "1 open chat back in the queue" in proc.stdout
-    agents, status, holder = _state(url, conv)
-    assert agents == [(1, False, False), (2, True, False)]
-    assert (status, holder) == (QUEUED, None)
-    assert "Ann" not in _run(["agents", "list"], env).stdout
-    again = _run(["agents", "remove", "1"], env)
-    assert again.returncode == 0 and "already removed" in again.stdout
-    # Her name stays hers: a new "ann" is refused, her own id brings her back.
-    _one_line_error(_run(["agents", "add", "3", "--name", "ann"], env), 2, "removed agent")
-    assert _run(["agents", "add", "1", "--name", "Ann"], env).returncode == 0
-    assert "Ann" in _run(["agents", "list"], env).stdout
-
-    # Bob was never in a conversation: his row is deleted.
-    proc = _run(["agents", "remove", "2"], env)
-    assert proc.returncode == 0 and "removed agent Bob (2); 0 open chats" in proc.stdout
-    agents, _, _ = _state(url, conv)
-    assert [a[0] for a in agents] == [1]
-    _one_line_error(_run(["agents", "remove", "2"], env), 1, "no agent with TELEGRAM_ID 2")
 
 
 # --- --version ----------------------------------------------------------------------------
