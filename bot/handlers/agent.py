@@ -214,6 +214,11 @@ async def _close(
         with for_customer(customer):
             closed = texts.customer.conversation_closed()
         await desk.send_quietly(customer.telegram_id, closed)
+    if desk.topics is not None:
+        # Topics mode, closed from the agent's private chat: the customer's topic closes (and
+        # sheds its SLA mark) as when /close is said in the topic.
+        await desk.topics.close_topic(session, customer.id)
+        await desk.topics.refresh_board(session)
 
 
 @router.message(Command("close"))

@@ -331,6 +331,15 @@ async def test_two_agents_five_customers_of_every_tier_in_topics(env: Env, api: 
     await press(ANN2, "Cleo")
     assert await holder(env, CLEO) == ANN2
 
+    # Ben closes Vera's chat in her topic, then Boris's from his private chat with the bot
+    # (his only chat then): Boris's topic closes too, as if /close had been said there.
+    vera = topic_of(api, "Vera")
+    api.group_message(GROUP, BEN2, "/close", thread_id=vera)
+    await until(lambda: api.topic(GROUP, vera).closed)
+    boris = topic_of(api, "Boris")
+    await env.say(BEN2, "/close")
+    await until(lambda: api.topic(GROUP, boris).closed)
+
     await api.wait_idle()
     assert len(api.topics_of(GROUP)) == 5
     names = sorted(t.name for t in api.topics_of(GROUP))
