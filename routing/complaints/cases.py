@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.complaints import chats, events, sla
@@ -182,18 +182,20 @@ async def acknowledge(
     return True
 
 
+# Built once: asked for every agent message relayed.
+_WAITING_CASES = select(Complaint.id).where(
+    Complaint.conversation_id == bindparam("conversation_id"),
+    Complaint.status.in_((COMPLAINT_OPEN, COMPLAINT_REOPENED)),
+)
+
+
 async def acknowledge_for_conversation(
     session: AsyncSession, conversation_id: int, agent_id: int, now: datetime, policy: Policy
 ) -> list[int]:
     """Acknowledge every case the chat carries that waits for it (called for each agent
     message the bot relays; cheap when there is none). Returns the case numbers."""
     waiting = (
-        await session.execute(
-            select(Complaint.id).where(
-                Complaint.conversation_id == conversation_id,
-                Complaint.status.in_((COMPLAINT_OPEN, COMPLAINT_REOPENED)),
-            )
-        )
+        await session.execute(_WAITING_CASES, {"conversation_id": conversation_id})
     ).scalars()
     return [cid for cid in list(waiting) if await acknowledge(session, cid, agent_id, now, policy)]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,13 +34,21 @@ CONTENT_SURVEY = "survey"
 CONTENT_NOTE = "note"
 
 
+# Built once (hot paths: every chat opened, every relay addressed).
+_OPEN_FOR_CUSTOMER = select(Conversation).where(
+    Conversation.customer_id == bindparam("customer_id"), Conversation.status.in_(OPEN_STATUSES)
+)
+_AGENT_CHATS = (
+    select(Conversation, Customer)
+    .join(Customer, Customer.id == Conversation.customer_id)
+    .where(Conversation.agent_id == bindparam("agent_id"), Conversation.status == ASSIGNED)
+    .order_by(Conversation.assigned_at, Conversation.id)
+)
+
+
 async def open_for_customer(session: AsyncSession, customer_id: int) -> Conversation | None:
     return (
-        await session.execute(
-            select(Conversation).where(
-                Conversation.customer_id == customer_id, Conversation.status.in_(OPEN_STATUSES)
-            )
-        )
+        await session.execute(_OPEN_FOR_CUSTOMER, {"customer_id": customer_id})
     ).scalar_one_or_none()
 
 
@@ -234,12 +242,7 @@ async def notifications(session: AsyncSession, conversation_id: int) -> list[Mes
 
 
 async def agent_chats(session: AsyncSession, agent: Agent) -> list[tuple[Conversation, Customer]]:
-    rows = await session.execute(
-        select(Conversation, Customer)
-        .join(Customer, Customer.id == Conversation.customer_id)
-        .where(Conversation.agent_id == agent.id, Conversation.status == ASSIGNED)
-        .order_by(Conversation.assigned_at, Conversation.id)
-    )
+    rows = await session.execute(_AGENT_CHATS, {"agent_id": agent.id})
     return [(c, cu) for c, cu in rows.all()]
 
 

@@ -23,8 +23,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
@@ -162,8 +163,7 @@ def sql_open_to(agent: Agent, now: datetime) -> list[ColumnElement[bool]]:
     return conds
 
 
-async def online_slots(session: AsyncSession) -> dict[int, tuple[Agent, AgentSlot]]:
-    """Every online active agent with their current load, by id."""
+def _online_slots_statement() -> Select[tuple[Agent, int, Any]]:
     loads = (
         select(Conversation.agent_id, func.count().label("n"))
         .where(Conversation.status == ASSIGNED)
@@ -176,13 +176,22 @@ async def online_slots(session: AsyncSession) -> dict[int, tuple[Agent, AgentSlo
         .group_by(Conversation.agent_id)
         .subquery()
     )
-    rows = await session.execute(
+    return (
         select(Agent, func.coalesce(loads.c.n, 0), last.c.at)
         .outerjoin(loads, loads.c.agent_id == Agent.id)
         .outerjoin(last, last.c.agent_id == Agent.id)
         .where(Agent.online.is_(True), Agent.active.is_(True))
         .order_by(Agent.id)
     )
+
+
+# Built once: read for every chat queued, paged, claimed or offered.
+_ONLINE_SLOTS = _online_slots_statement()
+
+
+async def online_slots(session: AsyncSession) -> dict[int, tuple[Agent, AgentSlot]]:
+    """Every online active agent with their current load, by id."""
+    rows = await session.execute(_ONLINE_SLOTS)
     out: dict[int, tuple[Agent, AgentSlot]] = {}
     for a, n, at in rows.all():
         at_s = priority.epoch_seconds(at) if at is not None else -math.inf

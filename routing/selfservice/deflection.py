@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.store.models import Customer, SelfServiceSession
@@ -31,18 +31,20 @@ SEARCH = "?"
 QUESTION_MAX = 500
 
 
+# Built once: read at every self-service step.
+_OPEN = (
+    select(SelfServiceSession)
+    .where(
+        SelfServiceSession.customer_id == bindparam("customer_id"),
+        SelfServiceSession.outcome.is_(None),
+    )
+    .order_by(SelfServiceSession.id.desc())
+    .limit(1)
+)
+
+
 async def _open(session: AsyncSession, customer_id: int) -> SelfServiceSession | None:
-    return (
-        await session.execute(
-            select(SelfServiceSession)
-            .where(
-                SelfServiceSession.customer_id == customer_id,
-                SelfServiceSession.outcome.is_(None),
-            )
-            .order_by(SelfServiceSession.id.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    return (await session.execute(_OPEN, {"customer_id": customer_id})).scalar_one_or_none()
 
 
 async def current(

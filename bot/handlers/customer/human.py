@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiogram import F, Router
 from aiogram.filters import Command, StateFilter
 from aiogram.types import CallbackQuery, Message
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
@@ -142,6 +142,18 @@ async def converse(
         await ctx.desk.kick(conv.id, TO_AGENT)
 
 
+# Built once (every message of a customer in a chat): the customer's open chat, read fresh
+# (the identity map may hold it as it was before a claim committed).
+_OPEN_CHAT_FRESH = (
+    select(Conversation)
+    .where(
+        Conversation.customer_id == bindparam("customer_id"),
+        Conversation.status.in_(OPEN_STATUSES),
+    )
+    .execution_options(populate_existing=True)
+)
+
+
 async def _store(
     message: Message, ctx: CustomerContext, content: Content, *, human_first: bool
 ) -> tuple[Conversation | None, bool, bool]:
@@ -151,14 +163,7 @@ async def _store(
     async with session.begin():
         # Read fresh: the identity map may hold this chat as it was before a claim committed.
         conv = (
-            await session.execute(
-                select(Conversation)
-                .where(
-                    Conversation.customer_id == customer.id,
-                    Conversation.status.in_(OPEN_STATUSES),
-                )
-                .execution_options(populate_existing=True)
-            )
+            await session.execute(_OPEN_CHAT_FRESH, {"customer_id": customer.id})
         ).scalar_one_or_none()
         created = False
         if conv is None and human_first:
