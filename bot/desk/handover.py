@@ -17,7 +17,7 @@ from routing.clock import utcnow
 from routing.delivery import enqueue
 from routing.policy.root import Policy
 from routing.queue import conversations
-from routing.store.models import Agent, Conversation, Customer
+from routing.store.models import TO_AGENT, Agent, Conversation, Customer
 
 if TYPE_CHECKING:
     from bot.delivery import Deliverer
@@ -72,7 +72,9 @@ class Handover:
                 else texts.agent.taken_by(conv, customer, agent.name)
             )
             await self.notices.edit(note.chat_id, note.message_id, text)
-        await self.kick(conv.id)
+        # The briefing and the messages behind it go to the agent; nothing was queued for
+        # the customer here (their earlier rows were kicked when queued).
+        await self.kick(conv.id, TO_AGENT)
         if greet and customer.telegram_id is not None:
             with for_customer(customer):
                 joined = texts.customer.agent_joined(agent.name)
@@ -97,4 +99,4 @@ class Handover:
                 media_group_id=message.media_group_id,
                 now=self.now(),
             )
-        await self.kick(conv.id)
+        await self.kick(conv.id, TO_AGENT)
