@@ -94,13 +94,15 @@ def human_button() -> InlineKeyboardButton:
 def rows(
     buttons: Sequence[InlineKeyboardButton], nav: Sequence[InlineKeyboardButton] = ()
 ) -> InlineKeyboardMarkup:
-    """One button per row (labels can be long), the navigation row last."""
-    kb = InlineKeyboardBuilder()
-    for button in buttons:
-        kb.row(button)
+    """One button per row (labels can be long), the navigation row last.
+
+    Built as the markup itself, not through ``InlineKeyboardBuilder``: its ``as_markup``
+    deep-copies every button (pydantic models), which was about 7% of a self-service
+    answer's CPU (bench/RESULTS.md, issue 19); the buttons here are fresh and not shared."""
+    grid = [[button] for button in buttons]
     if nav:
-        kb.row(*nav)
-    return kb.as_markup()
+        grid.append(list(nav))
+    return InlineKeyboardMarkup(inline_keyboard=grid)
 
 
 def answer(
