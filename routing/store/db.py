@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,7 +31,13 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+# Writers from other processes (the CLI) queue this long for SQLite's write lock.
+BUSY_TIMEOUT_MS = 30000
+
+
 def _tune_sqlite(engine: AsyncEngine) -> None:
+    from routing.store import sqlite_driver
+
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -42,13 +49,20 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Connection) -> None:
         # Writers queue on the busy timeout instead of failing with "database is locked".
         driver: Any = conn.connection.driver_connection
+        raw = getattr(driver, "_conn", None)
+        if (
+            isinstance(raw, sqlite3.Connection)
+            and sqlite_driver.is_inline()
+            and sqlite_driver.begin_immediate_now(raw, BUSY_TIMEOUT_MS)
+        ):
+            return  # the lock was free: taken on the loop thread, no hand-off
         if hasattr(driver, "execute_fetchall"):
             # aiosqlite: one trip to its worker thread instead of three (cursor, execute,
             # close). Each trip is a thread hand-off costing ~0.1-0.2 ms, and every unit of

@@ -48,6 +48,28 @@ def inline() -> Iterator[None]:
         _INLINE.reset(token)
 
 
+def is_inline() -> bool:
+    """Whether this task runs its statements on the loop thread (inside :func:`inline`)."""
+    return _INLINE.get()
+
+
+def begin_immediate_now(conn: sqlite3.Connection, busy_timeout_ms: int) -> bool:
+    """Try ``BEGIN IMMEDIATE`` on this thread without waiting; False if another process holds
+    the write lock (then begin on the worker thread, which may wait ``busy_timeout``).
+
+    Inside :func:`inline` this saves the one thread hand-off a transaction still paid: within
+    the bot the pool has one connection, so the lock is free unless another process (the
+    CLI, another instance on the same file) holds it; the loop never waits on it here."""
+    conn.execute("PRAGMA busy_timeout=0")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+
+
 class _Done:
     """What the adapter reads from a driver cursor after the statement has run."""
 
