@@ -27,8 +27,9 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import keyboards, texts
+from bot import texts
 from bot.desk import Desk
+from bot.handlers.addressing import addressed
 from bot.i18n import for_customer
 from routing.care import triggers
 from routing.clock import Clock
@@ -36,8 +37,6 @@ from routing.complaints import cases, queries, remedies
 from routing.policy.complaints import local_text
 from routing.policy.root import Policy
 from routing.policy.selfservice_parts import normalise_language
-from routing.queue import conversations
-from routing.queue.conversations import TargetHow
 from routing.store.care_models import COMPLAINT_UNRESOLVED
 from routing.store.models import Agent, Conversation, Customer
 
@@ -45,31 +44,6 @@ router = Router(name="complaint-agents")
 
 # What reads as an attempted amount (a sign, digits, separators) rather than a note's word.
 _AMOUNTISH = re.compile(r"^[-+]?[$€£¥]?[-+]?[\d.,]*\d[\d.,]*[$€£¥]?$")
-
-
-async def _chat_in_hand(
-    message: Message, session: AsyncSession, agent: Agent
-) -> tuple[Conversation, Customer] | None:
-    """The chat the command addresses, or None after telling the agent why there is none."""
-    reply_to = message.reply_to_message.message_id if message.reply_to_message else None
-    async with session.begin():
-        target = await conversations.resolve_target(session, agent, reply_to)
-        items = (
-            await conversations.agent_chats(session, agent)
-            if target.how is TargetHow.AMBIGUOUS
-            else []
-        )
-    if target.conversation is not None and target.customer is not None:
-        return target.conversation, target.customer
-    if target.how is TargetHow.AMBIGUOUS:
-        await message.answer(
-            texts.complaint.which_chat(len(items)), reply_markup=keyboards.chats(items)
-        )
-    elif target.how is TargetHow.NOT_YOURS:
-        await message.answer(texts.agent.not_yours())
-    else:
-        await message.answer(texts.agent.no_open_chats())
-    return None
 
 
 def _category_key(given: str, policy: Policy) -> str | None:
@@ -103,7 +77,7 @@ async def complaint(
     if key is None:
         await message.answer(texts.complaint.unknown_category(words[0], keys))
         return
-    found = in_hand or await _chat_in_hand(message, session, agent)
+    found = in_hand or await addressed(message, session, agent, texts.complaint.which_chat)
     if found is None:
         return
     conv, customer = found
@@ -147,7 +121,7 @@ async def remedy(
         await message.answer(texts.complaint.bad_amount(words[1]))
         return
     parsed = remedies.parse_remedy(command.args or "", policy)
-    found = in_hand or await _chat_in_hand(message, session, agent)
+    found = in_hand or await addressed(message, session, agent, texts.complaint.which_chat)
     if found is None:
         return
     conv, _customer = found
@@ -177,7 +151,7 @@ async def resolve(
     clock: Clock,
     in_hand: tuple[Conversation, Customer] | None = None,
 ) -> None:
-    found = in_hand or await _chat_in_hand(message, session, agent)
+    found = in_hand or await addressed(message, session, agent, texts.complaint.which_chat)
     if found is None:
         return
     conv, customer = found

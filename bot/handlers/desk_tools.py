@@ -24,16 +24,16 @@ from aiogram.types import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import keyboards, texts
+from bot import texts
 from bot.desk import Desk
 from bot.desk import canned as canned_replies
 from bot.handlers import complaint as complaint_handlers
+from bot.handlers.addressing import addressed
 from routing.clock import Clock
 from routing.delivery import enqueue
 from routing.policy.desk import CannedReply
 from routing.policy.root import Policy
 from routing.queue import conversations
-from routing.queue.conversations import TargetHow
 from routing.store.models import TO_CUSTOMER, Agent, Conversation, Customer
 
 router = Router(name="desk-tools")
@@ -41,29 +41,6 @@ router = Router(name="desk-tools")
 # Inline queries come from the agent's chat with the bot as "sender"; anywhere else (a chat
 # with someone else) the replies are shown unfilled, so no customer's data leaves the desk.
 FILLED_IN = frozenset({"sender"})
-
-
-async def addressed(
-    message: Message, session: AsyncSession, agent: Agent
-) -> tuple[Conversation, Customer] | None:
-    """The chat ``message`` addresses; None after telling the agent why there is none."""
-    reply_to = message.reply_to_message.message_id if message.reply_to_message else None
-    async with session.begin():
-        target = await conversations.resolve_target(session, agent, reply_to)
-        items = (
-            await conversations.agent_chats(session, agent)
-            if target.how is TargetHow.AMBIGUOUS
-            else []
-        )
-    if target.conversation is not None and target.customer is not None:
-        return target.conversation, target.customer
-    if target.how is TargetHow.AMBIGUOUS:
-        await message.answer(texts.agent.ambiguous(len(items)), reply_markup=keyboards.chats(items))
-    elif target.how is TargetHow.NOT_YOURS:
-        await message.answer(texts.agent.not_yours())
-    else:
-        await message.answer(texts.agent.no_open_chats())
-    return None
 
 
 @router.message(Command("note"))
