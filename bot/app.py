@@ -34,6 +34,7 @@ from bot.http.server import Ops, add_routes, serve
 from bot.i18n import LocaleMiddleware, make_i18n, speaking
 from bot.intake import Intake, redis_chat_lock
 from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
+from bot.on_loop import run_sync_filters_on_loop
 from bot.throttle import ThrottleMiddleware
 from routing.clock import Clock, utcnow
 from routing.policy.root import Policy
@@ -87,6 +88,7 @@ def make_dispatcher(
     dp.callback_query.middleware(CallbackAnswerMiddleware())
     dp.include_routers(*get_routers())
     dp.include_routers(*desk_group.routers())  # topics mode's staff group (else inert)
+    run_sync_filters_on_loop(dp)  # not one thread hand-off per F.text (bot/on_loop.py)
     # Workflow data: handlers receive these by parameter name.
     dp["policy"] = policy
     dp["clock"] = clock
