@@ -58,7 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.http.metrics import metrics
 from routing.clock import Clock, utcnow
-from routing.store import inbox
+from routing.store import inbox, sqlite_driver
 from routing.store.inbox import RawUpdate
 
 log = logging.getLogger(__name__)
@@ -364,11 +364,14 @@ class Intake:
         backoff = Backoff(self.retry_first, 10.0)
         for _ in range(6):
             try:
-                async with self.sessions() as s, s.begin():
-                    if quarantine is None:
-                        await inbox.mark_done(s, update_id, self.now())
-                    else:
-                        await inbox.quarantine(s, update_id, quarantine, self.now())
+                # Inline (routing/store/sqlite_driver.py): on SQLite the mark's BEGIN,
+                # UPDATE and COMMIT run on the loop thread, not four trips to the driver's.
+                with sqlite_driver.inline():
+                    async with self.sessions() as s, s.begin():
+                        if quarantine is None:
+                            await inbox.mark_done(s, update_id, self.now())
+                        else:
+                            await inbox.quarantine(s, update_id, quarantine, self.now())
                 return
             except (DBAPIError, OSError) as exc:
                 if self.stopping:
