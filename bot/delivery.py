@@ -374,16 +374,15 @@ class Deliverer:
     async def _switch_header(self, c: Claimed) -> bool:
         """With several chats open, a header says whose messages follow (as relays did).
         Returns whether one was sent."""
+        if c.agent_id is None:
+            return False
         async with self.sessions() as s, s.begin():
-            agent = await s.get(Agent, c.agent_id) if c.agent_id is not None else None
+            # One read in the usual case (no header); the names only when one is due.
+            if not await conversations.header_needed(s, c.agent_id, c.conversation_id):
+                return False
             conv = await s.get(Conversation, c.conversation_id)
-            if agent is None or conv is None:
-                return False
-            several = len(await conversations.agent_chats(s, agent)) > 1
-            if not several or agent.last_inbound_conversation_id == conv.id:
-                return False
-            customer = await s.get(Customer, conv.customer_id)
-            if customer is None:
+            customer = await s.get(Customer, conv.customer_id) if conv is not None else None
+            if conv is None or customer is None:
                 return False
             text = texts.agent.header(conv, customer)
         head = await self.bot.send_message(c.chat_id, text, request_timeout=self.request_timeout)

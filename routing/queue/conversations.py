@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -239,6 +239,28 @@ async def notifications(session: AsyncSession, conversation_id: int) -> list[Mes
             )
         ).scalars()
     )
+
+
+# Whether a relayed message needs a header first: the agent holds several chats and the
+# last one relayed to them was another. One row, read before every relay to an agent.
+_HEADER_STATE = select(
+    Agent.last_inbound_conversation_id,
+    select(func.count())
+    .select_from(Conversation)
+    .where(Conversation.agent_id == Agent.id, Conversation.status == ASSIGNED)
+    .correlate(Agent)
+    .scalar_subquery(),
+).where(Agent.id == bindparam("agent_id"))
+
+
+async def header_needed(session: AsyncSession, agent_id: int, conversation_id: int) -> bool:
+    """With several chats open, a header says whose messages follow; none is needed when the
+    agent holds one chat or the last message relayed to them was from this one."""
+    row = (await session.execute(_HEADER_STATE, {"agent_id": agent_id})).one_or_none()
+    if row is None:
+        return False
+    last, open_chats = row
+    return bool(open_chats > 1 and last != conversation_id)
 
 
 async def agent_chats(session: AsyncSession, agent: Agent) -> list[tuple[Conversation, Customer]]:

@@ -313,3 +313,40 @@ async def test_a_drain_that_cancels_a_handler_mid_send_does_not_send_twice(h: Ha
     async with h.db.sessions() as s:
         statuses = set((await s.execute(select(Delivery.status))).scalars())
     assert statuses <= {"sent"}
+
+
+async def test_a_header_names_the_chat_only_when_the_agent_switches_between_chats(
+    h: Harness,
+) -> None:
+    """With one chat open, messages come bare; with two, a header says whose messages follow,
+    once per switch, not before every message."""
+    other = VIPC + 1
+    async with h.db.sessions() as s, s.begin():
+        s.add(Customer(external_id="W", name="Walt", tier="VIP", telegram_id=other,
+                       created_at=T0, updated_at=T0))  # fmt: skip
+    await _open_and_claim(h)  # Vera's chat, the only one: no header
+    vera_2 = h.api.user_message(VIPC, "still there?")["message_id"]
+    await h.feed()
+    await _until(lambda: len(copies(h, ANN, VIPC)) == 2)
+    assert not any(line.startswith("— ") for line in agent_view(h))
+
+    walt_1 = h.api.user_message(other, "hi, Walt here")["message_id"]
+    await h.feed()
+    await h.say(ANN, "/next")
+    await _until(lambda: copies(h, ANN, other) == [walt_1])
+    start = len(agent_view(h))
+    vera_3 = h.api.user_message(VIPC, "one more thing")["message_id"]
+    vera_4 = h.api.user_message(VIPC, "and another")["message_id"]
+    await h.feed()
+    await _until(lambda: copies(h, ANN, VIPC)[-2:] == [vera_3, vera_4])
+    walt_2 = h.api.user_message(other, "Walt again")["message_id"]
+    await h.feed()
+    await _until(lambda: copies(h, ANN, other)[-1:] == [walt_2])
+    view = agent_view(h)[start:]
+    headers = [line for line in view if line.startswith("— ")]
+    # Vera's two lines under one header (Walt's chat was the last relayed), then Walt's.
+    assert len(headers) == 2, view
+    assert "Vera" in headers[0] and "Walt" in headers[1], headers
+    assert view.index(headers[0]) < view.index(f"copy {vera_3}") < view.index(f"copy {vera_4}")
+    assert view.index(f"copy {vera_4}") < view.index(headers[1]) < view.index(f"copy {walt_2}")
+    assert vera_2 in copies(h, ANN, VIPC)
