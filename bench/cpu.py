@@ -225,7 +225,7 @@ async def _with_bot(
     check: Callable[[Any, int, Counter[str]], Awaitable[None]] | None = None,
 ) -> float:
     """Feed ``raws(bot)`` through a fresh dispatcher and Intake on ``world``'s database."""
-    from bot.app import make_dispatcher
+    from bot.app import make_dispatcher, settle_heap
     from bot.intake import Intake
     from routing.clock import utcnow
     from routing.policy.root import Policy
@@ -238,6 +238,7 @@ async def _with_bot(
         sessions = make_sessionmaker(engine)
         dp = make_dispatcher(sessions, Policy(), bot)
         batch = raws(bot)
+        settle_heap()  # as the bot does once it is up (bot.app.run)
         per_update = await _take_in_raw(Intake(dp, bot, sessions, utcnow), batch)
         await _check_inbox(sessions, len(batch))
         if check is not None:
