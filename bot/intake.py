@@ -54,7 +54,7 @@ from aiogram.types import Update
 from aiohttp import web
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.http.metrics import metrics
 from routing.clock import Clock, utcnow
@@ -169,6 +169,7 @@ class Intake:
         chat_lock: ChatLock | None = None,
     ) -> None:
         self.dp, self.bot, self.sessions, self.clock = dp, bot, sessions, clock
+        self.engine: AsyncEngine = sessions.kw["bind"]  # the done mark needs no session
         # The inbox is plumbing: it runs on real time, whatever clock the bot's rules use.
         self.now = utcnow
         # Set when several instances may share the database (see the module docstring).
@@ -367,10 +368,10 @@ class Intake:
                 # Inline (routing/store/sqlite_driver.py): on SQLite the mark's BEGIN,
                 # UPDATE and COMMIT run on the loop thread, not four trips to the driver's.
                 with sqlite_driver.inline():
-                    async with self.sessions() as s, s.begin():
-                        if quarantine is None:
-                            await inbox.mark_done(s, update_id, self.now())
-                        else:
+                    if quarantine is None:
+                        await inbox.mark_done(self.engine, update_id, self.now())
+                    else:
+                        async with self.sessions() as s, s.begin():
                             await inbox.quarantine(s, update_id, quarantine, self.now())
                 return
             except (DBAPIError, OSError) as exc:

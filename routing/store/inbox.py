@@ -18,8 +18,9 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from routing.store import lane
 from routing.store.models import INBOX_DONE, INBOX_PENDING, INBOX_QUARANTINED, InboundUpdate
 
 # Update kinds whose payload carries the chat it happens in; the rest carry only a user.
@@ -174,8 +175,13 @@ _MARK_DONE = (
 )
 
 
-async def mark_done(session: AsyncSession, update_id: int, now: datetime) -> None:
-    await session.execute(_MARK_DONE, {"done_id": update_id, "done_at": now})
+_MARK_DONE_LANE = lane.Prepared(_MARK_DONE)
+
+
+async def mark_done(engine: AsyncEngine, update_id: int, now: datetime) -> None:
+    """Mark an update handled, in a transaction of its own straight on the driver's
+    connection (routing/store/lane.py): it happens once per update and needs no session."""
+    await lane.write(engine, _MARK_DONE_LANE, {"done_id": update_id, "done_at": now})
 
 
 async def record_failure(session: AsyncSession, update_id: int, error: str) -> int:

@@ -1,0 +1,141 @@
+"""A short write transaction of one prebuilt statement, on the driver's connection.
+
+Some writes happen once per handled update and need nothing from the ORM: the inbox's done
+mark is the one. Through an ``AsyncSession`` such a transaction cost about 0.5 ms of CPU
+(the session, its transaction object, the connection checkout events, four greenlet
+switches, the statement's execution context), where the SQL itself takes tens of
+microseconds; on the pooled driver connection directly it costs about 0.08 ms on SQLite
+(bench/RESULTS.md, issue 19). This module runs such a statement, compiled once per dialect
+with its bind processors (so the values are stored exactly as SQLAlchemy would store them),
+in a transaction of its own on a connection checked out from the engine's pool.
+
+SQLite: inside ``sqlite_driver.inline()`` the transaction runs on the loop thread when the
+write lock is free (as every inline transaction does), else in one trip to aiosqlite's
+thread, which waits the busy timeout. PostgreSQL: asyncpg's own transaction. Any other
+driver: an ordinary ``engine.begin()``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.util import greenlet_spawn
+
+from routing.store import sqlite_driver
+from routing.store.db import BUSY_TIMEOUT_MS
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]  # the bind names in positional order
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    fixed: Mapping[str, Any]  # values the statement carries (``.values(status="done")``)
+
+
+class Prepared:
+    """A DML statement with named bind parameters, compiled once per dialect."""
+
+    def __init__(self, statement: UpdateBase) -> None:
+        self.statement = statement
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(dialect.name)
+        if found is None:
+            c = self.statement.compile(dialect=dialect)
+            names = tuple(c.positiontup or ())
+            processors = tuple(
+                c.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+            )
+            fixed = {n: b.value for n, b in c.binds.items() if not b.required}
+            found = self._by_dialect[dialect.name] = _Compiled(c.string, names, processors, fixed)
+        return found
+
+    def values(self, dialect: Dialect, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        c = self.compiled(dialect)
+        given = [params[n] if n in params else c.fixed[n] for n in c.names]
+        return tuple(p(v) if p is not None else v for v, p in zip(given, c.processors, strict=True))
+
+
+def _sqlite_write(conn: sqlite3.Connection, sql: str, values: tuple[Any, ...]) -> int:
+    # On aiosqlite's thread when the lock was busy: BEGIN IMMEDIATE waits busy_timeout there.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        rowcount = conn.execute(sql, values).rowcount
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return rowcount
+
+
+async def write(engine: AsyncEngine, prepared: Prepared, params: Mapping[str, Any]) -> int:
+    """Run ``prepared`` with ``params`` in a transaction of its own; the rows it changed.
+
+    Errors are SQLAlchemy's (``IntegrityError``, ``OperationalError``, ...: a ``DBAPIError``),
+    as through a session, and the connection that saw one is not reused."""
+    dialect = engine.dialect
+    if dialect.driver not in ("aiosqlite", "asyncpg"):  # a driver we do not ship
+        async with engine.begin() as c:
+            return int((await c.execute(prepared.statement, dict(params))).rowcount)
+    sql = prepared.compiled(dialect).sql
+    values = prepared.values(dialect, params)
+    raw = await engine.raw_connection()
+    try:
+        return await _run(raw.driver_connection, dialect.driver, sql, values)
+    except BaseException as error:
+        translated = (
+            _translated(raw, error, sql, values, dialect) if isinstance(error, Exception) else None
+        )
+        # Rare (the database is away, a constraint): whatever state the connection is in,
+        # it is closed rather than handed to the next user.
+        raw.invalidate()
+        if translated is not None and translated is not error:
+            raise translated from error
+        raise
+    finally:
+        # Back to the pool, whose reset may call the driver (so in a greenlet, as SQLAlchemy
+        # does for its own connections).
+        await greenlet_spawn(raw.close)
+
+
+async def _run(driver: Any, name: str, sql: str, values: tuple[Any, ...]) -> int:
+    if name == "asyncpg":
+        async with driver.transaction():
+            status: str = await driver.execute(sql, *values)
+        # "UPDATE 1", "INSERT 0 1", "DELETE 3": the count is the last word.
+        return int(status.rsplit(" ", 1)[-1])
+    conn: sqlite3.Connection = driver._conn
+    if sqlite_driver.is_inline() and sqlite_driver.begin_immediate_now(conn, BUSY_TIMEOUT_MS):
+        try:
+            rowcount = conn.execute(sql, values).rowcount
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return rowcount
+    return int(await driver._execute(_sqlite_write, conn, sql, values))
+
+
+def _translated(
+    raw: Any, error: Exception, sql: str, values: tuple[Any, ...], dialect: Dialect
+) -> Exception:
+    """The exception SQLAlchemy would raise for ``error`` on this statement."""
+    dbapi_error: Any = dialect.loaded_dbapi.Error
+    if not isinstance(error, dbapi_error):
+        try:  # the adapter's own mapping (asyncpg's exceptions to DBAPI classes)
+            raw.dbapi_connection._handle_exception(error)
+        except Exception as mapped:
+            error = mapped
+    if isinstance(error, dbapi_error):
+        wrapped: Exception = DBAPIError.instance(sql, values, error, dbapi_error, dialect=dialect)
+        return wrapped
+    return error

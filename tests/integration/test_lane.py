@@ -1,0 +1,108 @@
+"""routing/store/lane.py: one prebuilt statement in a transaction of its own on the driver's
+connection stores exactly what the ORM session would, on SQLite (inline or not, lock free or
+held by another process) and on PostgreSQL, and a failing one leaves nothing half done."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from routing.store import inbox, lane, sqlite_driver
+from routing.store.models import INBOX_DONE, INBOX_PENDING, InboundUpdate
+from tests.conftest import Db
+
+T = datetime(2026, 12, 2, 8, 30, 1, 123456, tzinfo=UTC)
+
+
+async def _pending(db: Db, *ids: int) -> None:
+    async with db.sessions() as s, s.begin():
+        for i in ids:
+            s.add(InboundUpdate(update_id=i, chat_id=1, payload="{}", status=INBOX_PENDING,
+                                received_at=T, attempts=0))  # fmt: skip
+
+
+async def _row(db: Db, update_id: int) -> tuple[str, datetime | None]:
+    async with db.sessions() as s:
+        row = (
+            await s.execute(
+                select(InboundUpdate.status, InboundUpdate.handled_at).where(
+                    InboundUpdate.update_id == update_id
+                )
+            )
+        ).one()
+    return row[0], row[1]
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_the_done_mark_stores_what_the_session_would(db: Db, inline: bool) -> None:
+    await _pending(db, 1, 2)
+    with sqlite_driver.inline() if inline else _nothing():
+        await inbox.mark_done(db.engine, 1, T)
+    async with db.sessions() as s, s.begin():  # the same statement through the ORM session
+        await s.execute(inbox._MARK_DONE, {"done_id": 2, "done_at": T})
+    assert await _row(db, 1) == await _row(db, 2) == (INBOX_DONE, T)
+
+
+async def test_rowcount_and_a_failure_leaves_nothing(db: Db) -> None:
+    await _pending(db, 1)
+    assert await lane.write(db.engine, lane.Prepared(inbox._MARK_DONE),
+                            {"done_id": 99, "done_at": T}) == 0  # fmt: skip
+    duplicate = lane.Prepared(
+        insert(InboundUpdate).values(
+            update_id=bindparam("i"), chat_id=1, payload="{}", status=INBOX_PENDING,
+            received_at=bindparam("at"), attempts=0,
+        )
+    )  # fmt: skip
+    with pytest.raises(IntegrityError), sqlite_driver.inline():
+        await lane.write(db.engine, duplicate, {"i": 1, "at": T})
+    # The connection went back to the pool clean: the next transactions work.
+    assert await lane.write(db.engine, duplicate, {"i": 2, "at": T}) == 1
+    bump = lane.Prepared(
+        update(InboundUpdate).where(InboundUpdate.update_id == bindparam("i")).values(attempts=7)
+    )
+    assert await lane.write(db.engine, bump, {"i": 1}) == 1
+    async with db.sessions() as s:
+        assert (
+            await s.scalar(select(InboundUpdate.attempts).where(InboundUpdate.update_id == 1)) == 7
+        )
+
+
+async def test_sqlite_a_held_lock_is_waited_for_off_the_loop(db: Db) -> None:
+    if db.backend != "sqlite":
+        pytest.skip("SQLite's write lock")
+    await _pending(db, 1)
+    path = db.url.split("///", 1)[1]
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.4, lambda: other.execute("COMMIT")).start()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.02)
+            ticks += 1
+
+    beat = asyncio.create_task(ticker())
+    try:
+        with sqlite_driver.inline():
+            await inbox.mark_done(db.engine, 1, T + timedelta(seconds=1))
+    finally:
+        beat.cancel()
+        other.close()
+    assert ticks >= 10  # the loop ran while the mark waited for the lock
+    assert await _row(db, 1) == (INBOX_DONE, T + timedelta(seconds=1))
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
