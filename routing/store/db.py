@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -95,8 +97,44 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         _tune_sqlite(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine)
+    return engine
+
+
+# A pooled PostgreSQL connection is pinged before use only when it sat idle this long.
+# ``pool_pre_ping`` pinged at every checkout, that is every transaction: a round trip costing
+# about 0.3 ms of CPU and 1 ms of wall time each, on a hot path of four to six transactions
+# per update (bench/RESULTS.md, issue 19). A connection in steady use has just worked; one
+# that breaks anyway (the server restarted within the last seconds) fails its transaction,
+# SQLAlchemy invalidates the pool, and the work is retried like any transient error (the
+# inbox retries an update, the delivery queue a send).
+PING_AFTER_IDLE_S = 5.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+
+    @event.listens_for(sync_engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync_engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return  # new, or in steady use
+        try:
+            dialect.do_ping(dbapi_conn)
+        except Exception as error:
+            dbapi_error = getattr(dialect.loaded_dbapi, "Error", ())
+            if isinstance(error, dbapi_error) and dialect.is_disconnect(error, dbapi_conn, None):
+                # The pool discards this connection and checks out another (SQLAlchemy's
+                # documented pessimistic disconnect handling).
+                raise DisconnectionError() from error
+            raise
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

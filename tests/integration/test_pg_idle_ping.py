@@ -1,0 +1,63 @@
+"""PostgreSQL: a pooled connection is pinged before use only after sitting idle
+(routing/store/db.py, ``PING_AFTER_IDLE_S``), and one the server dropped meanwhile is
+replaced without the caller seeing an error. Pinging at every checkout cost a round trip per
+transaction on the hot path (issue 19)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from routing.store import db as store_db
+from tests.conftest import Db
+
+
+@pytest.fixture
+def pg(db: Db) -> Db:
+    if db.backend != "postgresql":
+        pytest.skip("PostgreSQL's connection pool")
+    return db
+
+
+async def test_a_connection_in_steady_use_is_not_pinged(
+    pg: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = store_db.make_engine(pg.url)
+    pings: list[Any] = []
+    real = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(c) or real(c))
+    try:
+        for _ in range(20):
+            async with engine.begin() as conn:
+                assert (await conn.execute(text("SELECT 1"))).scalar() == 1
+        assert pings == []
+        # Idle for longer than the threshold (here: any time at all): pinged once per checkout.
+        monkeypatch.setattr(store_db, "PING_AFTER_IDLE_S", 0.0)
+        for _ in range(3):
+            async with engine.begin() as conn:
+                await conn.execute(text("SELECT 1"))
+        assert len(pings) == 3
+    finally:
+        await engine.dispose()
+
+
+async def test_an_idle_connection_the_server_dropped_is_replaced_unseen(
+    pg: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = store_db.make_engine(pg.url)
+    other = store_db.make_engine(pg.url)
+    try:
+        async with engine.begin() as conn:
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+        # The server drops the pooled (idle) connection, as on a restart or an idle timeout.
+        async with other.begin() as conn:
+            await conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        monkeypatch.setattr(store_db, "PING_AFTER_IDLE_S", 0.0)
+        async with engine.begin() as conn:
+            new_pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+        assert new_pid != pid
+    finally:
+        await engine.dispose()
+        await other.dispose()
