@@ -47,7 +47,7 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import texts
 from bot.chat_turns import MAX_TURN_WAIT, ChatTurns
@@ -57,6 +57,7 @@ from routing.clock import Clock, utcnow
 from routing.delivery import enqueue, sending
 from routing.delivery.sending import Backoff, Claimed
 from routing.queue import conversations
+from routing.store import lane
 from routing.store.models import TO_AGENT, TO_CUSTOMER, Agent, Conversation, Customer
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class Deliverer:
     ) -> None:
         self.bot = bot
         self.sessions = sessions
+        self.engine: AsyncEngine = sessions.kw["bind"]  # the "sent" marks need no session
         self.clock = clock  # the bot's clock: assignments are stamped with it
         self.now = now  # real time: the queue's timers, backoff and leases run on it
         self.backoff = backoff
@@ -329,20 +331,15 @@ class Deliverer:
             return
         self.turns.sent(c.chat_id)
         metrics().relay(c.direction)
-        async with self.sessions() as s, s.begin():
-            await sending.mark_sent(s, c.id, now=self.now(), agent_id=c.agent_id)
-            if c.direction == TO_AGENT:
-                chat = dest.chat_id if dest is not None else c.chat_id
-                for mid in sent:
-                    await conversations.link(
-                        s, chat, mid, c.conversation_id, c.link_kind or enqueue.LINK_RELAY
-                    )
-                if c.agent_id is not None:
-                    await s.execute(
-                        update(Agent)
-                        .where(Agent.id == c.agent_id)
-                        .values(last_inbound_conversation_id=c.conversation_id)
-                    )
+        # After every send: on the driver's connection, no session (routing/store/lane.py).
+        steps = [sending.sent_step(c.id, now=self.now(), agent_id=c.agent_id)]
+        if c.direction == TO_AGENT:
+            chat = dest.chat_id if dest is not None else c.chat_id
+            kind = c.link_kind or enqueue.LINK_RELAY
+            steps += [conversations.link_step(chat, m, c.conversation_id, kind) for m in sent]
+            if c.agent_id is not None:
+                steps.append(conversations.last_inbound_step(c.agent_id, c.conversation_id))
+        await lane.write_all(self.engine, steps)
 
     async def _call(self, c: Claimed, dest: Destination | None = None) -> list[int]:
         timeout = self.request_timeout

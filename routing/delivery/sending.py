@@ -15,6 +15,7 @@ from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.delivery.enqueue import KIND_GATE, _ids
+from routing.store import lane
 from routing.store.models import (
     ASSIGNED,
     CLOSED,
@@ -319,6 +320,15 @@ async def mark_sent(
     session: AsyncSession, row_id: int, *, now: datetime, agent_id: int | None
 ) -> None:
     await session.execute(_SENT, {"row_id": row_id, "at": now, "to_agent": agent_id})
+
+
+_SENT_LANE = lane.Prepared(_SENT)
+
+
+def sent_step(row_id: int, *, now: datetime, agent_id: int | None) -> lane.Step:
+    """:func:`mark_sent` as a step of a driver-level transaction (routing/store/lane.py): the
+    sender's mark after every send, with the relay's links (bot/delivery.py)."""
+    return _SENT_LANE, {"row_id": row_id, "at": now, "to_agent": agent_id}
 
 
 async def retry_at(

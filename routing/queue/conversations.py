@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import cast
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
 from routing.queue.priority import effective_rank, queue_key_at
+from routing.store import lane
 from routing.store.models import (
     ASSIGNED,
     CLOSED,
@@ -226,6 +228,36 @@ async def link(
         )
     )
     await session.flush()
+
+
+_LINK_LANE = lane.Prepared(
+    insert(cast(Table, MessageLink.__table__)).values(
+        chat_id=bindparam("chat_id"),
+        message_id=bindparam("message_id"),
+        conversation_id=bindparam("conversation_id"),
+        kind=bindparam("kind"),
+    )
+)
+_LAST_INBOUND_LANE = lane.Prepared(
+    update(cast(Table, Agent.__table__))
+    .where(Agent.__table__.c.id == bindparam("agent_id"))
+    .values(last_inbound_conversation_id=bindparam("conversation_id"))
+)
+
+
+def link_step(chat_id: int, message_id: int, conversation_id: int, kind: str) -> lane.Step:
+    """:func:`link` as a step of a driver-level transaction (routing/store/lane.py)."""
+    return _LINK_LANE, {
+        "chat_id": chat_id,
+        "message_id": message_id,
+        "conversation_id": conversation_id,
+        "kind": kind,
+    }
+
+
+def last_inbound_step(agent_id: int, conversation_id: int) -> lane.Step:
+    """The chat whose message reached the agent last (a header is due when it changes)."""
+    return _LAST_INBOUND_LANE, {"agent_id": agent_id, "conversation_id": conversation_id}
 
 
 async def notifications(session: AsyncSession, conversation_id: int) -> list[MessageLink]:

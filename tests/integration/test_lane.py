@@ -106,3 +106,25 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+async def test_several_statements_are_one_transaction(db: Db) -> None:
+    """A failing statement takes the ones before it along: the sender's "sent" mark never
+    stays without its links, nor the links without the mark."""
+    await _pending(db, 1)
+    mark = (lane.Prepared(inbox._MARK_DONE), {"done_id": 1, "done_at": T})
+    duplicate = (
+        lane.Prepared(
+            insert(InboundUpdate).values(
+                update_id=1, chat_id=1, payload="{}", status=INBOX_PENDING,
+                received_at=bindparam("at"), attempts=0,
+            )
+        ),
+        {"at": T},
+    )  # fmt: skip
+    for inline in (True, False):
+        with pytest.raises(IntegrityError), sqlite_driver.inline() if inline else _nothing():
+            await lane.write_all(db.engine, [mark, duplicate])
+        assert await _row(db, 1) == (INBOX_PENDING, None)
+    assert await lane.write_all(db.engine, [mark, mark]) == [1, 1]
+    assert await _row(db, 1) == (INBOX_DONE, T)
