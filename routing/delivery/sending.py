@@ -123,9 +123,12 @@ class Head:
 
 
 # Built once (the hot path of every relay): a destination's first two unsent rows, the
-# second only to know whether there is one.
+# second only to know whether there is one. Rows of the table, not ORM objects: a claim
+# reads them and updates by id, and loading instances into the session cost more than the
+# statement (issue 19).
+_TABLE = cast(Table, Delivery.__table__)
 _HEAD = (
-    select(Delivery)
+    select(_TABLE)
     .where(
         Delivery.conversation_id == bindparam("conversation_id"),
         Delivery.direction == bindparam("direction"),
@@ -145,11 +148,14 @@ _GATE_HELD = select(
         Delivery.created_at > bindparam("since", type_=Delivery.created_at.type),
     )
 )
-_CONV_STATE = select(Conversation.status, Conversation.agent_id, Conversation.assigned_at).where(
-    Conversation.id == bindparam("conversation_id")
+# The chat's state and its holder's Telegram chat, in one read.
+_CONV_STATE = (
+    select(Conversation.status, Conversation.agent_id, Conversation.assigned_at, Agent.telegram_id)
+    .outerjoin(Agent, Agent.id == Conversation.agent_id)
+    .where(Conversation.id == bindparam("conversation_id"))
 )
 _BRIEF = (
-    select(Delivery)
+    select(_TABLE)
     .where(
         Delivery.conversation_id == bindparam("conversation_id"),
         Delivery.direction == TO_AGENT,
@@ -161,7 +167,6 @@ _BRIEF = (
     .limit(1)
 )
 _AGENT_CHAT = select(Agent.telegram_id).where(Agent.id == bindparam("agent_id"))
-_TABLE = cast(Table, Delivery.__table__)
 _CLAIM = (
     update(_TABLE)
     .where(
@@ -214,10 +219,8 @@ async def claim_head(
     ``now`` is real time (the queue's timers run on it, not on the bot's clock).
     """
     first_two = (
-        (await session.execute(_HEAD, {"conversation_id": conversation_id, "direction": direction}))
-        .scalars()
-        .all()
-    )
+        await session.execute(_HEAD, {"conversation_id": conversation_id, "direction": direction})
+    ).all()
     if not first_two:
         return Head()
     head = first_two[0]
@@ -227,6 +230,7 @@ async def claim_head(
     agent_id = head.agent_id
     chat_id = head.chat_id
     relay = direction == TO_AGENT and head.agent_id is None
+    holder_chat: int | None = None  # the holder's Telegram chat, read with the chat's state
     if relay:
         conv = (await session.execute(_CONV_STATE, {"conversation_id": conversation_id})).one()
         gate = conv.agent_id is not None and (
@@ -254,7 +258,7 @@ async def claim_head(
                 .values(next_at=recheck)
             )
             return Head(wait_until=recheck, gated=True)
-        agent_id = conv.agent_id
+        agent_id, holder_chat = conv.agent_id, conv.telegram_id
         if conv.status == ASSIGNED:
             # The holder's briefing first, even if its rows were queued after this message
             # (PostgreSQL: the message's transaction took its id before the hand-over's).
@@ -267,18 +271,19 @@ async def claim_head(
                         "handover_at": conv.assigned_at,
                     },
                 )
-            ).scalar_one_or_none()
+            ).one_or_none()
             if brief is not None:
                 if brief.next_at > now:
                     return Head(wait_until=brief.next_at)
                 head, relay, chat_id = brief, False, brief.chat_id
                 more = True  # the relay that was at the head still waits behind it
     if direction == TO_AGENT:
-        chat_id = (
-            await session.scalar(_AGENT_CHAT, {"agent_id": agent_id})
-            if agent_id is not None
-            else None
-        )
+        if holder_chat is not None:
+            chat_id = holder_chat
+        elif agent_id is not None:
+            chat_id = await session.scalar(_AGENT_CHAT, {"agent_id": agent_id})
+        else:
+            chat_id = None
     if chat_id is None:
         await fail(session, head.id, now=now, error="no chat to deliver to")
         return Head(wait_until=now)
