@@ -137,7 +137,27 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             raise
 
 
+class _InlineClosingSession(AsyncSession):
+    """SQLite: inside ``sqlite_driver.inline()`` a session closes in place.
+
+    SQLAlchemy closes an ``async with`` session in a task of its own and shields it, so that a
+    cancellation cannot cut the close short. Inline, nothing in a close suspends (the
+    rollback and the pool's reset run on the loop thread), so there is nothing to cut short,
+    and the task cost a loop iteration per transaction, during which the pool's one
+    connection stayed checked out while other updates waited for it (issue 19)."""
+
+    async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
+        from routing.store import sqlite_driver
+
+        if sqlite_driver.is_inline():
+            await self.close()
+        else:
+            await super().__aexit__(type_, value, traceback)
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    if is_sqlite(str(engine.url)):
+        return async_sessionmaker(engine, expire_on_commit=False, class_=_InlineClosingSession)
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
