@@ -39,8 +39,7 @@ _CHAT_KINDS = (
     "chat_boost",
     "removed_chat_boost",
 )
-# Rows per INSERT: a handful of bound parameters each, well under SQLite's variable limit.
-_BATCH = 200
+_INBOX = cast(Table, InboundUpdate.__table__)
 
 
 @dataclass(frozen=True)
@@ -88,34 +87,35 @@ def parse_batch(raws: Sequence[Any]) -> tuple[list[RawUpdate], list[str]]:
     return rows, bad
 
 
+def _insert_new(dialect: Any) -> Any:
+    ins = dialect.insert(_INBOX).values(
+        update_id=bindparam("update_id"),
+        chat_id=bindparam("chat_id"),
+        payload=bindparam("payload"),
+        status=INBOX_PENDING,
+        attempts=0,
+        received_at=bindparam("received_at", type_=InboundUpdate.received_at.type),
+    )
+    return ins.on_conflict_do_nothing(index_elements=["update_id"]).returning(_INBOX.c.update_id)
+
+
+# Built once per dialect and run as one executemany (SQLAlchemy batches it into multi-row
+# INSERTs, "insertmanyvalues", with RETURNING): a statement rebuilt with the batch's rows in
+# its VALUES was compiled anew for every getUpdates answer, 1.3 ms for a single update.
+_INSERT_NEW = {"sqlite": _insert_new(sqlite), "postgresql": _insert_new(postgresql)}
+
+
 async def store(session: AsyncSession, rows: Sequence[RawUpdate], now: datetime) -> set[int]:
     """Insert new updates as pending; returns the ids that were new (others are redeliveries
     of updates already stored, handled or not)."""
     if not rows:
         return set()
-    pg = session.get_bind().dialect.name == "postgresql"
-    ins = postgresql.insert if pg else sqlite.insert
-    new: set[int] = set()
-    for i in range(0, len(rows), _BATCH):
-        values = [
-            {
-                "update_id": r.update_id,
-                "chat_id": r.chat_id,
-                "payload": r.payload,
-                "status": INBOX_PENDING,
-                "attempts": 0,
-                "received_at": now,
-            }
-            for r in rows[i : i + _BATCH]
-        ]
-        stmt = (
-            ins(InboundUpdate)
-            .values(values)
-            .on_conflict_do_nothing(index_elements=["update_id"])
-            .returning(InboundUpdate.update_id)
-        )
-        new.update((await session.execute(stmt)).scalars())
-    return new
+    stmt = _INSERT_NEW[session.get_bind().dialect.name]
+    values = [
+        {"update_id": r.update_id, "chat_id": r.chat_id, "payload": r.payload, "received_at": now}
+        for r in rows
+    ]
+    return set((await session.execute(stmt, values)).scalars())
 
 
 async def pending(session: AsyncSession, limit: int = 10_000) -> list[RawUpdate]:
@@ -167,7 +167,6 @@ async def is_done(session: AsyncSession, update_id: int) -> bool:
 
 # Once per handled update: a Core statement on the table, built once (an ORM-enabled
 # UPDATE is rebuilt, cache-keyed and synchronised with the session on every call).
-_INBOX = cast(Table, InboundUpdate.__table__)
 _MARK_DONE = (
     update(_INBOX)
     .where(_INBOX.c.update_id == bindparam("done_id"))
