@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from sqlalchemy import BigInteger, ColumnElement, String, Table, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from routing.customers.import_files import Batches, open_csv, scan
+from routing.customers.import_files import Batches, Header, open_csv, scan
 from routing.customers.import_rows import Row, RowError, show_cell
 from routing.policy.root import Policy
 from routing.store.bulk import bulk_settings
@@ -143,6 +143,11 @@ class Importer(Generic[Row]):
     def parse(self, row: dict[str, str], line: int, policy: Policy) -> Row | RowError:
         raise NotImplementedError
 
+    def fast_parser(self, header: Header) -> Callable[[list[str], int], Row | None] | None:
+        """A parser for the common valid record, tried before ``parse`` (see ``Batches``);
+        None: every record is parsed the general way."""
+        return None
+
     def among(self, column: ColumnElement[Any], values: Collection[str | int]) -> Any:
         """``column IN values`` with one bound parameter, not one per value.
 
@@ -208,7 +213,7 @@ class Importer(Generic[Row]):
         f = open_csv(path)
         pending: asyncio.Future[tuple[int, list[Row | RowError]]] | None = None
         try:
-            batches = Batches(f, path, header, self.parse, self.policy)
+            batches = Batches(f, path, header, self.parse, self.policy, self.fast_parser(header))
             async with sessions() as session, bulk_settings(session, own_transactions=True):
                 self.dialect = session.get_bind().dialect.name
                 pending = asyncio.ensure_future(asyncio.to_thread(batches.next, batch_size))
