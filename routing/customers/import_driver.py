@@ -13,9 +13,11 @@ dialect's INSERT, the "an empty cell keeps the stored value" SET (``keep_stored`
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +41,7 @@ __all__ = [
     "Importer",
     "Merged",
     "dialect_insert",
+    "fewer_collections",
     "keep_stored",
 ]
 
@@ -216,23 +219,26 @@ class Importer(Generic[Row]):
             batches = Batches(f, path, header, self.parse, self.policy, self.fast_parser(header))
             async with sessions() as session, bulk_settings(session, own_transactions=True):
                 self.dialect = session.get_bind().dialect.name
-                pending = asyncio.ensure_future(asyncio.to_thread(batches.next, batch_size))
-                while pending is not None:
-                    count, parsed = await pending
-                    # Parse the next batch in a worker thread while this one is written.
-                    pending = None
-                    if not batches.done:
-                        pending = asyncio.ensure_future(asyncio.to_thread(batches.next, batch_size))
-                    self.report.rows += count
-                    good: list[Row] = []
-                    for item in parsed:
-                        if isinstance(item, RowError):
-                            self.listed.error(item)
-                        else:
-                            good.append(item)
-                    if good:
-                        async with session.begin():
-                            await self.write(session, good)
+                with fewer_collections():
+                    pending = asyncio.ensure_future(asyncio.to_thread(batches.next, batch_size))
+                    while pending is not None:
+                        count, parsed = await pending
+                        # Parse the next batch in a worker thread while this one is written.
+                        pending = None
+                        if not batches.done:
+                            pending = asyncio.ensure_future(
+                                asyncio.to_thread(batches.next, batch_size)
+                            )
+                        self.report.rows += count
+                        good: list[Row] = []
+                        for item in parsed:
+                            if isinstance(item, RowError):
+                                self.listed.error(item)
+                            else:
+                                good.append(item)
+                        if good:
+                            async with session.begin():
+                                await self.write(session, good)
         finally:
             if pending is not None:
                 # The worker thread reads the file: let it finish before the file closes.
@@ -243,6 +249,26 @@ class Importer(Generic[Row]):
         self.listed.finish(self.closing_warnings())
         self.report.seconds = time.perf_counter() - started
         return self.report
+
+
+@contextlib.contextmanager
+def fewer_collections(threshold: int = 50_000) -> Iterator[None]:
+    """CPython's cyclic garbage collector run less often for the length of an import.
+
+    An import allocates millions of objects (cells, rows, tuples) that live for one batch:
+    with the default threshold (a young collection every 700 allocations, and a full one over
+    every object of the process whenever the survivors pile up) a 1,000,000-order import took
+    44.5 s of CPU, with this threshold 27.2 s, with the collector off 27.9 s (one run each on
+    the 2-core box, bench/RESULTS.md). It still runs, about 70 times less often, and the
+    previous thresholds are restored after. The import makes no reference cycles of its own,
+    so nothing it frees waits for the collector.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(threshold, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def keep_stored(column: str, excluded: Any, table: Table) -> ColumnElement[Any]:
