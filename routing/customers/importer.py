@@ -71,9 +71,10 @@ BATCH_SIZE = 5000
 # Orders in larger transactions: every batch rewrites the covering index's pages it touches,
 # so fewer, larger batches write far less (the SQL of 1,000,000 orders 14 -> 9 s of CPU from
 # 5,000 to 20,000 rows, bench/RESULTS.md). A batch holds SQLite's write lock from its BEGIN
-# IMMEDIATE to its COMMIT: for 20,000 orders a median 0.3-0.9 s, at most 1.3 s, on the shared
-# 2-core box (bench/RESULTS.md). A bot writer waits that long behind it (its busy timeout is
-# 30 s): acceptable during a bulk import, not much more; so not larger.
+# IMMEDIATE to its COMMIT: for 20,000 orders a median 0.3 s on a quiet 2-core box, 0.7-0.9 s
+# at load 3-4, at most 1.7 s (10,000: median 0.5 s, at most 0.7 s, but the import 45% slower;
+# bench/RESULTS.md). A bot writer waits that long behind it (busy timeout 30 s): acceptable
+# during a bulk import, not much more, so not larger.
 ORDER_BATCH_SIZE = 20_000
 
 
