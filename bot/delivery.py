@@ -46,7 +46,7 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import texts
@@ -383,15 +383,15 @@ class Deliverer:
                 return False
             text = texts.agent.header(conv, customer)
         head = await self.bot.send_message(c.chat_id, text, request_timeout=self.request_timeout)
-        async with self.sessions() as s, s.begin():
-            await conversations.link(
-                s, c.chat_id, head.message_id, c.conversation_id, enqueue.LINK_HEADER
-            )
-            await s.execute(
-                update(Agent)
-                .where(Agent.id == c.agent_id)
-                .values(last_inbound_conversation_id=c.conversation_id)
-            )
+        await lane.write_all(
+            self.engine,
+            [
+                conversations.link_step(
+                    c.chat_id, head.message_id, c.conversation_id, enqueue.LINK_HEADER
+                ),
+                conversations.last_inbound_step(c.agent_id, c.conversation_id),
+            ],
+        )
         return True
 
     async def _failed(self, c: Claimed, exc: BaseException) -> None:

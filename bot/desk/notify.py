@@ -16,7 +16,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.types import Message as SentMessage
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot import keyboards, texts
 from bot.adapters.content import Content
@@ -74,10 +74,12 @@ class Notices:
         except TelegramAPIError as exc:
             log.warning("could not %s %s: %s", what, agent.telegram_id, exc)
             return None
-        async with session.begin():
-            await conversations.link(
-                session, agent.telegram_id, sent.message_id, conv_id, "notification"
-            )
+        # Its own short transaction on the driver's connection (routing/store/lane.py).
+        engine = session.bind
+        assert isinstance(engine, AsyncEngine)
+        await conversations.link_now(
+            engine, agent.telegram_id, sent.message_id, conv_id, "notification"
+        )
         return sent
 
     async def edit(self, chat_id: int, message_id: int, text: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
@@ -60,20 +60,24 @@ def should_tell_position(
     return position <= top
 
 
+def latest_closed(policy: Policy) -> Select[datetime | None, datetime | None]:
+    """The last ``handle_window`` closed chats' claim and close times, newest first (read
+    through ``ix_conversations_closed``, not a sort of the whole history)."""
+    return (
+        select(Conversation.assigned_at, Conversation.closed_at)
+        .where(
+            Conversation.status == CLOSED,
+            Conversation.assigned_at.is_not(None),
+            Conversation.closed_at.is_not(None),
+        )
+        .order_by(Conversation.closed_at.desc())
+        .limit(policy.queue.position.handle_window)
+    )
+
+
 async def mean_handle_seconds(session: AsyncSession, policy: Policy) -> float:
     p = policy.queue.position
-    rows = (
-        await session.execute(
-            select(Conversation.assigned_at, Conversation.closed_at)
-            .where(
-                Conversation.status == CLOSED,
-                Conversation.assigned_at.is_not(None),
-                Conversation.closed_at.is_not(None),
-            )
-            .order_by(Conversation.closed_at.desc())
-            .limit(p.handle_window)
-        )
-    ).all()
+    rows = (await session.execute(latest_closed(policy))).all()
     spans = [(c - a).total_seconds() for a, c in rows if a is not None and c is not None]
     spans = [s for s in spans if s >= 0]
     return sum(spans) / len(spans) if spans else p.default_handle_seconds

@@ -171,6 +171,9 @@ class Conversation(Base):
             postgresql_where=text("status != 'closed'"),
         ),
         Index("ix_conversations_queue", "status", "queue_key", "queued_at", "id"),
+        # The latest closed chats (the mean handling time behind every new chat's ETA):
+        # without it, each new chat sorted every closed chat ever (migration 0015).
+        Index("ix_conversations_closed", "status", "closed_at"),
     )
 
 
