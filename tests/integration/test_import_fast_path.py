@@ -23,6 +23,7 @@ from routing.customers.import_rows import order_fast_path, parse_order_row
 from routing.customers.importer import ImportReport, import_customers, import_orders
 from routing.customers.order_importer import OrderImporter
 from routing.policy.root import Policy
+from routing.store import bulk
 from routing.store.models import Order
 from tests.conftest import Db
 
@@ -208,3 +209,28 @@ async def test_the_collectors_threshold_is_restored(db: Db, policy: Policy, tmp_
     path.write_text(",".join(COLUMNS) + "\nC1,O1,19.99,books,2026-03-01,paid\n")
     await import_orders(db.sessions, path, policy)
     assert gc.get_threshold() == before
+
+
+async def test_sqlite_import_restores_the_wal_checkpoint_and_checkpoints_after(
+    db: Db, policy: Policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db.backend != "sqlite":
+        pytest.skip("SQLite's WAL")
+    checkpoints: list[Any] = []
+    real = bulk._checkpoint
+
+    async def spy(session: Any) -> None:
+        await real(session)  # the real one: it must run outside a transaction without error
+        checkpoints.append(session)
+
+    monkeypatch.setattr(bulk, "_checkpoint", spy)
+    path = tmp_path / "o.csv"
+    rows = [f"C{i % 50},O{i},{i}.50,books,2026-03-01T10:00:00Z,paid" for i in range(3000)]
+    path.write_text(",".join(COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    async with db.sessions() as s:
+        before = (await s.execute(text("PRAGMA wal_autocheckpoint"))).scalar()
+    report = await import_orders(db.sessions, path, policy, batch_size=500)
+    assert report.inserted == 3000
+    assert len(checkpoints) == 1
+    async with db.sessions() as s:
+        assert (await s.execute(text("PRAGMA wal_autocheckpoint"))).scalar() == before
