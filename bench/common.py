@@ -22,6 +22,7 @@ import signal
 import sqlite3
 import statistics
 import sys
+import tempfile
 import time
 import weakref
 from collections.abc import Iterator
@@ -373,11 +374,26 @@ class Traffic:
 # ------------------------------------------------------------------ bot processes
 
 
+# The benchmarks' bots run the default policy without its NPS campaigns. Whether a campaign
+# fires depends on the calendar (the VIP one on the 1st at 11:00, caught up for 24 h after
+# a start, and deferred through quiet hours): on 2026-12-02 from 09:00 every fresh bot began
+# by surveying its seeded VIPs, a thousand messages competing with the traffic measured.
+BENCH_POLICY = "[surveys.nps]\ncampaigns = []\n"
+
+
+def bench_policy_file() -> Path:
+    path = Path(tempfile.gettempdir()) / "contactbot-bench-policy.toml"
+    if not path.exists() or path.read_text() != BENCH_POLICY:
+        path.write_text(BENCH_POLICY)
+    return path
+
+
 def bot_env(api_url: str, db_url: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTBOT_")}
     env |= {
         "CONTACTBOT_TOKEN": DEFAULT_TOKEN,
         "CONTACTBOT_TELEGRAM_API_URL": api_url,
+        "CONTACTBOT_CONFIG": str(bench_policy_file()),
         "PYTHONUNBUFFERED": "1",
     }
     if db_url:
