@@ -1,11 +1,12 @@
 """A short write transaction of prebuilt statements, on the driver's connection.
 
-Some writes happen once per handled update and need nothing from the ORM: the inbox's done
-mark is the one. Through an ``AsyncSession`` such a transaction cost about 0.5 ms of CPU
+Some writes happen once per handled update or send and need nothing from the ORM: the
+inbox's done mark, the sender's mark after a send (with the relay's links), a notice's link.
+Through an ``AsyncSession`` such a transaction cost about 0.5 ms of CPU
 (the session, its transaction object, the connection checkout events, four greenlet
 switches, the statement's execution context), where the SQL itself takes tens of
 microseconds; on the pooled driver connection directly it costs about 0.08 ms on SQLite
-(bench/RESULTS.md, issue 19). This module runs such a statement, compiled once per dialect
+(bench/RESULTS.md, issue 19). This module runs such statements, each compiled once per dialect
 with its bind processors (so the values are stored exactly as SQLAlchemy would store them),
 in a transaction of its own on a connection checked out from the engine's pool.
 
