@@ -177,7 +177,12 @@ async def test_search_feedback_handoff_out_of_hours_and_deflection(env: Env) -> 
         return [(r.outcome, r.language) for r in rows.scalars()]
 
     assert await env.query(sessions) == [("handoff", "en"), ("resolved", "zh_Hans")]
-    stats = await env.say(BOB, "/stats")
+    # Monday 10:00: Cora's chat, queued on Saturday, has breached its first-response target,
+    # so the SLA sweep may page Bob (a supervisor) at any moment: wait for the stats reply
+    # itself, not for the first message into his chat.
+    mark = api.mark()
+    api.user_message(BOB, "/stats")
+    stats = await api.wait_for("sendMessage", chat_id=BOB, since=mark, text_contains="Self-service")
     assert "Self-service: 1 of 2 sessions ended without a person (50%)" in (stats.text or "")
 
 
