@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.util import await_only
 
 import migrations
+from routing.store import sqlite_driver
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,6 @@ BUSY_TIMEOUT_MS = 30000
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
-    from routing.store import sqlite_driver
-
     sync_engine = engine.sync_engine
 
     @event.listens_for(sync_engine, "connect")
@@ -86,7 +85,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             kwargs.setdefault("max_overflow", 0)
             kwargs.setdefault("pool_timeout", 60)
         if make_url(url).get_driver_name() == "aiosqlite" and "module" not in kwargs:
-            from routing.store.sqlite_driver import one_trip_dbapi
+            one_trip_dbapi = sqlite_driver.one_trip_dbapi
 
             dbapi = one_trip_dbapi()
             if dbapi is not None:
@@ -147,8 +146,6 @@ class _InlineClosingSession(AsyncSession):
     connection stayed checked out while other updates waited for it (issue 19)."""
 
     async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
-        from routing.store import sqlite_driver
-
         if sqlite_driver.is_inline():
             await self.close()
         else:
