@@ -85,9 +85,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             kwargs.setdefault("max_overflow", 0)
             kwargs.setdefault("pool_timeout", 60)
         if make_url(url).get_driver_name() == "aiosqlite" and "module" not in kwargs:
-            one_trip_dbapi = sqlite_driver.one_trip_dbapi
-
-            dbapi = one_trip_dbapi()
+            dbapi = sqlite_driver.one_trip_dbapi()
             if dbapi is not None:
                 kwargs["module"] = dbapi
                 # Statements may run on the loop's thread (sqlite_driver.inline), never at
