@@ -3,6 +3,7 @@ and the relay of a customer's messages to their agent through the delivery queue
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -17,10 +18,57 @@ from routing.clock import utcnow
 from routing.delivery import enqueue
 from routing.policy.root import Policy
 from routing.queue import conversations
-from routing.store.models import TO_AGENT, Agent, Conversation, Customer
+from routing.store import inbox
+from routing.store.models import ASSIGNED, TO_AGENT, Agent, Conversation, Customer
 
 if TYPE_CHECKING:
     from bot.delivery import Deliverer
+
+
+@dataclass(frozen=True)
+class Earlier:
+    """What an earlier handling of this update did (routing/store/inbox.py, ``Effect``).
+
+    A crash between a handler's commit and the inbox's done mark makes the next start handle
+    the update again. Claiming again would take a second chat (/next takes whichever is
+    next), closing or transferring again would act on the agent's next chat: the handler
+    resumes instead, with the hand-over the crash cut off, if any."""
+
+    effect: inbox.Effect
+    hand_over: tuple[Agent, Conversation] | None  # still to do: to whom, which chat
+
+
+async def earlier(session: AsyncSession, update_id: int) -> Earlier | None:
+    effect = await inbox.effect_of(session, update_id)
+    if effect is None:
+        return None
+    conv = await session.get(Conversation, effect.conversation_id)
+    if (
+        effect.agent_id is None
+        or conv is None
+        or conv.status != ASSIGNED
+        or conv.agent_id != effect.agent_id
+        or not await enqueue.handing_over(session, conv.id)
+    ):
+        return Earlier(effect, None)  # done, or the chat moved on since
+    agent = await session.get(Agent, effect.agent_id)
+    return Earlier(effect, (agent, conv) if agent is not None else None)
+
+
+async def hold(
+    session: AsyncSession,
+    update_id: int,
+    conv: Conversation,
+    agent: Agent,
+    *,
+    now: datetime,
+    kind: str = inbox.CLAIMED,
+) -> None:
+    """In the transaction that gives ``agent`` the chat (a claim, a transfer): the
+    customer's messages wait for the briefing :meth:`Handover.hand_over` queues next, and the
+    update records what it did (:class:`Earlier`)."""
+    await enqueue.hold_for_hand_over(session, conv.id, agent.id, now=now)
+    await inbox.record_effect(session, update_id, inbox.Effect(kind, conv.id, agent.id))
 
 
 class Handover:

@@ -18,7 +18,7 @@ from aiogram.exceptions import TelegramAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import keyboards, texts
-from bot.desk.handover import Handover
+from bot.desk.handover import Handover, hold
 from bot.desk.notify import Notices
 from bot.http.metrics import metrics
 from bot.i18n import for_agents
@@ -27,7 +27,7 @@ from routing.delivery import enqueue
 from routing.policy.root import Policy
 from routing.queue import agents, assignment, claims, conversations, estimate, offers, sla
 from routing.queue.eligibility import AgentSlot, Chat, online_slots
-from routing.store import cluster
+from routing.store import cluster, inbox
 from routing.store.models import OPEN_STATUSES, QUEUED, Agent, Conversation, Customer, QueueOffer
 
 if TYPE_CHECKING:
@@ -217,10 +217,15 @@ class QueueDesk:
 
     async def transfer_back(
         self, session: AsyncSession, agent: Agent, conv: Conversation, customer: Customer,
-        note: str | None,
+        note: str | None, *, update_id: int | None = None,
     ) -> None:  # fmt: skip
+        """Put the chat back in the queue; ``update_id`` (the /transfer) records it
+        (bot/desk/handover.py, ``earlier``)."""
         async with session.begin():
             await claims.requeue(session, conv, front=False, note=note, by=agent.id)
+            if update_id is not None:
+                effect = inbox.Effect(inbox.TRANSFERRED, conv.id)
+                await inbox.record_effect(session, update_id, effect)
             if agent.focus_conversation_id == conv.id:
                 agent.focus_conversation_id = None
                 session.add(agent)
@@ -230,16 +235,26 @@ class QueueDesk:
 
     async def transfer_to(
         self, session: AsyncSession, agent: Agent, conv: Conversation, customer: Customer,
-        name: str, note: str | None,
+        name: str, note: str | None, *, update_id: int | None = None,
     ) -> str | None:  # fmt: skip
-        """Hand the chat to the agent called ``name``. Returns an error text, or None."""
+        """Hand the chat to the agent called ``name``. Returns an error text, or None.
+        ``update_id`` (the /transfer) records it (bot/desk/handover.py, ``earlier``)."""
         async with session.begin():
             target = await agents.by_name(session, name)
             if target is None:
                 return texts.agent.transfer_unknown(name)
             refused = await claims.transfer_to(session, conv, target, note, agent, self.now())
-            if refused is None:
+            if refused is None and update_id is not None:
                 # The customer's messages wait for the new agent's briefing (hand_over).
+                await hold(
+                    session,
+                    update_id,
+                    conv,
+                    target,
+                    now=self.handover.now(),
+                    kind=inbox.TRANSFERRED,
+                )
+            elif refused is None:
                 await enqueue.hold_for_hand_over(
                     session, conv.id, target.id, now=self.handover.now()
                 )

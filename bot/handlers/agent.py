@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from aiogram import Router
 from aiogram.filters import Command
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, Message, Update
 from aiogram.utils.callback_answer import CallbackAnswer
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot import keyboards, texts
 from bot.adapters.content import content_of
 from bot.desk import Desk
+from bot.desk.handover import earlier, hold
 from bot.filters import IsSupervisor
 from bot.handlers import complaint as complaint_handlers
 from bot.i18n import for_customer
@@ -28,6 +29,7 @@ from routing.policy.root import Policy
 from routing.queue import claims, conversations, eligibility
 from routing.queue.conversations import TargetHow
 from routing.selfservice import deflection
+from routing.store import inbox
 from routing.store.models import ASSIGNED, QUEUED, TO_CUSTOMER, Agent, Conversation, Customer
 from surveys import status as survey_status
 
@@ -84,15 +86,29 @@ async def show_queue(message: Message, session: AsyncSession, policy: Policy) ->
 
 @router.message(Command("next"))
 async def next_(
-    message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
+    message: Message,
+    session: AsyncSession,
+    agent: Agent,
+    desk: Desk,
+    clock: Clock,
+    event_update: Update,
 ) -> None:
+    full = False
+    conv: Conversation | None = None
     async with session.begin():
-        # Checked first rather than caught: a rollback would expire `agent` for what follows.
-        full = not eligibility.has_capacity(await claims.load(session, agent.id), agent.max_chats)
-        conv = None if full else await claims.claim_next(session, agent, clock())
-        if conv is not None:
-            # The customer's messages wait for the briefing hand_over queues next.
-            await enqueue.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
+        before = await earlier(session, event_update.update_id)
+        if before is None:
+            # Checked first rather than caught: a rollback would expire `agent` for what follows.
+            full = not eligibility.has_capacity(
+                await claims.load(session, agent.id), agent.max_chats
+            )
+            conv = None if full else await claims.claim_next(session, agent, clock())
+            if conv is not None:
+                await hold(session, event_update.update_id, conv, agent, now=desk.now())
+    if before is not None:
+        if before.hand_over is not None:
+            await desk.hand_over(session, *before.hand_over)
+        return
     if full:
         await message.answer(texts.agent.at_capacity(agent.max_chats))
         return
@@ -111,18 +127,30 @@ async def claim_button(
     desk: Desk,
     clock: Clock,
     callback_answer: CallbackAnswer,
+    event_update: Update,
 ) -> None:
     async with session.begin():
-        result = await claims.claim(session, callback_data.conv, agent, clock())
-        if result.won and result.conversation is not None:
-            await enqueue.hold_for_hand_over(
-                session, result.conversation.id, agent.id, now=desk.now()
+        before = await earlier(session, event_update.update_id)
+        if before is not None:
+            result, customer = None, None
+        else:
+            result = await claims.claim(session, callback_data.conv, agent, clock())
+            if result.won and result.conversation is not None:
+                await hold(
+                    session, event_update.update_id, result.conversation, agent, now=desk.now()
+                )
+            customer = (
+                await session.get(Customer, result.conversation.customer_id)
+                if result.conversation
+                else None
             )
-        customer = (
-            await session.get(Customer, result.conversation.customer_id)
-            if result.conversation
-            else None
-        )
+    if before is not None or result is None:  # handled before a crash: what it did not get to
+        await answer_now(query, callback_answer)
+        if before is None:
+            return
+        if before.hand_over is not None:
+            await desk.hand_over(session, *before.hand_over)
+        return
     conv = result.conversation
     if conv is None or customer is None:
         alert(callback_answer, texts.agent.chat_gone())
@@ -184,12 +212,18 @@ async def _resolve(
     session: AsyncSession, agent: Agent, message: Message
 ) -> tuple[conversations.Target, list[tuple[Conversation, Customer]]]:
     """The chat a message or /close addresses, and the choices to offer when ambiguous."""
-    reply_to = message.reply_to_message.message_id if message.reply_to_message else None
     async with session.begin():
-        target = await conversations.resolve_target(session, agent, reply_to)
-        if target.how is not TargetHow.AMBIGUOUS:
-            return target, []
-        return target, await conversations.agent_chats(session, agent)
+        return await _targets(session, agent, message)
+
+
+async def _targets(
+    session: AsyncSession, agent: Agent, message: Message
+) -> tuple[conversations.Target, list[tuple[Conversation, Customer]]]:
+    reply_to = message.reply_to_message.message_id if message.reply_to_message else None
+    target = await conversations.resolve_target(session, agent, reply_to)
+    if target.how is not TargetHow.AMBIGUOUS:
+        return target, []
+    return target, await conversations.agent_chats(session, agent)
 
 
 async def _close(
@@ -200,9 +234,12 @@ async def _close(
     policy: Policy,
     desk: Desk,
     clock: Clock,
+    update_id: int | None = None,
 ) -> None:
     async with session.begin():
         survey = await conversations.close(session, conv, customer, policy, clock())
+        if update_id is not None and survey is not None:
+            await inbox.record_effect(session, update_id, inbox.Effect(inbox.CLOSED, conv.id))
         if agent.focus_conversation_id == conv.id:
             agent.focus_conversation_id = None
             session.add(agent)
@@ -229,10 +266,25 @@ async def close(
     policy: Policy,
     desk: Desk,
     clock: Clock,
+    event_update: Update,
 ) -> None:
-    target, items = await _resolve(session, agent, message)
+    async with session.begin():
+        # Handled before a crash lost its done mark: the chat it closed is closed. Resolving
+        # "the chat I am in" again would close the agent's next one.
+        if await inbox.effect_of(session, event_update.update_id) is not None:
+            return
+        target, items = await _targets(session, agent, message)
     if target.conversation is not None and target.customer is not None:
-        await _close(session, agent, target.conversation, target.customer, policy, desk, clock)
+        await _close(
+            session,
+            agent,
+            target.conversation,
+            target.customer,
+            policy,
+            desk,
+            clock,
+            event_update.update_id,
+        )
     elif target.how is TargetHow.AMBIGUOUS:
         await message.answer(
             texts.agent.which_chat_to_close(), reply_markup=keyboards.close_choice(items)

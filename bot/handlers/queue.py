@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, Message, Update
 from aiogram.utils.callback_answer import CallbackAnswer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
 from bot.desk import Desk
+from bot.desk.handover import earlier, hold
 from bot.middlewares import alert, answer_now
 from routing.clock import Clock
-from routing.delivery import enqueue
 from routing.queue import claims, conversations
 from routing.queue.conversations import TargetHow
 from routing.store.models import Agent, Customer, QueueOffer
@@ -45,14 +45,27 @@ def split_target(args: str, names: list[str]) -> tuple[str | None, str | None]:
 
 @router.message(Command("transfer"))
 async def transfer(
-    message: Message, command: CommandObject, session: AsyncSession, agent: Agent, desk: Desk
+    message: Message,
+    command: CommandObject,
+    session: AsyncSession,
+    agent: Agent,
+    desk: Desk,
+    event_update: Update,
 ) -> None:
     reply_to = message.reply_to_message.message_id if message.reply_to_message else None
     async with session.begin():
-        target = await conversations.resolve_target(session, agent, reply_to)
-        names = list(
-            (await session.execute(select(Agent.name).where(Agent.active.is_(True)))).scalars()
-        )
+        before = await earlier(session, event_update.update_id)
+        if before is None:
+            target = await conversations.resolve_target(session, agent, reply_to)
+            names = list(
+                (await session.execute(select(Agent.name).where(Agent.active.is_(True)))).scalars()
+            )
+    if before is not None:
+        # Handled before a crash lost its done mark: the chat it transferred is transferred
+        # (resolving "the chat I am in" again would move the agent's next one).
+        if before.hand_over is not None:
+            await desk.hand_over(session, *before.hand_over, greet=False)
+        return
     conv, customer = target.conversation, target.customer
     if conv is None or customer is None:
         if target.how is TargetHow.AMBIGUOUS:
@@ -64,9 +77,13 @@ async def transfer(
         return
     name, note = split_target(command.args or "", names)
     if name is None:
-        await desk.queue.transfer_back(session, agent, conv, customer, note)
+        await desk.queue.transfer_back(
+            session, agent, conv, customer, note, update_id=event_update.update_id
+        )
         return
-    error = await desk.queue.transfer_to(session, agent, conv, customer, name, note)
+    error = await desk.queue.transfer_to(
+        session, agent, conv, customer, name, note, update_id=event_update.update_id
+    )
     if error is not None:
         await message.answer(error)
 
@@ -80,24 +97,32 @@ async def offer_answer(
     desk: Desk,
     clock: Clock,
     callback_answer: CallbackAnswer,
+    event_update: Update,
 ) -> None:
     if not callback_data.accept:
         if not await desk.queue.decline(session, callback_data.id, agent):
             alert(callback_answer, texts.agent.offer_gone())
         return
+    result, conv, customer = None, None, None
     async with session.begin():
-        offer = await session.get(QueueOffer, callback_data.id)
-        ok = offer is not None and offer.agent_id == agent.id and offer.outcome == "pending"
-        result = (
-            await claims.claim(session, offer.conversation_id, agent, clock())
-            if ok and offer is not None
-            else None
-        )
-        conv = result.conversation if result is not None else None
-        if result is not None and result.won and conv is not None:
-            # The customer's messages wait for the briefing hand_over queues next.
-            await enqueue.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
-        customer = await session.get(Customer, conv.customer_id) if conv is not None else None
+        before = await earlier(session, event_update.update_id)
+        if before is None:
+            offer = await session.get(QueueOffer, callback_data.id)
+            ok = offer is not None and offer.agent_id == agent.id and offer.outcome == "pending"
+            result = (
+                await claims.claim(session, offer.conversation_id, agent, clock())
+                if ok and offer is not None
+                else None
+            )
+            conv = result.conversation if result is not None else None
+            if result is not None and result.won and conv is not None:
+                await hold(session, event_update.update_id, conv, agent, now=desk.now())
+            customer = await session.get(Customer, conv.customer_id) if conv is not None else None
+    if before is not None:  # handled before a crash: only the hand-over it did not get to
+        await answer_now(query, callback_answer)
+        if before.hand_over is not None:
+            await desk.hand_over(session, *before.hand_over)
+        return
     if result is None or conv is None or customer is None:
         alert(callback_answer, texts.agent.offer_gone())
         return

@@ -25,13 +25,14 @@ from typing import Any
 from aiogram import BaseMiddleware, F, Router
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, Filter
-from aiogram.types import Message, ReplyParameters, TelegramObject
+from aiogram.types import Message, ReplyParameters, TelegramObject, Update
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
 from bot.adapters.content import content_of
 from bot.desk import Desk
+from bot.desk.handover import earlier, hold
 from bot.filters import IsAgent, IsCustomer, IsSupervisor
 from bot.handlers import agent as agent_handlers
 from bot.handlers import complaint as complaint_handlers
@@ -170,18 +171,29 @@ async def transfer(
 
 
 async def takeover(
-    message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
+    message: Message,
+    session: AsyncSession,
+    agent: Agent,
+    desk: Desk,
+    clock: Clock,
+    event_update: Update,
 ) -> None:
     conv, customer = await _topic_chat(session, message, desk)
     if conv is None or customer is None:
         await message.answer(texts.topics.no_open_chat())
         return
     async with session.begin():
-        if conv.status == ASSIGNED and conv.agent_id != agent.id:
-            await claims.requeue(session, conv, front=True)
-        result = await claims.claim(session, conv.id, agent, clock())
-        if result.won:
-            await enqueue.hold_for_hand_over(session, conv.id, agent.id, now=desk.now())
+        before = await earlier(session, event_update.update_id)
+        if before is None:
+            if conv.status == ASSIGNED and conv.agent_id != agent.id:
+                await claims.requeue(session, conv, front=True)
+            result = await claims.claim(session, conv.id, agent, clock())
+            if result.won:
+                await hold(session, event_update.update_id, conv, agent, now=desk.now())
+    if before is not None:  # handled before a crash: only the hand-over it did not get to
+        if before.hand_over is not None:
+            await desk.hand_over(session, *before.hand_over)
+        return
     if not result.won or result.conversation is None:
         refusal = desk.queue.refusal(result, agent)
         await message.answer(refusal or texts.agent.chat_gone())

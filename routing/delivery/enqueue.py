@@ -308,6 +308,17 @@ async def hand_over(
         await session.execute(insert(Delivery).values(**row))
 
 
+async def handing_over(session: AsyncSession, conversation_id: int) -> bool:
+    """Whether a claim of the conversation still waits for its :func:`hand_over` (its hold
+    is in place): a crash came between the two, and the hand-over is still to do."""
+    found = await session.scalar(
+        select(Delivery.id)
+        .where(Delivery.conversation_id == conversation_id, Delivery.kind == KIND_GATE)
+        .limit(1)
+    )
+    return found is not None
+
+
 async def waiting_message_ids(session: AsyncSession, conversation_id: int) -> set[tuple[int, int]]:
     """(chat, message) pairs still waiting for whoever holds the conversation (the rows
     :func:`hand_over` moves behind the briefing)."""

@@ -183,6 +183,51 @@ async def mark_done(engine: AsyncEngine, update_id: int, now: datetime) -> None:
     await lane.write(engine, _MARK_DONE_LANE, {"done_id": update_id, "done_at": now})
 
 
+@dataclass(frozen=True)
+class Effect:
+    """What handling an update did that handling it again must not redo.
+
+    A crash between a handler's commit and the done mark makes the next start handle the
+    update again. Acts that name their object guard themselves (a stored transcript row is
+    not relayed twice, a closed chat is not closed twice); acts that pick one ("the next
+    chat", "the chat I am in") would pick another. Those record what they did here, in the
+    transaction that does it, and a second handling resumes from it instead."""
+
+    kind: str  # CLAIMED, CLOSED, TRANSFERRED
+    conversation_id: int
+    agent_id: int | None = None  # whom the chat went to (a claim, a transfer to a person)
+
+    def __str__(self) -> str:
+        agent = "" if self.agent_id is None else f":{self.agent_id}"
+        return f"{self.kind}:{self.conversation_id}{agent}"
+
+    @classmethod
+    def parse(cls, raw: str) -> Effect:
+        kind, conv, *agent = raw.split(":")
+        return cls(kind, int(conv), int(agent[0]) if agent else None)
+
+
+CLAIMED = "claim"
+CLOSED = "close"
+TRANSFERRED = "transfer"
+
+
+async def record_effect(session: AsyncSession, update_id: int, effect: Effect) -> None:
+    """In the transaction of the act: ``update_id`` did ``effect``. An update fed without
+    the inbox (tests, tools) has no row, and nothing is recorded."""
+    await session.execute(
+        update(InboundUpdate).where(InboundUpdate.update_id == update_id).values(effect=str(effect))
+    )
+
+
+async def effect_of(session: AsyncSession, update_id: int) -> Effect | None:
+    """What an earlier handling of ``update_id`` recorded, if anything."""
+    raw = await session.scalar(
+        select(InboundUpdate.effect).where(InboundUpdate.update_id == update_id)
+    )
+    return Effect.parse(raw) if raw else None
+
+
 async def record_failure(session: AsyncSession, update_id: int, error: str) -> int:
     """Count a failed attempt at handling; returns the attempts so far."""
     attempts = await session.scalar(

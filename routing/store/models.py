@@ -387,6 +387,9 @@ class InboundUpdate(Base):
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     handled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     error: Mapped[str | None] = mapped_column(Text)
+    # What handling it did that a second handling must not redo ("claim:12"): written in the
+    # transaction that did it, read when a crash lost the done mark (routing/store/inbox.py).
+    effect: Mapped[str | None] = mapped_column(String(40))
 
 
 # Delivery statuses.
