@@ -40,7 +40,7 @@ from routing.clock import Clock, utcnow
 from routing.policy.root import Policy
 from routing.queue import claims
 from routing.selfservice.knowledge import KnowledgeIndex
-from routing.store import cluster, db, inbox
+from routing.store import cluster, db, inbox, update_lookup
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,12 @@ async def build_app(settings: Settings, token: str) -> App:
     return App(settings, policy, engine, bot, dp, clock)
 
 
+async def _warm_up(app: App) -> None:
+    """What the first update would pay for, paid before updates come (update_lookup)."""
+    async with db.make_sessionmaker(app.engine)() as s, s.begin():
+        await update_lookup.warm_up(s, utcnow())
+
+
 def settle_heap() -> None:
     """Move everything alive after start-up out of the garbage collector's sight.
 
@@ -252,6 +258,7 @@ async def run_polling(settings: Settings, token: str) -> None:
         await app.bot.delete_webhook(drop_pending_updates=False)
         await app.dp.emit_startup(bot=app.bot, **_workflow(app))
         sched = _start_scheduler(app)
+        await _warm_up(app)
         await intake.recover()
         sweeps = _start_sweeps(intake)
         settle_heap()
@@ -302,6 +309,7 @@ async def run_webhook(settings: Settings, token: str) -> None:
         )
         log.info("contactbot webhook on %s:%s", settings.webhook_host, settings.webhook_port)
         sched = _start_scheduler(app)
+        await _warm_up(app)
         await intake.recover()
         sweeps = _start_sweeps(intake)
         settle_heap()

@@ -106,3 +106,14 @@ async def lookup(
         )
     ).one()
     return Lookup(bool(row[0]), row[1], row[2], row[3], row[4])
+
+
+async def warm_up(session: AsyncSession, now: datetime) -> None:
+    """Compile the statements of :func:`lookup` before the first update needs them.
+
+    SQLAlchemy compiles a statement on its first execution in a process and caches it: for
+    this joined statement of four entities that is about 15 ms of CPU, paid by the first
+    message after every start (a VIP's page among them) unless paid here, before polling.
+    The ids match no row."""
+    await lookup(session, 0, 0, now)
+    await lookup(session, 0, None, now)
