@@ -21,7 +21,7 @@ from sqlalchemy import and_, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
-from routing.queue import conversations
+from routing.queue import claims, conversations
 from routing.scoring.model import CSAT
 from routing.scoring.satisfaction import SatisfactionUpdate, update_satisfaction
 from routing.store.models import QUEUED, SURVEY_COMMENT_ASKED, Conversation, Customer, Survey
@@ -153,6 +153,8 @@ async def _recover(
     if not created and conv.status == QUEUED:
         # Already waiting: it gets the recovery bump too, never a lower priority.
         conv.priority = min(conv.priority, max(policy.rank(customer.tier) - boost, 0))
+        # The queue is ordered by the key, not the rank: the bump moves it only through it.
+        conv.queue_key = min(conv.queue_key, claims.key_for(policy, conv.priority, conv.queued_at))
     summary = summary_of(survey, score)
     await conversations.add_message(
         session,

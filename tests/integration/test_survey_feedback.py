@@ -203,3 +203,37 @@ async def test_agent_csat_for_supervisor_stats(db: Db, policy: Policy) -> None:
     async with db.sessions() as s:
         rows = await status.agent_csat(s)
     assert [(r.name, r.answers, r.average) for r in rows] == [("Ann", 2, 4.5), ("Bob", 1, 2.0)]
+
+
+async def test_a_detractor_whose_chat_already_waits_moves_up_the_queue(
+    db: Db, policy: Policy
+) -> None:
+    """The recovery bump on a chat that already waits changes its place in the queue, not
+    only the rank it shows: the queue is ordered by the stored virtual arrival (queue_key),
+    which the bump once left as it was."""
+    from routing.queue import claims
+    from routing.queue.agents import add_agent
+    from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
+
+    cid, sid = await setup(db)
+    async with db.sessions() as s, s.begin():
+        other = Customer(
+            external_id="F2", tier="C", telegram_id=4343, created_at=NOW, updated_at=NOW
+        )
+        s.add(other)
+        await s.flush()
+        # Another C customer queued a minute earlier: ahead, until the detractor's bump.
+        await open_conversation(s, other, policy, ORIGIN_REQUEST, NOW - timedelta(minutes=11))
+        mine = await s.get(Customer, cid)
+        assert mine is not None
+        waiting, _ = await open_conversation(
+            s, mine, policy, ORIGIN_REQUEST, NOW - timedelta(minutes=10)
+        )
+        agent, _ = await add_agent(s, 900, "Bob", now=NOW)
+    result = await answer(db, policy, cid, sid, 1)
+    assert result.recovery is not None and not result.recovery.created
+    async with db.sessions() as s, s.begin():
+        bob = await s.get(Agent, agent.id)
+        assert bob is not None
+        first = await claims.claim_next(s, bob, NOW)
+    assert first is not None and first.id == waiting.id
