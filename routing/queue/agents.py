@@ -10,11 +10,19 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.queue import claims
+from routing.store.care_models import (
+    CARE_OPEN,
+    CARE_SNOOZED,
+    CARE_STARTED,
+    CareTask,
+    Complaint,
+    ComplaintEvent,
+)
 from routing.store.managers import find_manager as find_manager
 from routing.store.managers import manager_of as manager_of
 from routing.store.models import (
@@ -141,7 +149,8 @@ class Removal:
 async def remove_agent(session: AsyncSession, telegram_id: int) -> Removal:
     """Remove an agent: their open chats go back to the front of the queue (database only:
     the customers are told nothing from here), then the agent is deleted, or only
-    deactivated when any conversation, transcript, offer, survey or delivery names them.
+    deactivated when any conversation, transcript, offer, survey, delivery, complaint or
+    care task names them. Their care tasks still to do go to the pool.
 
     A deactivated agent is no longer an agent to the bot (every lookup skips inactive ones)
     and `agents add` with their Telegram id brings them back."""
@@ -154,6 +163,16 @@ async def remove_agent(session: AsyncSession, telegram_id: int) -> Removal:
     # Asked before the requeue, which clears the open chats' agent_id.
     referenced = await _referenced(session, agent.id)
     requeued = await claims.requeue_agent(session, agent)
+    # Their care tasks still to do go to the pool: assigned to someone who is gone, nobody
+    # would be reminded of a VIP's follow-up. Done ones keep the name, as history.
+    await session.execute(
+        update(CareTask)
+        .where(
+            CareTask.agent_id == agent.id,
+            CareTask.status.in_((CARE_OPEN, CARE_SNOOZED, CARE_STARTED)),
+        )
+        .values(agent_id=None)
+    )
     agent.active = False
     agent.online = False
     agent.focus_conversation_id = None
@@ -181,6 +200,12 @@ async def _referenced(session: AsyncSession, agent_id: int) -> bool:
         select(QueueOffer.id).where(QueueOffer.agent_id == agent_id),
         select(Survey.id).where(Survey.agent_id == agent_id),
         select(Delivery.id).where(Delivery.agent_id == agent_id),
+        # Complaints, their events and care tasks done name whoever handled them: deleting
+        # the row would let a later agent take over the id (SQLite reuses the largest) and
+        # with it that history.
+        select(Complaint.id).where(Complaint.agent_id == agent_id),
+        select(ComplaintEvent.id).where(ComplaintEvent.agent_id == agent_id),
+        select(CareTask.id).where(CareTask.agent_id == agent_id),
     ]
     for stmt in checks:
         if (await session.execute(stmt.limit(1))).first() is not None:
