@@ -61,6 +61,8 @@ class Desk:
     @delivery.setter
     def delivery(self, deliverer: Deliverer | None) -> None:
         self.handover.delivery = deliverer
+        if deliverer is not None:
+            self.notices.turns = deliverer.turns  # pages and relays share a chat's pace
         if deliverer is not None and self.topics is not None:
             deliverer.router = self.topics
             self.topics.sessions = deliverer.sessions

@@ -8,28 +8,38 @@ so that whoever takes the chat can settle it (``handover``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.types import Message as SentMessage
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot import keyboards, texts
 from bot.adapters.content import Content
+from bot.chat_turns import ChatTurns
 from bot.i18n import for_agents, for_customer
 from routing.queue import conversations
 from routing.store.models import Agent, Conversation, Customer
 
 log = logging.getLogger(__name__)
 
+# A notice (a page, an offer) waits its chat's turn and Telegram's 429s at most this long in
+# all; then it is given up, logged, and the queue's sweep announces the chat again.
+NOTICE_MAX_WAIT = 30.0
+
 
 class Notices:
-    def __init__(self, bot: Bot) -> None:
+    def __init__(self, bot: Bot, turns: ChatTurns | None = None) -> None:
         self.bot = bot
+        # Whose turn it is to send into each chat: the deliverer's (Desk.delivery), so that
+        # pages and relays into an agent's chat share its pace after a 429.
+        self.turns = turns or ChatTurns(time.monotonic)
 
     async def preview(self, session: AsyncSession, conv_id: int) -> str | None:
         """A short view of the customer's first message (for notices); None if there is none."""
@@ -70,7 +80,7 @@ class Notices:
         """Send an agent a notice about a chat and link it as the chat's notification (the
         hand-over rewrites it when anyone takes the chat). None if it could not be sent."""
         try:
-            sent = await self.bot.send_message(agent.telegram_id, text, reply_markup=markup)
+            sent = await self._in_turn(agent.telegram_id, text, markup)
         except TelegramAPIError as exc:
             log.warning("could not %s %s: %s", what, agent.telegram_id, exc)
             return None
@@ -81,6 +91,25 @@ class Notices:
             engine, agent.telegram_id, sent.message_id, conv_id, "notification"
         )
         return sent
+
+    async def _in_turn(self, chat_id: int, text: str, markup: InlineKeyboardMarkup) -> SentMessage:
+        """Send in the chat's turn. A 429 waits ``retry_after`` and tries again, and paces
+        the chat for everyone sending into it (bot/chat_turns.py): a VIP's page into an
+        agent's busy chat once got a 429 and was lost, the VIP left unannounced."""
+        deadline = time.monotonic() + NOTICE_MAX_WAIT
+        while True:
+            async with self.turns.turn(chat_id):
+                if wait := self.turns.wait(chat_id):
+                    await asyncio.sleep(wait)
+                try:
+                    sent = await self.bot.send_message(chat_id, text, reply_markup=markup)
+                except TelegramRetryAfter as exc:
+                    self.turns.limited(chat_id, float(exc.retry_after))
+                    if time.monotonic() + exc.retry_after > deadline:
+                        raise
+                    continue
+                self.turns.sent(chat_id)
+                return sent
 
     async def edit(self, chat_id: int, message_id: int, text: str) -> None:
         """Rewrite a notice (and drop its buttons)."""

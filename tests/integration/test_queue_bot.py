@@ -247,3 +247,16 @@ async def test_offer_mode_timeout_passes_to_next_agent_who_accepts(h_offer: Harn
     async with h.db.sessions() as s:
         bob = (await s.execute(select(Agent).where(Agent.telegram_id == BOB))).scalar_one()
     assert conv.agent_id == bob.id
+
+
+async def test_a_page_that_meets_a_429_waits_it_out_and_arrives_once(h: Harness) -> None:
+    """Telegram answers 429 to a burst into one chat. A VIP's page into a busy agent's chat
+    was lost to it (logged, the VIP announced to nobody); now it waits ``retry_after`` and
+    goes, and the chat is paced for everyone sending into it."""
+    h.api.fail_next("sendMessage", 429, retry_after=1, chat_id=ANN)
+    mark = await h.say(VIPC, "I need help")
+    pages = [t for t in h.texts(ANN, mark) if "New chat" in t and f"Cust{VIPC}" in t]
+    assert len(pages) == 1
+    assert h.api.count_429 == 1
+    # Bob's page was not held up behind Ann's 429 for longer than it lasted.
+    assert [t for t in h.texts(BOB, mark) if "New chat" in t]
