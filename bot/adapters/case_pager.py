@@ -60,7 +60,7 @@ class BotCasePager:
             # A chat someone already holds (the case joined it) has nothing to claim.
             markup = keyboards.claim(conversation_id) if conv and conv.status == QUEUED else None
         try:
-            sent = await self.desk.bot.send_message(manager.telegram_id, text, reply_markup=markup)
+            sent = await self.desk.notices.send_in_turn(manager.telegram_id, text, markup)
         except TelegramAPIError as exc:
             log.warning("could not page account manager %s: %s", manager.telegram_id, exc)
             return False

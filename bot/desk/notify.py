@@ -80,7 +80,7 @@ class Notices:
         """Send an agent a notice about a chat and link it as the chat's notification (the
         hand-over rewrites it when anyone takes the chat). None if it could not be sent."""
         try:
-            sent = await self._in_turn(agent.telegram_id, text, markup)
+            sent = await self.send_in_turn(agent.telegram_id, text, markup)
         except TelegramAPIError as exc:
             log.warning("could not %s %s: %s", what, agent.telegram_id, exc)
             return None
@@ -92,7 +92,9 @@ class Notices:
         )
         return sent
 
-    async def _in_turn(self, chat_id: int, text: str, markup: InlineKeyboardMarkup) -> SentMessage:
+    async def send_in_turn(
+        self, chat_id: int, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> SentMessage:
         """Send in the chat's turn. A 429 waits ``retry_after`` and tries again, and paces
         the chat for everyone sending into it (bot/chat_turns.py): a VIP's page into an
         agent's busy chat once got a 429 and was lost, the VIP left unannounced."""

@@ -122,7 +122,7 @@ class QueueDesk:
                     continue
             else:
                 try:
-                    sent = await self.notices.bot.send_message(
+                    sent = await self.notices.send_in_turn(
                         n.agent.telegram_id,
                         texts.agent.offer(
                             n.conversation,
@@ -130,7 +130,7 @@ class QueueDesk:
                             previews[n.conversation.id],
                             self.policy.queue.offer_timeout_seconds,
                         ),
-                        reply_markup=markup,
+                        markup,
                     )
                 except TelegramAPIError as exc:
                     log.warning("could not offer #%s to %s: %s", n.conversation.id, n.agent.id, exc)

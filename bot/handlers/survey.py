@@ -163,8 +163,8 @@ class BotRecoveryPager:
             conversation_id,
         )
         try:
-            sent = await self.desk.bot.send_message(
-                manager.telegram_id, text, reply_markup=keyboards.claim(conversation_id)
+            sent = await self.desk.notices.send_in_turn(
+                manager.telegram_id, text, keyboards.claim(conversation_id)
             )
         except TelegramAPIError as exc:
             log.warning("could not page account manager %s: %s", manager.telegram_id, exc)

@@ -260,3 +260,12 @@ async def test_a_page_that_meets_a_429_waits_it_out_and_arrives_once(h: Harness)
     assert h.api.count_429 == 1
     # Bob's page was not held up behind Ann's 429 for longer than it lasted.
     assert [t for t in h.texts(BOB, mark) if "New chat" in t]
+
+
+async def test_an_offer_that_meets_a_429_waits_it_out_and_arrives(h_offer: Harness) -> None:
+    h = h_offer
+    for agent in (ANN, BOB):
+        h.api.fail_next("sendMessage", 429, retry_after=1, chat_id=agent)
+    mark = await h.say(VIPC, "I need help")
+    offers = [t for a in (ANN, BOB) for t in h.texts(a, mark) if f"Cust{VIPC}" in t]
+    assert len(offers) == 1 and h.api.count_429 == 1
