@@ -18,7 +18,6 @@ from aiogram.enums import ParseMode
 from aiogram.fsm.storage.base import BaseStorage
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import BotCommand, BotCommandScopeDefault
-from aiogram.utils.callback_answer import CallbackAnswerMiddleware
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -33,7 +32,7 @@ from bot.handlers import topics as desk_group
 from bot.http.server import Ops, add_routes, serve
 from bot.i18n import LocaleMiddleware, make_i18n, speaking
 from bot.intake import Intake, redis_chat_lock
-from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware
+from bot.middlewares import ChatOrderMiddleware, DbSessionMiddleware, PressAnswers
 from bot.on_loop import run_sync_filters_on_loop
 from bot.throttle import ThrottleMiddleware
 from routing.clock import Clock, utcnow
@@ -85,7 +84,7 @@ def make_dispatcher(
     dp.update.outer_middleware(LocaleMiddleware(i18n))
     # Every button press is answered when its handler returns (with the text a handler
     # set on its `callback_answer`, if any); handlers never call query.answer() themselves.
-    dp.callback_query.middleware(CallbackAnswerMiddleware())
+    dp.callback_query.middleware(PressAnswers())
     dp.include_routers(*get_routers())
     dp.include_routers(*desk_group.routers())  # topics mode's staff group (else inert)
     run_sync_filters_on_loop(dp)  # not one thread hand-off per F.text (bot/on_loop.py)

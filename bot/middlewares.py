@@ -1,21 +1,24 @@
 """Per-update plumbing: one DB session, the sender as agent or customer, and redelivery guard.
 
-Button presses are answered by aiogram's ``CallbackAnswerMiddleware`` (registered in
-``bot.app.make_dispatcher``) once the handler returns; a handler that has something to say
-sets the text on its ``callback_answer`` argument, or calls :func:`alert`; one that does slow
-work after deciding calls :func:`answer_now` first.
+Button presses are answered by :class:`PressAnswers` (aiogram's
+``CallbackAnswerMiddleware``, registered in ``bot.app.make_dispatcher``) once the handler
+returns; a handler that has something to say sets the text on its ``callback_answer``
+argument, or calls :func:`alert`; one that does slow work after deciding calls
+:func:`answer_now` first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from aiogram import BaseMiddleware
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, Chat, TelegramObject, Update, User
-from aiogram.utils.callback_answer import CallbackAnswer
+from aiogram.utils.callback_answer import CallbackAnswer, CallbackAnswerMiddleware
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from routing.clock import Clock
@@ -23,6 +26,8 @@ from routing.customers import identity as customers
 from routing.policy.root import Policy
 from routing.store import sqlite_driver
 from routing.store import update_lookup as senders
+
+log = logging.getLogger(__name__)
 
 _SEEN = object()  # the update was handled before (a redelivery)
 
@@ -151,4 +156,38 @@ async def answer_now(query: CallbackQuery, callback_answer: CallbackAnswer) -> N
     returns: before slow work (a hand-over's briefing and backlog), so that the button stops
     spinning first and the answer is not overtaken by the messages that work sends."""
     callback_answer.disable()  # the middleware sends nothing more
-    await query.answer(text=callback_answer.text, show_alert=callback_answer.show_alert)
+    await _answer(query, callback_answer)
+
+
+def _too_late(exc: TelegramBadRequest) -> bool:
+    return "query is too old" in exc.message or "query ID is invalid" in exc.message
+
+
+async def _answer(query: CallbackQuery, callback_answer: CallbackAnswer) -> bool:
+    """Answer a press, best-effort: Telegram takes an answer only within seconds of the press
+    and only once. A press handled later (the bot was down, a backlog, or the same update
+    handled again after a crash) is refused with 400 "query is too old"; the press itself
+    was handled, and the button stopped spinning on its own. That refusal once failed the
+    update, which was retried, its effects repeated, and quarantined."""
+    try:
+        await query.answer(
+            text=callback_answer.text,
+            show_alert=callback_answer.show_alert,
+            url=callback_answer.url,
+            cache_time=callback_answer.cache_time,
+        )
+    except TelegramBadRequest as exc:
+        if not _too_late(exc):
+            raise
+        log.info("press %s answered too late: %s", query.id, exc.message)
+        return False
+    return True
+
+
+class PressAnswers(CallbackAnswerMiddleware):
+    """aiogram's callback answering, with a late press's refused answer logged, not raised."""
+
+    async def answer(  # type: ignore[override]  # awaited by __call__ either way
+        self, event: CallbackQuery, callback_answer: CallbackAnswer
+    ) -> bool:
+        return await _answer(event, callback_answer)

@@ -99,7 +99,7 @@ class Run:
                 .where(InboundUpdate.update_id == update_id)
                 .values(status=INBOX_PENDING, handled_at=None)
             )
-        restarted = Intake(self.dp, self.bot, self.db.sessions, lambda: NOW)
+        restarted = Intake(self.dp, self.bot, self.db.sessions, lambda: NOW, retry_first=0.01)
         assert await restarted.recover() == 1
         await restarted.wait_idle()
         await self.api.wait_idle(quiet=0.3)
@@ -217,3 +217,61 @@ async def test_transfer_handled_again_moves_no_second_chat(
     # Ann was briefed once.
     briefed = [c for c in run.api.calls_of("sendMessage", chat_id=901) if "Beth" in (c.text or "")]
     assert len(briefed) == 1
+
+
+async def test_a_claim_button_handled_again_is_done_not_retried_into_quarantine(
+    db: Db, policy: Policy, run: Run
+) -> None:
+    """Handled again, the press cannot be answered any more (Telegram: 400 "query is too old",
+    as for any press handled more than a few seconds late, after a restart or a backlog).
+    That refusal failed the update, which was retried and quarantined, its hand-over never
+    resumed; now the answer is best-effort and the second handling finishes cleanly."""
+    from bot import keyboards
+
+    await _seed(db, policy, bob_holds=0)
+    async with db.sessions() as s:
+        beth = await s.scalar(
+            select(Conversation.id).join(Customer).where(Customer.telegram_id == BETH)
+        )
+    assert beth is not None
+    page = await run.bot.send_message(BOB, "New chat", reply_markup=keyboards.claim(beth))
+    run.api.press(BOB, page.message_id, keyboards.ClaimCb(conv=beth).pack())
+    raw = run.api._pending.popleft()
+    intake = Intake(run.dp, run.bot, db.sessions, lambda: NOW, retry_first=0.01)
+    assert await intake.accept([raw]) == 1
+    await intake.wait_idle()
+    await run.api.wait_idle(quiet=0.3)
+    assert await run.chats() == {"Beth": (ASSIGNED, "Bob"), "Ben": (QUEUED, None)}
+
+    await run.crash_before_done_mark_and_restart(raw["update_id"])
+
+    assert await run.chats() == {"Beth": (ASSIGNED, "Bob"), "Ben": (QUEUED, None)}
+    assert _took(run.api, "Beth") == 1
+
+
+async def test_a_menu_press_handled_again_is_done_and_answered_once_more_at_most(
+    db: Db, policy: Policy, run: Run
+) -> None:
+    """The same refusal through the answer sent when the handler returns (aiogram's
+    CallbackAnswerMiddleware): the update was retried five times, its reply sent each time,
+    then quarantined."""
+    from bot import keyboards
+
+    await _seed(db, policy, bob_holds=0)
+    menu = await run.bot.send_message(BEN, "Menu", reply_markup=keyboards.claim(1))
+    run.api.press(BEN, menu.message_id, keyboards.NodeCb(id="orders").pack())
+    raw = run.api._pending.popleft()
+    intake = Intake(run.dp, run.bot, db.sessions, lambda: NOW, retry_first=0.01)
+    assert await intake.accept([raw]) == 1
+    await intake.wait_idle()
+    await run.api.wait_idle(quiet=0.3)
+    first = len(run.api.calls_of("sendMessage", chat_id=BEN)) + len(
+        run.api.calls_of("editMessageText", chat_id=BEN)
+    )
+
+    await run.crash_before_done_mark_and_restart(raw["update_id"])
+
+    again = len(run.api.calls_of("sendMessage", chat_id=BEN)) + len(
+        run.api.calls_of("editMessageText", chat_id=BEN)
+    )
+    assert again - first <= first - 1  # the menu shown once more at most, not five times
