@@ -1,10 +1,11 @@
 """``routing.complaints.chats.CasePager`` over the desk: who hears of a complaint's chat.
 
 The same two calls as the detractor's service recovery (``BotRecoveryPager`` in
-bot/handlers/survey.py): a newly queued chat goes through the desk's assignment plan
-(``Desk.page``: the account manager first when online, the claim button), and a human_first
-customer's account manager is also told at once by a direct message, online or not, unless
-the desk's page just reached them. Both are best-effort and run after the case committed.
+bot/handlers/survey.py; both are :class:`ManagerPager`): a newly queued chat goes through
+the desk's assignment plan (``Desk.page``: the account manager first when online, the claim
+button), and a human_first customer's account manager is also told at once by a direct
+message, online or not, unless the desk's page just reached them. Both are best-effort and
+run after the case committed.
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ def customer_name(customer: Customer) -> str:
     return customer.name or customer.external_id or f"#{customer.id}"
 
 
-class BotCasePager:
+class ManagerPager:
+    """Who hears of a chat a case or a detractor's answer queued: the desk's assignment plan,
+    and the customer's account manager by a direct message (``manager_text`` says what)."""
+
     def __init__(self, session: AsyncSession, desk: Desk) -> None:
         self.session = session
         self.desk = desk
+
+    def manager_text(self, customer: Customer, summary: str, conversation_id: int) -> str:
+        raise NotImplementedError
 
     async def page_agents(self, conversation_id: int, summary: str) -> int:
         async with self.session.begin():
@@ -56,7 +63,7 @@ class BotCasePager:
         if manager.online and agents_paged:
             return True  # the desk's page went to them first, with the claim button
         with for_agents():
-            text = texts.complaint.manager_page(customer_name(customer), summary, conversation_id)
+            text = self.manager_text(customer, summary, conversation_id)
             # A chat someone already holds (the case joined it) has nothing to claim.
             markup = keyboards.claim(conversation_id) if conv and conv.status == QUEUED else None
         try:
@@ -70,3 +77,10 @@ class BotCasePager:
                 self.session, manager.telegram_id, sent.message_id, conversation_id, "notification"
             )
         return True
+
+
+class BotCasePager(ManagerPager):
+    """A complaint's chat."""
+
+    def manager_text(self, customer: Customer, summary: str, conversation_id: int) -> str:
+        return texts.complaint.manager_page(customer_name(customer), summary, conversation_id)

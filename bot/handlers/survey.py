@@ -26,10 +26,10 @@ from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, Telegram
 from aiogram.utils.callback_answer import CallbackAnswer
 from aiogram.utils.keyboard import InlineKeyboardBuilder
 from pydantic import Field
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import care_jobs, keyboards, texts
+from bot import care_jobs, texts
+from bot.adapters.case_pager import ManagerPager
 from bot.adapters.survey_transport import PackedMarkup
 from bot.desk import Desk
 from bot.filters import SurveyComment
@@ -38,9 +38,8 @@ from bot.i18n import speaking
 from bot.keyboards import RowId
 from routing.clock import Clock
 from routing.policy.root import Policy
-from routing.queue import agents, conversations
 from routing.scoring.model import CSAT
-from routing.store.models import Agent, Conversation, Customer
+from routing.store.models import Customer
 from routing.store.update_lookup import Lookup
 from surveys import feedback, outbox
 from surveys.complaint_follow_up import FollowUpPush
@@ -124,56 +123,15 @@ def render(push: Push) -> tuple[str, PackedMarkup | None]:
 # --- the domain's pager, over Telegram ---------------------------------------------------
 
 
-class BotRecoveryPager:
-    """:class:`surveys.feedback.RecoveryPager` with the desk's paging and a direct message."""
+class BotRecoveryPager(ManagerPager):
+    """:class:`surveys.feedback.RecoveryPager`: a detractor's recovery chat."""
 
-    def __init__(self, session: AsyncSession, desk: Desk) -> None:
-        self.session = session
-        self.desk = desk
-
-    async def _load(self, conversation_id: int) -> tuple[Conversation, Customer] | None:
-        async with self.session.begin():
-            conv = await self.session.get(Conversation, conversation_id)
-            customer = await self.session.get(Customer, conv.customer_id) if conv else None
-        return (conv, customer) if conv is not None and customer is not None else None
-
-    async def page_agents(self, conversation_id: int, summary: str) -> int:
-        loaded = await self._load(conversation_id)
-        if loaded is None:
-            return 0
-        conv, customer = loaded
-        return await self.desk.page(self.session, conv, customer, summary)
-
-    async def page_manager(
-        self, customer_id: int, conversation_id: int, summary: str, *, agents_paged: bool
-    ) -> bool:
-        async with self.session.begin():
-            customer = await self.session.get(Customer, customer_id)
-            everyone = list(
-                (await self.session.execute(select(Agent).where(Agent.active.is_(True)))).scalars()
-            )
-        manager = agents.find_manager(everyone, customer.account_manager if customer else None)
-        if manager is None or customer is None:
-            return False
-        if manager.online and agents_paged:
-            return True  # the desk's page went to them first, with the claim button
-        text = texts.agent.vip_detractor_page(
+    def manager_text(self, customer: Customer, summary: str, conversation_id: int) -> str:
+        return texts.agent.vip_detractor_page(
             escape(customer.name or customer.external_id or str(customer.id)),
             escape(summary),
             conversation_id,
         )
-        try:
-            sent = await self.desk.notices.send_in_turn(
-                manager.telegram_id, text, keyboards.claim(conversation_id)
-            )
-        except TelegramAPIError as exc:
-            log.warning("could not page account manager %s: %s", manager.telegram_id, exc)
-            return False
-        async with self.session.begin():
-            await conversations.link(
-                self.session, manager.telegram_id, sent.message_id, conversation_id, "notification"
-            )
-        return True
 
 
 # --- keeping reachability true -----------------------------------------------------------
