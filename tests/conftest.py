@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,6 +32,30 @@ class Db:
     @property
     def backend(self) -> str:
         return self.engine.dialect.name
+
+
+@dataclass
+class LoopTicks:
+    """How often the event loop got to run a 20 ms ticker: proof that a wait happened off
+    the loop (a SQLite lock waited for on the driver's thread, not on the loop's)."""
+
+    count: int = 0
+
+
+@contextlib.asynccontextmanager
+async def loop_ticks() -> AsyncIterator[LoopTicks]:
+    ticks = LoopTicks()
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            ticks.count += 1
+
+    beat = asyncio.create_task(ticker())
+    try:
+        yield ticks
+    finally:
+        beat.cancel()
 
 
 async def reset_pg(url: str) -> None:

@@ -4,7 +4,6 @@ held by another process) and on PostgreSQL, and a failing one leaves nothing hal
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from routing.store import inbox, lane, sqlite_driver
 from routing.store.models import INBOX_DONE, INBOX_PENDING, InboundUpdate
-from tests.conftest import Db
+from tests.conftest import Db, loop_ticks
 
 T = datetime(2026, 12, 2, 8, 30, 1, 123456, tzinfo=UTC)
 
@@ -81,22 +80,13 @@ async def test_sqlite_a_held_lock_is_waited_for_off_the_loop(db: Db) -> None:
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
     threading.Timer(0.4, lambda: other.execute("COMMIT")).start()
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.02)
-            ticks += 1
-
-    beat = asyncio.create_task(ticker())
     try:
-        with sqlite_driver.inline():
-            await inbox.mark_done(db.engine, 1, T + timedelta(seconds=1))
+        async with loop_ticks() as ticks:
+            with sqlite_driver.inline():
+                await inbox.mark_done(db.engine, 1, T + timedelta(seconds=1))
     finally:
-        beat.cancel()
         other.close()
-    assert ticks >= 10  # the loop ran while the mark waited for the lock
+    assert ticks.count >= 10  # the loop ran while the mark waited for the lock
     assert await _row(db, 1) == (INBOX_DONE, T + timedelta(seconds=1))
 
 

@@ -73,6 +73,17 @@ async def _seed(db: Db, policy: Policy, *, bob_holds: int) -> None:
             assert await claim_next(s, bob, NOW) is not None
 
 
+async def _bob_in_beths_chat(db: Db) -> None:
+    """Bob, holding both chats, addresses Beth's (/chats, then her button)."""
+    async with db.sessions() as s, s.begin():
+        beth = await s.scalar(
+            select(Conversation.id).join(Customer).where(Customer.telegram_id == BETH)
+        )
+        await s.execute(
+            update(Agent).where(Agent.telegram_id == BOB).values(focus_conversation_id=beth)
+        )
+
+
 @dataclass
 class Run:
     db: Db
@@ -180,14 +191,7 @@ async def test_close_handled_again_leaves_the_agents_other_chat_open(
     db: Db, policy: Policy, run: Run
 ) -> None:
     await _seed(db, policy, bob_holds=2)
-    # Bob addresses Beth's chat, then closes it.
-    async with db.sessions() as s, s.begin():
-        beth = await s.scalar(
-            select(Conversation.id).join(Customer).where(Customer.telegram_id == BETH)
-        )
-        await s.execute(
-            update(Agent).where(Agent.telegram_id == BOB).values(focus_conversation_id=beth)
-        )
+    await _bob_in_beths_chat(db)  # then closes it
     closing = await run.handle(BOB, "/close")
     assert await run.chats() == {"Beth": ("closed", "Bob"), "Ben": (ASSIGNED, "Bob")}
 
@@ -201,13 +205,7 @@ async def test_transfer_handled_again_moves_no_second_chat(
     db: Db, policy: Policy, run: Run
 ) -> None:
     await _seed(db, policy, bob_holds=2)
-    async with db.sessions() as s, s.begin():
-        beth = await s.scalar(
-            select(Conversation.id).join(Customer).where(Customer.telegram_id == BETH)
-        )
-        await s.execute(
-            update(Agent).where(Agent.telegram_id == BOB).values(focus_conversation_id=beth)
-        )
+    await _bob_in_beths_chat(db)
     moving = await run.handle(BOB, "/transfer Ann")
     assert await run.chats() == {"Beth": (ASSIGNED, "Ann"), "Ben": (ASSIGNED, "Bob")}
 

@@ -4,7 +4,6 @@ it, waits on the driver's thread: the event loop never waits for the lock."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import threading
 import time
@@ -14,6 +13,7 @@ from sqlalchemy import text
 
 from routing.store import sqlite_driver
 from routing.store.db import BUSY_TIMEOUT_MS, make_engine
+from tests.conftest import loop_ticks
 
 
 def test_begin_immediate_now_takes_a_free_lock_and_gives_way_to_a_held_one(
@@ -45,23 +45,14 @@ async def test_a_held_lock_is_waited_for_off_the_loop(tmp_path: Path) -> None:
         other = sqlite3.connect(tmp_path / "bot.db", isolation_level=None, check_same_thread=False)
         other.execute("BEGIN IMMEDIATE")
         threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.02)
-                ticks += 1
-
-        beat = asyncio.create_task(ticker())
-        with sqlite_driver.inline():
-            started = time.monotonic()
-            async with engine.begin() as conn:
-                await conn.execute(text("INSERT INTO t VALUES (1)"))
-            waited = time.monotonic() - started
-        beat.cancel()
+        async with loop_ticks() as ticks:
+            with sqlite_driver.inline():
+                started = time.monotonic()
+                async with engine.begin() as conn:
+                    await conn.execute(text("INSERT INTO t VALUES (1)"))
+                waited = time.monotonic() - started
         assert waited >= 0.4  # it waited for the lock (busy timeout, not an error)
-        assert ticks >= 10  # and the loop kept running meanwhile
+        assert ticks.count >= 10  # and the loop kept running meanwhile
         # Free again: taken on the loop thread, and the busy timeout is as configured.
         with sqlite_driver.inline():
             async with engine.begin() as conn:
