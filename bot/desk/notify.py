@@ -95,23 +95,27 @@ class Notices:
     async def send_in_turn(
         self, chat_id: int, text: str, markup: InlineKeyboardMarkup | None = None
     ) -> SentMessage:
-        """Send in the chat's turn. A 429 waits ``retry_after`` and tries again, and paces
+        """Send at the chat's pace. A 429 waits ``retry_after`` and tries again, and paces
         the chat for everyone sending into it (bot/chat_turns.py): a VIP's page into an
-        agent's busy chat once got a 429 and was lost, the VIP left unannounced."""
+        agent's busy chat once got a 429 and was lost, the VIP left unannounced.
+
+        The pace only, not the deliverer's line (``ChatTurns.turn``): a notice is one quick
+        send, and holding the line made the deliverer put the chat's relays off (it looks
+        again later when it finds the chat busy), so a claimed chat's waiting messages could
+        reach the agent after their own reply."""
         deadline = time.monotonic() + NOTICE_MAX_WAIT
         while True:
-            async with self.turns.turn(chat_id):
-                if wait := self.turns.wait(chat_id):
-                    await asyncio.sleep(wait)
-                try:
-                    sent = await self.bot.send_message(chat_id, text, reply_markup=markup)
-                except TelegramRetryAfter as exc:
-                    self.turns.limited(chat_id, float(exc.retry_after))
-                    if time.monotonic() + exc.retry_after > deadline:
-                        raise
-                    continue
-                self.turns.sent(chat_id)
-                return sent
+            if wait := self.turns.wait(chat_id):
+                await asyncio.sleep(wait)
+            try:
+                sent = await self.bot.send_message(chat_id, text, reply_markup=markup)
+            except TelegramRetryAfter as exc:
+                self.turns.limited(chat_id, float(exc.retry_after))
+                if time.monotonic() + exc.retry_after > deadline:
+                    raise
+                continue
+            self.turns.sent(chat_id)
+            return sent
 
     async def edit(self, chat_id: int, message_id: int, text: str) -> None:
         """Rewrite a notice (and drop its buttons)."""
