@@ -304,6 +304,21 @@ async def hand_over(
             Delivery.conversation_id == conversation_id, Delivery.kind == KIND_GATE
         )
     )
+    # ... at once: a message the sender found held (sending.claim_head) was put off for a
+    # recheck, and as the head of the line it would hold the briefing back until then.
+    # Never tried (no attempt yet), so no retry's backoff is cut short.
+    await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.conversation_id == conversation_id,
+            Delivery.direction == TO_AGENT,
+            Delivery.agent_id.is_(None),
+            Delivery.status == DELIVERY_PENDING,
+            Delivery.attempts == 0,
+            Delivery.next_at > now,
+        )
+        .values(next_at=now)
+    )
     for row in rows:
         await session.execute(insert(Delivery).values(**row))
 

@@ -61,8 +61,12 @@ async def test_window_capacity_transfer_and_offline_requeue(env: Env) -> None:
     mark = api.mark()
     env.set_clock(t0 + timedelta(seconds=31))
     await api.wait_for("sendMessage", chat_id=BOB, since=mark, text_contains="Victor")
+    mark = api.mark()
     took = await env.say(ANN, "/next")
     assert "You took" in (took.text or "") and "Victor" in (took.text or "")
+    # Victor's message, which waited for whoever would take the chat, follows the briefing
+    # (awaited here: it is sent after the reply the next step reads).
+    await api.wait_for("copyMessage", chat_id=ANN, since=mark)
 
     # Capacity: Ann (max 1) is refused the next chat with a clear message.
     await env.say(B_TG, "/human")

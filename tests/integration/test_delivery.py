@@ -142,6 +142,31 @@ async def test_message_written_between_claim_and_hand_over_reaches_the_agent(
     assert copies(h, ANN, VIPC) == [first["message_id"], during[0]]
 
 
+async def test_a_sweep_between_claim_and_hand_over_does_not_hold_the_briefing_back(
+    h: Harness,
+) -> None:
+    """The deliverer's sweep can look at the chat while the claim's hold is in place: it puts
+    the waiting message off for a recheck (5 s). The hand-over then queued the briefing, but
+    the head message's later time held the whole line, briefing included, until the recheck
+    (seen in the e2e queue test: Ann's briefing 5 s late, her transfer overtaking it)."""
+    first = h.api.user_message(VIPC, "hello, I need help")
+    await h.feed()
+    desk: Desk = h.dp["desk"]
+    original = desk.hand_over
+
+    async def hooked(*args: Any, **kwargs: Any) -> None:
+        assert desk.delivery is not None
+        await desk.delivery.sweep()  # the claim has committed; the hold is in place
+        await original(*args, **kwargs)
+
+    desk.hand_over = hooked  # type: ignore[method-assign]
+    await h.say(ANN, "/next")
+    await _until(lambda: copies(h, ANN, VIPC) == [first["message_id"]], timeout=2.5)
+    view = agent_view(h)
+    took = next(i for i, t in enumerate(view) if "You took" in t)
+    assert view[took + 1 :] == [f"copy {first['message_id']}"]
+
+
 async def test_outage_then_every_relay_each_way_once_in_order(h: Harness) -> None:
     sent = await _open_and_claim(h)
     h.api.begin_outage(502)
