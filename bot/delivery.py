@@ -373,10 +373,10 @@ class Deliverer:
         Returns whether one was sent."""
         if c.agent_id is None:
             return False
+        # One read in the usual case (no header); the names only when one is due.
+        if not await conversations.header_needed(self.engine, c.agent_id, c.conversation_id):
+            return False
         async with self.sessions() as s, s.begin():
-            # One read in the usual case (no header); the names only when one is due.
-            if not await conversations.header_needed(s, c.agent_id, c.conversation_id):
-                return False
             conv = await s.get(Conversation, c.conversation_id)
             customer = await s.get(Customer, conv.customer_id) if conv is not None else None
             if conv is None or customer is None:

@@ -208,14 +208,6 @@ async def focus(
     await query.bot.send_message(agent.telegram_id, texts.agent.focused(conv, customer))  # type: ignore[union-attr]
 
 
-async def _resolve(
-    session: AsyncSession, agent: Agent, message: Message
-) -> tuple[conversations.Target, list[tuple[Conversation, Customer]]]:
-    """The chat a message or /close addresses, and the choices to offer when ambiguous."""
-    async with session.begin():
-        return await _targets(session, agent, message)
-
-
 async def _targets(
     session: AsyncSession, agent: Agent, message: Message
 ) -> tuple[conversations.Target, list[tuple[Conversation, Customer]]]:
@@ -354,36 +346,28 @@ async def relay(
 ) -> Conversation | None:
     """An agent's message goes to exactly one customer, or nowhere with a question back.
     Returns the chat it went to (also when a redelivery finds it there already)."""
-    target, items = await _resolve(session, agent, message)
-    conv, customer = target.conversation, target.customer
-    if conv is None or customer is None:
-        if target.how is TargetHow.AMBIGUOUS:
-            await message.answer(
-                texts.agent.ambiguous(len(items)), reply_markup=keyboards.chats(items)
-            )
-        elif target.how is TargetHow.NOT_YOURS:
-            await message.answer(texts.agent.not_yours())
-        else:
-            await message.answer(texts.agent.no_open_chats())
-        return None
-    if customer.telegram_id is None:
-        await message.answer(texts.agent.not_reachable())
-        return None
     content = content_of(message)
+    # One transaction: which chat, and the message stored and queued for it.
     async with session.begin():
-        new = await conversations.add_message_once(
-            session,
-            conv,
-            sender="agent",
-            agent_id=agent.id,
-            content_type=content.content_type,
-            text=content.text,
-            file_id=content.file_id,
-            chat_id=message.chat.id,
-            message_id=message.message_id,
-            now=clock(),
-        )
+        target, items = await _targets(session, agent, message)
+        conv, customer = target.conversation, target.customer
+        if conv is None or customer is None or customer.telegram_id is None:
+            new = False
+        else:
+            new = await conversations.add_message_once(
+                session,
+                conv,
+                sender="agent",
+                agent_id=agent.id,
+                content_type=content.content_type,
+                text=content.text,
+                file_id=content.file_id,
+                chat_id=message.chat.id,
+                message_id=message.message_id,
+                now=clock(),
+            )
         if new:
+            assert conv is not None and customer is not None and customer.telegram_id is not None
             # The transcript row and its delivery in one transaction: sent in order, retried
             # through outages and flood limits; a refusal is reported by the deliverer.
             await enqueue.to_customer(
@@ -402,6 +386,19 @@ async def relay(
             await complaint_handlers.acknowledge_relayed(
                 session, agent.id, conv.id, desk.policy, clock
             )
+    if conv is None or customer is None:
+        if target.how is TargetHow.AMBIGUOUS:
+            await message.answer(
+                texts.agent.ambiguous(len(items)), reply_markup=keyboards.chats(items)
+            )
+        elif target.how is TargetHow.NOT_YOURS:
+            await message.answer(texts.agent.not_yours())
+        else:
+            await message.answer(texts.agent.no_open_chats())
+        return None
+    if customer.telegram_id is None:
+        await message.answer(texts.agent.not_reachable())
+        return None
     if new:
         await desk.kick(conv.id, TO_CUSTOMER)
     return conv

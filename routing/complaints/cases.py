@@ -23,6 +23,7 @@ from routing.complaints import chats, events, sla
 from routing.complaints.weights import reweigh
 from routing.policy.root import Policy
 from routing.scoring.rescoring import RescoreResult
+from routing.store import direct
 from routing.store.care_models import (
     COMPLAINT_ACKNOWLEDGED,
     COMPLAINT_OPEN,
@@ -183,9 +184,12 @@ async def acknowledge(
 
 
 # Built once: asked for every agent message relayed.
-_WAITING_CASES = select(Complaint.id).where(
-    Complaint.conversation_id == bindparam("conversation_id"),
-    Complaint.status.in_((COMPLAINT_OPEN, COMPLAINT_REOPENED)),
+# Run for every agent message relayed: on the session's driver connection (direct.py).
+_WAITING_CASES = direct.Statement(
+    select(Complaint.id).where(
+        Complaint.conversation_id == bindparam("conversation_id"),
+        Complaint.status.in_((COMPLAINT_OPEN, COMPLAINT_REOPENED)),
+    )
 )
 
 
@@ -194,10 +198,8 @@ async def acknowledge_for_conversation(
 ) -> list[int]:
     """Acknowledge every case the chat carries that waits for it (called for each agent
     message the bot relays; cheap when there is none). Returns the case numbers."""
-    waiting = (
-        await session.execute(_WAITING_CASES, {"conversation_id": conversation_id})
-    ).scalars()
-    return [cid for cid in list(waiting) if await acknowledge(session, cid, agent_id, now, policy)]
+    waiting = await _WAITING_CASES.rows(session, {"conversation_id": conversation_id})
+    return [row.id for row in waiting if await acknowledge(session, row.id, agent_id, now, policy)]
 
 
 @dataclass(frozen=True)

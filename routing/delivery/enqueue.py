@@ -31,9 +31,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from routing.store import direct
 from routing.store.models import DELIVERY_PENDING, DELIVERY_SENT, TO_AGENT, TO_CUSTOMER, Delivery
 
 KIND_COPY = "copy"
@@ -56,6 +57,29 @@ COPY_LIMIT = 100
 
 def _ids(raw: str | None) -> list[int]:
     return [int(i) for i in json.loads(raw)] if raw else []
+
+
+# Prebuilt and run on the session's driver connection (routing/store/direct.py): every relay,
+# both ways, queues one row.
+_QUEUE = direct.Statement(
+    insert(Delivery)
+    .values(
+        conversation_id=bindparam("v_conv"),
+        direction=bindparam("v_direction"),
+        agent_id=bindparam("v_agent"),
+        chat_id=bindparam("v_chat"),
+        kind=bindparam("v_kind"),
+        from_chat_id=bindparam("v_from"),
+        message_ids=bindparam("v_ids"),
+        media_group_id=bindparam("v_group"),
+        link_kind=bindparam("v_link"),
+        status=DELIVERY_PENDING,
+        attempts=0,
+        next_at=bindparam("v_next", type_=Delivery.next_at.type),
+        created_at=bindparam("v_at", type_=Delivery.created_at.type),
+    )
+    .returning(Delivery.id)
+)
 
 
 async def _copy(
@@ -105,29 +129,14 @@ async def _copy(
                 if joined is not None:
                     return int(joined)
     held = hold if media_group_id is not None else 0.0
-    return int(
-        (
-            await session.execute(
-                insert(Delivery)
-                .values(
-                    conversation_id=conversation_id,
-                    direction=direction,
-                    agent_id=agent_id,
-                    chat_id=chat_id,
-                    kind=KIND_COPY,
-                    from_chat_id=from_chat_id,
-                    message_ids=json.dumps(message_ids),
-                    media_group_id=media_group_id,
-                    link_kind=link_kind,
-                    status=DELIVERY_PENDING,
-                    attempts=0,
-                    next_at=now + timedelta(seconds=held),
-                    created_at=now,
-                )
-                .returning(Delivery.id)
-            )
-        ).scalar_one()
-    )
+    queued = await _QUEUE.scalar(
+        session,
+        {"v_conv": conversation_id, "v_direction": direction, "v_agent": agent_id,
+         "v_chat": chat_id, "v_kind": KIND_COPY, "v_from": from_chat_id,
+         "v_ids": json.dumps(message_ids), "v_group": media_group_id, "v_link": link_kind,
+         "v_next": now + timedelta(seconds=held), "v_at": now},
+    )  # fmt: skip
+    return int(queued)
 
 
 async def to_agent(

@@ -15,7 +15,7 @@ from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.delivery.enqueue import KIND_GATE, _ids
-from routing.store import lane
+from routing.store import direct, lane
 from routing.store.models import (
     ASSIGNED,
     CLOSED,
@@ -167,6 +167,11 @@ _BRIEF = (
     .limit(1)
 )
 _AGENT_CHAT = select(Agent.telegram_id).where(Agent.id == bindparam("agent_id"))
+# Run on the session's driver connection (routing/store/direct.py): a claim's statements were
+# most of a relay's database cost through the session.
+_HEAD_D, _GATE_HELD_D, _CONV_STATE_D, _BRIEF_D, _AGENT_CHAT_D = (
+    direct.Statement(s) for s in (_HEAD, _GATE_HELD, _CONV_STATE, _BRIEF, _AGENT_CHAT)
+)
 _CLAIM = (
     update(_TABLE)
     .where(
@@ -182,6 +187,7 @@ _CLAIM = (
     )
     .returning(_TABLE.c.attempts)
 )
+_CLAIM_D = direct.Statement(_CLAIM)
 _SENT = (
     update(_TABLE)
     .where(_TABLE.c.id == bindparam("row_id"))
@@ -195,8 +201,8 @@ _SENT = (
 
 
 async def _gate_open(session: AsyncSession, conv_id: int, agent_id: int, now: datetime) -> bool:
-    held = await session.scalar(
-        _GATE_HELD,
+    held = await _GATE_HELD_D.scalar(
+        session,
         {
             "conversation_id": conv_id,
             "agent_id": agent_id,
@@ -218,9 +224,9 @@ async def claim_head(
 
     ``now`` is real time (the queue's timers run on it, not on the bot's clock).
     """
-    first_two = (
-        await session.execute(_HEAD, {"conversation_id": conversation_id, "direction": direction})
-    ).all()
+    first_two = await _HEAD_D.rows(
+        session, {"conversation_id": conversation_id, "direction": direction}
+    )
     if not first_two:
         return Head()
     head = first_two[0]
@@ -232,7 +238,8 @@ async def claim_head(
     relay = direction == TO_AGENT and head.agent_id is None
     holder_chat: int | None = None  # the holder's Telegram chat, read with the chat's state
     if relay:
-        conv = (await session.execute(_CONV_STATE, {"conversation_id": conversation_id})).one()
+        conv = await _CONV_STATE_D.first(session, {"conversation_id": conversation_id})
+        assert conv is not None  # a delivery's conversation is never deleted
         gate = conv.agent_id is not None and (
             conv.status == CLOSED
             or (
@@ -262,16 +269,14 @@ async def claim_head(
         if conv.status == ASSIGNED:
             # The holder's briefing first, even if its rows were queued after this message
             # (PostgreSQL: the message's transaction took its id before the hand-over's).
-            brief = (
-                await session.execute(
-                    _BRIEF,
-                    {
-                        "conversation_id": conversation_id,
-                        "agent_id": conv.agent_id,
-                        "handover_at": conv.assigned_at,
-                    },
-                )
-            ).one_or_none()
+            brief = await _BRIEF_D.first(
+                session,
+                {
+                    "conversation_id": conversation_id,
+                    "agent_id": conv.agent_id,
+                    "handover_at": conv.assigned_at,
+                },
+            )
             if brief is not None:
                 if brief.next_at > now:
                     return Head(wait_until=brief.next_at)
@@ -281,24 +286,22 @@ async def claim_head(
         if holder_chat is not None:
             chat_id = holder_chat
         elif agent_id is not None:
-            chat_id = await session.scalar(_AGENT_CHAT, {"agent_id": agent_id})
+            chat_id = await _AGENT_CHAT_D.scalar(session, {"agent_id": agent_id})
         else:
             chat_id = None
     if chat_id is None:
         await fail(session, head.id, now=now, error="no chat to deliver to")
         return Head(wait_until=now)
-    won = (
-        await session.execute(
-            _CLAIM,
-            {
-                "row_id": head.id,
-                "was_status": head.status,
-                "was_next_at": head.next_at,
-                "lease_until": now + timedelta(seconds=lease),
-                "to_chat": chat_id,
-            },
-        )
-    ).scalar_one_or_none()
+    won = await _CLAIM_D.scalar(
+        session,
+        {
+            "row_id": head.id,
+            "was_status": head.status,
+            "was_next_at": head.next_at,
+            "lease_until": now + timedelta(seconds=lease),
+            "to_chat": chat_id,
+        },
+    )
     if won is None:  # another sender took it first
         return Head(wait_until=now + timedelta(seconds=lease))
     return Head(

@@ -5,15 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from routing.policy.root import Policy
 from routing.queue.priority import effective_rank, queue_key_at
-from routing.store import lane
+from routing.store import direct, lane
 from routing.store.models import (
     ASSIGNED,
     CLOSED,
@@ -142,6 +144,55 @@ async def add_message(
     return msg
 
 
+# The relay's statements, prebuilt and run on the session's driver connection
+# (routing/store/direct.py): every message of a chat, both ways, runs them.
+def _insert_once(d: Any) -> Any:
+    # ON CONFLICT DO NOTHING (the relay's guard, uq_messages_source): a message stored before
+    # returns no id, without the savepoint an IntegrityError would need on PostgreSQL.
+    return (
+        d.insert(Message)
+        .values(
+            conversation_id=bindparam("v_conv"),
+            sender=bindparam("v_sender"),
+            agent_id=bindparam("v_agent"),
+            content_type=bindparam("v_type"),
+            text=bindparam("v_text"),
+            file_id=bindparam("v_file"),
+            chat_id=bindparam("v_chat"),
+            message_id=bindparam("v_message"),
+            created_at=bindparam("v_at", type_=Message.created_at.type),
+        )
+        .on_conflict_do_nothing()
+        .returning(Message.id)
+    )
+
+
+_ADD_ONCE = direct.Statement(per_dialect=_insert_once)
+_AT = bindparam("v_at", type_=Conversation.last_customer_at.type)
+_CUSTOMER_SPOKE = direct.Statement(
+    update(Conversation)
+    .where(Conversation.id == bindparam("conv"))
+    .values(last_customer_at=_AT, inactivity_warned_at=None)
+)
+_AGENT_SPOKE = direct.Statement(
+    update(Conversation)
+    .where(Conversation.id == bindparam("conv"))
+    .values(first_response_at=func.coalesce(Conversation.first_response_at, _AT), last_agent_at=_AT)
+)
+_AGENT_ACTIVE = direct.Statement(
+    update(Agent).where(Agent.id == bindparam("agent")).values(last_active_at=_AT)
+)
+
+
+def _written(conv: Conversation, **values: Any) -> None:
+    """What a direct UPDATE wrote, on the session's instance too (as clean, loaded state):
+    the caller may read it; an attribute not loaded is read from the database when used."""
+    loaded = sa_inspect(conv).dict
+    for name, value in values.items():
+        if name in loaded:
+            set_committed_value(conv, name, value)
+
+
 async def add_message_once(
     session: AsyncSession,
     conv: Conversation,
@@ -155,28 +206,32 @@ async def add_message_once(
     now: datetime,
     agent_id: int | None = None,
 ) -> bool:
-    """Store a person's Telegram message in the transcript unless it is there already.
+    """Store a person's Telegram message in the transcript unless it is there already
+    (what :func:`add_message` stores, and the same marks on the chat and the agent).
 
     Returns False for a message stored before: its update was handled before (a redelivery,
     or a crash between the relay and the inbox's "done" mark). This is the relay's guard
     (``uq_messages_source``), taken in the caller's transaction with the delivery it queues.
     """
-    try:
-        async with session.begin_nested():
-            await add_message(
-                session,
-                conv,
-                sender=sender,
-                content_type=content_type,
-                text=text,
-                file_id=file_id,
-                chat_id=chat_id,
-                message_id=message_id,
-                now=now,
-                agent_id=agent_id,
-            )
-    except IntegrityError:
+    stored = await _ADD_ONCE.scalar(
+        session,
+        {"v_conv": conv.id, "v_sender": sender, "v_agent": agent_id, "v_type": content_type,
+         "v_text": text, "v_file": file_id, "v_chat": chat_id, "v_message": message_id,
+         "v_at": now},
+    )  # fmt: skip
+    if stored is None:
         return False
+    if sender == "agent" and content_type != CONTENT_NOTE:
+        # First response (SLA) is the agent's first relayed message. A note answers nobody:
+        # no first response, no silence ended.
+        await _AGENT_SPOKE.execute(session, {"conv": conv.id, "v_at": now})
+        first = sa_inspect(conv).dict.get("first_response_at") or now
+        _written(conv, first_response_at=first, last_agent_at=now)
+    elif sender == "customer":
+        await _CUSTOMER_SPOKE.execute(session, {"conv": conv.id, "v_at": now})
+        _written(conv, last_customer_at=now, inactivity_warned_at=None)
+    if sender == "agent" and agent_id is not None:
+        await _AGENT_ACTIVE.execute(session, {"agent": agent_id, "v_at": now})
     return True
 
 
@@ -222,10 +277,10 @@ async def transcript(session: AsyncSession, conversation_id: int) -> list[Messag
 async def link(
     session: AsyncSession, chat_id: int, message_id: int, conversation_id: int, kind: str
 ) -> None:
-    # A prebuilt Core INSERT: nothing reads the row back as an object in the same session,
-    # and the ORM's add and flush cost twice the statement (issue 19).
-    stmt, params = link_step(chat_id, message_id, conversation_id, kind)
-    await session.execute(stmt.statement, dict(params))
+    # A prebuilt Core INSERT on the session's driver connection (direct.py): nothing reads the
+    # row back as an object in the same session, and an agent's every relay writes one.
+    _, params = link_step(chat_id, message_id, conversation_id, kind)
+    await _LINK.execute(session, params)
 
 
 async def link_now(
@@ -243,6 +298,7 @@ _LINK_LANE = lane.Prepared(
         kind=bindparam("kind"),
     )
 )
+_LINK = direct.Statement(_LINK_LANE.statement)
 _LAST_INBOUND_LANE = lane.Prepared(
     update(cast(Table, Agent.__table__))
     .where(Agent.__table__.c.id == bindparam("agent_id"))
@@ -290,10 +346,15 @@ _HEADER_STATE = select(
 ).where(Agent.id == bindparam("agent_id"))
 
 
-async def header_needed(session: AsyncSession, agent_id: int, conversation_id: int) -> bool:
+_HEADER_STATE_D = direct.Statement(_HEADER_STATE)
+
+
+async def header_needed(engine: AsyncEngine, agent_id: int, conversation_id: int) -> bool:
     """With several chats open, a header says whose messages follow; none is needed when the
-    agent holds one chat or the last message relayed to them was from this one."""
-    row = (await session.execute(_HEADER_STATE, {"agent_id": agent_id})).one_or_none()
+    agent holds one chat or the last message relayed to them was from this one. Read before
+    every relay to an agent, so on a pooled connection, not in a transaction of its own."""
+    rows = await _HEADER_STATE_D.read(engine, {"agent_id": agent_id})
+    row = rows[0] if rows else None
     if row is None:
         return False
     last, open_chats = row

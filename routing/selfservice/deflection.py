@@ -14,9 +14,10 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from routing.store import direct
 from routing.store.models import Customer, SelfServiceSession
 
 RESOLVED = "resolved"
@@ -31,7 +32,8 @@ SEARCH = "?"
 QUESTION_MAX = 500
 
 
-# Built once: read at every self-service step.
+# Built once: read at every self-service step. Fresh (populate_existing): a step writes on
+# the driver's connection (below), so an instance the session holds may be behind it.
 _OPEN = (
     select(SelfServiceSession)
     .where(
@@ -40,6 +42,7 @@ _OPEN = (
     )
     .order_by(SelfServiceSession.id.desc())
     .limit(1)
+    .execution_options(populate_existing=True)
 )
 
 
@@ -58,6 +61,61 @@ async def current(
     return s
 
 
+@dataclass(frozen=True)
+class Live:
+    """A live session as a step left it."""
+
+    id: int
+    language: str | None
+    answers: int
+    searches: int
+    path: str | None
+    question: str | None
+
+
+# A step runs for most customer messages (every search, menu and answer): its statements are
+# prebuilt and run on the session's driver connection (routing/store/direct.py); through the
+# ORM (load the instance, change it, flush) it cost more than the rest of the update.
+_T = SelfServiceSession
+_LIVE = direct.Statement(
+    select(_T.id, _T.last_at, _T.language, _T.answers, _T.searches, _T.path, _T.question)
+    .where(_T.customer_id == bindparam("customer_id"), _T.outcome.is_(None))
+    .order_by(_T.id.desc())
+    .limit(1)
+)
+_END_QUIET = direct.Statement(
+    update(_T)
+    .where(_T.id == bindparam("sid"))
+    .values(outcome=bindparam("v_outcome"), ended_at=_T.last_at)
+)
+_STEP = direct.Statement(
+    update(_T)
+    .where(_T.id == bindparam("sid"))
+    .values(
+        last_at=bindparam("v_at", type_=_T.last_at.type),
+        answers=bindparam("v_answers"),
+        searches=bindparam("v_searches"),
+        path=bindparam("v_path"),
+        question=bindparam("v_question"),
+    )
+)
+_START = direct.Statement(
+    insert(_T)
+    .values(
+        customer_id=bindparam("v_customer"),
+        tier=bindparam("v_tier"),
+        language=bindparam("v_language"),
+        started_at=bindparam("v_at", type_=_T.started_at.type),
+        last_at=bindparam("v_at", type_=_T.last_at.type),
+        answers=bindparam("v_answers"),
+        searches=bindparam("v_searches"),
+        path=bindparam("v_path"),
+        question=bindparam("v_question"),
+    )
+    .returning(_T.id)
+)
+
+
 async def step(
     session: AsyncSession,
     customer: Customer,
@@ -69,33 +127,32 @@ async def step(
     searched: bool = False,
     node: str | None = None,
     question: str | None = None,
-) -> SelfServiceSession:
+) -> Live:
     """Record a self-service step, opening a session if none is live: ``node`` (a menu,
     action or FAQ entry shown) joins the path, ``question`` (a text searched for) is kept
     as the session's question and marks a search in the path."""
-    s = await current(session, customer, now, idle)
-    if s is None:
-        s = SelfServiceSession(
-            customer_id=customer.id,
-            tier=customer.tier,
-            language=language,
-            started_at=now,
-            last_at=now,
-            answers=0,
-            searches=0,
-        )
-        session.add(s)
-    s.last_at = now
-    s.answers += int(answered)
-    s.searches += int(searched)
+    live = await _LIVE.first(session, {"customer_id": customer.id})
+    if live is not None and live.last_at < now - idle:
+        # Quiet too long: it ended when it went quiet, and this step starts a new one.
+        outcome = EXPIRED if live.answers else ABANDONED
+        await _END_QUIET.execute(session, {"sid": live.id, "v_outcome": outcome})
+        live = None
     steps = [*([SEARCH] if question else []), *([node] if node else [])]
-    if steps:
-        path = [*json.loads(s.path or "[]"), *steps]
-        s.path = json.dumps(path[-PATH_STEPS:])
-    if question:
-        s.question = question.strip()[:QUESTION_MAX]
-    await session.flush()
-    return s
+    before = json.loads(live.path) if live is not None and live.path else []
+    path = json.dumps([*before, *steps][-PATH_STEPS:]) if steps else (live and live.path)
+    kept = question.strip()[:QUESTION_MAX] if question else (live and live.question)
+    answers = (live.answers if live is not None else 0) + int(answered)
+    searches = (live.searches if live is not None else 0) + int(searched)
+    values = {"v_at": now, "v_answers": answers, "v_searches": searches, "v_path": path,
+              "v_question": kept}  # fmt: skip
+    if live is None:
+        sid = await _START.scalar(
+            session,
+            {"v_customer": customer.id, "v_tier": customer.tier, "v_language": language, **values},
+        )
+        return Live(int(sid), language, answers, searches, path, kept)
+    await _STEP.execute(session, {"sid": live.id, **values})
+    return Live(live.id, live.language, answers, searches, path, kept)
 
 
 async def end(

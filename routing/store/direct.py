@@ -1,0 +1,230 @@
+"""Prebuilt statements run on a session's own driver connection, inside its transaction.
+
+A statement executed through ``AsyncSession.execute`` costs 70-150 microseconds of CPU
+before and after the SQL itself (a greenlet switch, the cache key of the statement, the
+execution context, the parameters' post-compile step for ``IN``, the result's metadata and
+row objects), where SQLite runs the statement in ten. On the hot paths that overhead, times
+four to ten statements per update, was most of an update's cost (bench/RESULTS.md, issue 19).
+
+:class:`Statement` compiles a Core statement once per dialect, with SQLAlchemy's own bind
+and result processors, so values are stored and read exactly as through a session; its
+``rows``/``execute`` run it on the connection the session's transaction already holds:
+
+- SQLite inside ``sqlite_driver.inline()`` (the bot's update handling): directly on the
+  ``sqlite3`` connection, on the loop thread, as the inline driver runs every statement.
+- PostgreSQL (asyncpg): on the asyncpg connection, in the transaction SQLAlchemy opened.
+- Anything else (SQLite outside ``inline()``: jobs, the CLI): ``session.execute``, as before.
+
+The session's pending ORM changes are flushed first (what autoflush would do). A direct
+write is not seen by ORM objects already loaded in the session: like any Core ``UPDATE``
+through a session, callers must not rely on such an object's changed columns afterwards.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib
+import keyword
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, NoReturn, cast
+
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.util import greenlet_spawn
+
+from routing.store import sqlite_driver
+
+
+class Done(NamedTuple):
+    """A direct statement's outcome: its rows (if it returns any) and the rows it changed."""
+
+    rows: list[Any]
+    rowcount: int
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    names: tuple[str, ...]  # bind names in positional order
+    binds: tuple[Callable[[Any], Any] | None, ...]
+    fixed: Mapping[str, Any]  # values the statement carries (literals, ``IN`` lists, LIMIT)
+    results: tuple[Callable[[Any], Any] | None, ...] | None  # None: returns no rows
+    row: Callable[..., Any] | None  # the row type: attribute and index access
+
+
+def _row_type(keys: list[str]) -> Callable[..., Any]:
+    usable = [
+        k if k.isidentifier() and not keyword.iskeyword(k) and not k.startswith("_") else f"c{i}"
+        for i, k in enumerate(keys)
+    ]
+    return collections.namedtuple("DirectRow", usable, rename=True)
+
+
+def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
+    c = cast(ClauseElement, statement).compile(dialect=dialect)
+    assert isinstance(c, SQLCompiler)
+    # Expand ``IN (...)`` lists of literal values once, here, not at every execution.
+    placeholders = {n: None for n, b in c.binds.items() if b.required}
+    expanded = c._process_parameters_for_postcompile(c.construct_params(placeholders))
+    names = tuple(expanded.positiontup or ())
+    bind_procs = []
+    for name in names:
+        # An expanded IN list's "status_1_2" is of the bind "status_1".
+        bind = c.binds[name] if name in c.binds else c.binds[name.rsplit("_", 1)[0]]
+        bind_procs.append(bind.type.dialect_impl(dialect).bind_processor(dialect))
+    fixed = {n: v for n, v in expanded.parameters.items() if n not in placeholders}
+    results = row = None
+    if c._result_columns:
+        results = tuple(
+            e.type.dialect_impl(dialect).result_processor(dialect, None) for e in c._result_columns
+        )
+        row = _row_type([e.keyname for e in c._result_columns])
+    return _Compiled(expanded.statement, names, tuple(bind_procs), fixed, results, row)
+
+
+class Statement:
+    """A Core statement with named bind parameters, compiled once per dialect.
+
+    ``per_dialect``: a statement written with a dialect's own constructs (``ON CONFLICT``),
+    built from that dialect's module (``sqlalchemy.dialects.sqlite`` or ``postgresql``)."""
+
+    def __init__(
+        self,
+        statement: Executable | None = None,
+        *,
+        per_dialect: Callable[[Any], Executable] | None = None,
+    ) -> None:
+        if (statement is None) == (per_dialect is None):
+            raise TypeError("give a statement or per_dialect")
+        self._statement = statement
+        self._builder = per_dialect
+        self._built: dict[str, Executable] = {}
+        self._by_dialect: dict[str, _Compiled] = {}
+
+    def statement_for(self, dialect: Dialect) -> Executable:
+        if self._statement is not None:
+            return self._statement
+        built = self._built.get(dialect.name)
+        if built is None:
+            assert self._builder is not None
+            module = importlib.import_module(f"sqlalchemy.dialects.{dialect.name}")
+            built = self._built[dialect.name] = self._builder(module)
+        return built
+
+    def compiled(self, dialect: Dialect) -> _Compiled:
+        found = self._by_dialect.get(dialect.name)
+        if found is None:
+            statement = self.statement_for(dialect)
+            found = self._by_dialect[dialect.name] = _compile(statement, dialect)
+        return found
+
+    def values(self, c: _Compiled, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        given = [params[n] if n in params else c.fixed[n] for n in c.names]
+        return tuple(p(v) if p is not None else v for v, p in zip(given, c.binds, strict=True))
+
+    # --- running it ---------------------------------------------------------------------
+    async def execute(self, session: AsyncSession, params: Mapping[str, Any]) -> Done:
+        if not session.sync_session._is_clean():
+            await session.flush()
+        conn = await session.connection()
+        dialect = conn.dialect
+        fairy: Any = conn.sync_connection.connection  # type: ignore[union-attr]
+        if dialect.driver == "aiosqlite" and sqlite_driver.is_inline():
+            c = self.compiled(dialect)
+            values = self.values(c, params)
+            raw: sqlite3.Connection = fairy.driver_connection._conn
+            try:
+                cur = raw.execute(c.sql, values)
+                fetched = cur.fetchall() if c.results is not None else []
+            except Exception as error:
+                _reraise(error, c.sql, values, dialect)
+            return Done(self._rows(c, fetched), cur.rowcount)
+        if dialect.driver == "asyncpg":
+            c = self.compiled(dialect)
+            values = self.values(c, params)
+            adapted = fairy.dbapi_connection
+            try:
+                async with adapted._execute_mutex:
+                    if adapted._transaction is None:
+                        await adapted._start_transaction()
+                    if c.results is not None:
+                        fetched = await adapted._connection.fetch(c.sql, *values)
+                        return Done(self._rows(c, fetched), len(fetched))
+                    status: str = await adapted._connection.execute(c.sql, *values)
+            except Exception as error:
+                _reraise(error, c.sql, values, dialect, adapted)
+            # "UPDATE 1", "INSERT 0 1", "DELETE 3": the count is the last word.
+            return Done([], int(status.rsplit(" ", 1)[-1]))
+        c = self.compiled(dialect)
+        result: Any = await session.execute(self.statement_for(dialect), dict(params))
+        fetched = list(result.all()) if c.results is not None else []
+        return Done(fetched, getattr(result, "rowcount", len(fetched)))
+
+    def _rows(self, c: _Compiled, fetched: list[Any]) -> list[Any]:
+        assert c.row is not None or not fetched
+        make, procs = c.row, c.results
+        if make is None or procs is None:
+            return []
+        if not any(procs):
+            return [make(*r) for r in fetched]
+        return [make(*(p(v) if p is not None else v for v, p in zip(r, procs, strict=True)))
+                for r in fetched]  # fmt: skip
+
+    async def read(self, engine: AsyncEngine, params: Mapping[str, Any]) -> list[Any]:
+        """A read outside any transaction, on a connection of the pool (one statement sees
+        one snapshot, so it needs no transaction of its own): the sender's header check."""
+        dialect = engine.dialect
+        inline_sqlite = dialect.driver == "aiosqlite" and sqlite_driver.is_inline()
+        if not (inline_sqlite or dialect.driver == "asyncpg"):
+            async with engine.connect() as conn:
+                statement = self.statement_for(dialect)
+                return list((await conn.execute(statement, dict(params))).all())
+        c = self.compiled(dialect)
+        values = self.values(c, params)
+        raw = await engine.raw_connection()
+        driver: Any = raw.driver_connection
+        try:
+            if inline_sqlite:
+                fetched = driver._conn.execute(c.sql, values).fetchall()
+            else:
+                fetched = await driver.fetch(c.sql, *values)
+        except Exception as error:
+            raw.invalidate()
+            _reraise(error, c.sql, values, dialect, raw.dbapi_connection)
+        finally:
+            # Back to the pool, whose reset may call the driver (so in a greenlet, as
+            # SQLAlchemy does for its own connections).
+            await greenlet_spawn(raw.close)
+        return self._rows(c, fetched)
+
+    async def rows(self, session: AsyncSession, params: Mapping[str, Any]) -> list[Any]:
+        return (await self.execute(session, params)).rows
+
+    async def first(self, session: AsyncSession, params: Mapping[str, Any]) -> Any:
+        found = (await self.execute(session, params)).rows
+        return found[0] if found else None
+
+    async def scalar(self, session: AsyncSession, params: Mapping[str, Any]) -> Any:
+        row = await self.first(session, params)
+        return None if row is None else row[0]
+
+
+def _reraise(
+    error: Exception, sql: str, values: tuple[Any, ...], dialect: Dialect, adapted: Any = None
+) -> NoReturn:
+    """Raise what SQLAlchemy would raise for ``error`` (IntegrityError, ...): callers catch
+    SQLAlchemy's exceptions whichever way the statement ran."""
+    original, dbapi_error = error, dialect.loaded_dbapi.Error
+    if not isinstance(error, dbapi_error) and adapted is not None:
+        try:  # the adapter's own mapping (asyncpg's exceptions to DBAPI classes)
+            adapted._handle_exception(error)
+        except Exception as mapped:
+            error = mapped
+    if isinstance(error, dbapi_error):
+        raise DBAPIError.instance(sql, values, error, dbapi_error, dialect=dialect) from original
+    raise error
