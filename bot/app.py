@@ -74,7 +74,7 @@ def make_dispatcher(
 ) -> Dispatcher:
     dp = Dispatcher(storage=storage or MemoryStorage())
     dp.update.outer_middleware(ChatOrderMiddleware())
-    # PRELOADS join its opening transaction (the survey a customer's text comments on).
+    # PRELOADS run after its lookup (the survey a customer's text comments on).
     dp.update.outer_middleware(DbSessionMiddleware(sessions, policy, clock, PRELOADS))
     # After DbSessionMiddleware: it needs agent / customer / open_conversation.
     dp.update.outer_middleware(ThrottleMiddleware.from_policy(policy))

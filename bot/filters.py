@@ -1,7 +1,7 @@
 """Who an update is from, and what it is for: the filters the routers are built on.
 
 None of them queries the database. They read what ``DbSessionMiddleware`` loaded in the
-update's one opening transaction (bot/middlewares.py): ``agent``, ``customer``,
+update's one opening statement (bot/middlewares.py): ``agent``, ``customer``,
 ``open_conversation`` and ``awaiting_survey``. So a filter costs nothing on the hot path,
 and the routers can check them on every update.
 
@@ -63,7 +63,7 @@ class SurveyComment(Filter):
     """Passes ``survey_id`` to the handler.
 
     ``awaiting_survey`` is set (by bot.handlers.survey.find_awaiting_comment, in the update's
-    opening transaction) only for a customer's plain text while a survey's follow-up question
+    opening statement) only for a customer's plain text while a survey's follow-up question
     is open; the FSM state is read only then. A customer in the middle of another flow (an
     order number, say) is answering that, not the survey.
     """

@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 
 _SEEN = object()  # the update was handled before (a redelivery)
 
-# A look-up that joins the update's opening transaction and adds its answer to the handler
-# data (e.g. bot.handlers.survey.find_awaiting_comment): a filter that needs the database
-# then reads the data instead of opening a transaction of its own on every update.
+# A look-up run after the sender's lookup that adds its answer to the handler data (e.g.
+# bot.handlers.survey.find_awaiting_comment, which reads what the lookup fetched): a filter
+# that needs the database then reads the data instead of querying on every update.
 Preload = Callable[[AsyncSession, Update, dict[str, Any]], Awaitable[None]]
 
 
@@ -43,7 +43,7 @@ class DbSessionMiddleware(BaseMiddleware):
     Gives handlers ``session``, ``agent`` (a registered agent, else None) and ``customer``
     (everyone else in a private chat: an imported customer or a guest row), and
     ``open_conversation`` (that customer's queued or assigned chat), plus whatever the
-    ``preloads`` add, all from one transaction. An update the inbox already marked handled
+    ``preloads`` add, all from one statement. An update the inbox already marked handled
     (bot/intake.py) is skipped rather than, say, relayed twice.
     """
 
@@ -82,16 +82,16 @@ class DbSessionMiddleware(BaseMiddleware):
         user: User | None,
     ) -> Any:
         async with self.sessions() as session:
-            async with session.begin():
-                now = self.clock()
-                since = now - timedelta(minutes=self.policy.surveys.comment_minutes)
-                found = await senders.lookup(
-                    session, event.update_id, user.id if user else None, since
-                )
-                if found.seen:
-                    return _SEEN
-                agent, customer = found.agent, found.customer
-                if user is not None and agent is None and customer is None:
+            now = self.clock()
+            since = now - timedelta(minutes=self.policy.surveys.comment_minutes)
+            # One statement, outside any transaction (it reads one snapshot): no BEGIN, no
+            # COMMIT, for every update (routing/store/update_lookup.py).
+            found = await senders.lookup(session, event.update_id, user.id if user else None, since)
+            if found.seen:
+                return _SEEN
+            agent, customer = found.agent, found.customer
+            if user is not None and agent is None and customer is None:
+                async with session.begin():
                     customer = await customers.ensure_customer(
                         session,
                         user.id,
@@ -100,14 +100,14 @@ class DbSessionMiddleware(BaseMiddleware):
                         policy=self.policy,
                         now=now,
                     )
-                data["session"] = session
-                data["agent"] = agent
-                data["customer"] = customer
-                # Found with the customer (None for a new guest, who has none).
-                data["open_conversation"] = found.conversation
-                data["lookup"] = found
-                for preload in self.preloads:
-                    await preload(session, event, data)
+            data["session"] = session
+            data["agent"] = agent
+            data["customer"] = customer
+            # Found with the customer (None for a new guest, who has none).
+            data["open_conversation"] = found.conversation
+            data["lookup"] = found
+            for preload in self.preloads:
+                await preload(session, event, data)
             return await handler(event, data)
 
 

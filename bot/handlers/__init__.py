@@ -70,7 +70,7 @@ _CUSTOMERS.message.middleware(customer.CustomerContextMiddleware())
 _CUSTOMERS.callback_query.middleware(customer.CustomerContextMiddleware())
 _CUSTOMERS.message.middleware(survey.ReachableAgain())
 
-# Run by DbSessionMiddleware in the update's opening transaction (see bot/middlewares.py).
+# Run by DbSessionMiddleware after the sender's lookup (see bot/middlewares.py).
 PRELOADS: tuple[Preload, ...] = (survey.find_awaiting_comment,)
 
 

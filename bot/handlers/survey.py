@@ -5,8 +5,8 @@ callback data, and a comment is recognised by the ``SurveyComment`` filter (bot/
 which the relay of an open chat excludes, so no router order is needed. State lives in the
 database: the survey row's status decides whether a press counts, and ``comment_state``
 whether the next text is a comment, so a restart between the question and the answer changes
-nothing. Whether a text is a comment is looked up by :func:`find_awaiting_comment` in the
-update's opening transaction, and only for a customer's plain text.
+nothing. Whether a text is a comment is read by :func:`find_awaiting_comment` from the
+update's opening lookup, and only for a customer's plain text.
 """
 
 from __future__ import annotations

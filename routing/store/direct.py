@@ -26,18 +26,24 @@ import collections
 import importlib
 import keyword
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, NoReturn, cast
+from typing import Any, NamedTuple, NoReturn, TypeVar, cast
 
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
 
 from routing.store import sqlite_driver
+
+_M = TypeVar("_M")
 
 
 class Done(NamedTuple):
@@ -80,11 +86,24 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     fixed = {n: v for n, v in expanded.parameters.items() if n not in placeholders}
     results = row = None
     if c._result_columns:
-        results = tuple(
-            e.type.dialect_impl(dialect).result_processor(dialect, None) for e in c._result_columns
-        )
+        results = tuple(_result_processor(e.type, dialect) for e in c._result_columns)
         row = _row_type([e.keyname for e in c._result_columns])
     return _Compiled(expanded.statement, names, tuple(bind_procs), fixed, results, row)
+
+
+def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    impl = type_.dialect_impl(dialect)
+    try:
+        return cast(Callable[[Any], Any] | None, impl.result_processor(dialect, None))
+    except (InvalidRequestError, TypeError):
+        # asyncpg's numeric types pick a processor by the driver's type code, which only a
+        # cursor's description has; the driver returns float for a float column and Decimal
+        # for a numeric one, so only a numeric read as float needs converting.
+        if isinstance(impl, sqltypes.Float):
+            return None
+        if isinstance(impl, sqltypes.Numeric) and not impl.asdecimal:
+            return lambda v: None if v is None else float(v)
+        raise
 
 
 class Statement:
@@ -228,3 +247,30 @@ def _reraise(
     if isinstance(error, dbapi_error):
         raise DBAPIError.instance(sql, values, error, dbapi_error, dialect=dialect) from original
     raise error
+
+
+def attach(
+    session: AsyncSession, model: type[_M], keys: Sequence[str], values: Sequence[Any]
+) -> _M | None:
+    """An ORM instance of ``model`` for a row read directly (``keys``: its mapped column
+    attributes, in the order of ``values``), in ``session`` as if the ORM had loaded it:
+    persistent, unmodified, every column loaded. None when the primary key is NULL (an outer
+    join found no row). An instance the session holds already is returned as it is, as the
+    ORM's own loading would (without populate_existing).
+
+    SQLAlchemy's loading builds the same instance at several times the cost, per execution
+    (the result's metadata, row processors, the identity map's bookkeeping)."""
+    mapper = sa_inspect(model)
+    loaded = dict(zip(keys, values, strict=True))
+    pk = tuple(loaded[mapper.get_property_by_column(c).key] for c in mapper.primary_key)
+    if any(v is None for v in pk):
+        return None
+    key = mapper.identity_key_from_primary_key(pk)
+    held = session.sync_session.identity_map.get(key)
+    if held is not None:
+        return cast(_M, held)
+    instance = mapper.class_manager.new_instance()
+    instance_state(instance).dict.update(loaded)
+    make_transient_to_detached(instance)  # the key from the primary key; no history
+    session.sync_session.add(instance)
+    return cast(_M, instance)

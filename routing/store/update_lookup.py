@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, exists, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, exists, or_, select
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from routing.store import direct
 from routing.store.models import (
     INBOX_DONE,
     OPEN_STATUSES,
@@ -49,9 +51,24 @@ def awaiting_comment_where(customer_id: Any, since: Any) -> tuple[ColumnElement[
     )
 
 
-def _lookup_statements() -> tuple[Any, Any]:
-    # Built once: constructing the joined statement and its cache key on every update cost
-    # more CPU than running it.
+def _columns(model: type[Any], prefix: str) -> tuple[tuple[str, ...], list[Any]]:
+    """A model's mapped column attributes: their keys, and their columns labelled for a
+    joined select (``a0, a1, ...``)."""
+    props = list(sa_inspect(model).column_attrs)
+    keys = tuple(p.key for p in props)
+    return keys, [p.columns[0].label(f"{prefix}{i}") for i, p in enumerate(props)]
+
+
+_AGENT_KEYS, _AGENT_COLS = _columns(Agent, "a")
+_CUSTOMER_KEYS, _CUSTOMER_COLS = _columns(Customer, "c")
+_CONV_KEYS, _CONV_COLS = _columns(Conversation, "v")
+
+
+def _lookup_statements() -> tuple[direct.Statement, direct.Statement]:
+    # Built once, and run on the driver's connection (routing/store/direct.py): through the
+    # ORM, executing this statement and loading its three entities cost more CPU than
+    # anything else in an update (issue 19). The rows become ORM instances in the session
+    # (direct.attach), as the ORM's own loading would have made them.
     update_id = bindparam("update_id", type_=BigInteger)
     # Handled before: a redelivery of an update whose inbox row is done.
     seen = (
@@ -74,7 +91,7 @@ def _lookup_statements() -> tuple[Any, Any]:
         .label("awaiting_survey")
     )
     full = (
-        select(seen, Agent, Customer, Conversation, awaiting)
+        select(seen, awaiting, *_AGENT_COLS, *_CUSTOMER_COLS, *_CONV_COLS)
         .select_from(sender)
         .outerjoin(Agent, and_(Agent.telegram_id == sender.c.tid, Agent.active.is_(True)))
         .outerjoin(Customer, Customer.telegram_id == sender.c.tid)
@@ -82,11 +99,11 @@ def _lookup_statements() -> tuple[Any, Any]:
             Conversation,
             and_(
                 Conversation.customer_id == Customer.id,
-                Conversation.status.in_(OPEN_STATUSES),
+                or_(*(Conversation.status == status for status in OPEN_STATUSES)),
             ),
         )
     )
-    return select(seen), full
+    return direct.Statement(select(seen)), direct.Statement(full)
 
 
 _SEEN_ONLY, _FULL = _lookup_statements()
@@ -96,24 +113,45 @@ async def lookup(
     session: AsyncSession, update_id: int, telegram_id: int | None, comment_since: datetime
 ) -> Lookup:
     """The redelivery check, the sender's agent and customer rows, the customer's open
-    conversation and the survey awaiting their comment, in one round trip."""
+    conversation and the survey awaiting their comment, in one round trip.
+
+    Outside a transaction (the update's first statement) it needs none of its own: one
+    statement reads one consistent snapshot, on a pooled connection. The instances join
+    ``session`` as loaded from the database."""
+    params: dict[str, Any] = {"update_id": update_id}
+    statement = _SEEN_ONLY
+    if telegram_id is not None:
+        params.update(tid=telegram_id, comment_since=comment_since)
+        statement = _FULL
+    if session.in_transaction():
+        row = await statement.first(session, params)
+    else:
+        engine = session.bind
+        assert isinstance(engine, AsyncEngine)
+        row = (await statement.read(engine, params))[0]
     if telegram_id is None:
-        seen = await session.scalar(_SEEN_ONLY, {"update_id": update_id})
-        return Lookup(bool(seen), None, None)
-    row = (
-        await session.execute(
-            _FULL, {"update_id": update_id, "tid": telegram_id, "comment_since": comment_since}
-        )
-    ).one()
-    return Lookup(bool(row[0]), row[1], row[2], row[3], row[4])
+        return Lookup(bool(row[0]), None, None)
+    began = session.in_transaction()
+    a, c = 2 + len(_AGENT_KEYS), 2 + len(_AGENT_KEYS) + len(_CUSTOMER_KEYS)
+    found = Lookup(
+        bool(row[0]),
+        direct.attach(session, Agent, _AGENT_KEYS, row[2:a]),
+        direct.attach(session, Customer, _CUSTOMER_KEYS, row[a:c]),
+        direct.attach(session, Conversation, _CONV_KEYS, row[c:]),
+        row[1],
+    )
+    if not began and session.in_transaction():
+        # Adding the instances began the session's transaction (no connection, no SQL):
+        # end it, so that the handlers begin theirs as after any other read.
+        await session.commit()
+    return found
 
 
 async def warm_up(session: AsyncSession, now: datetime) -> None:
     """Compile the statements of :func:`lookup` before the first update needs them.
 
-    SQLAlchemy compiles a statement on its first execution in a process and caches it: for
-    this joined statement of four entities that is about 15 ms of CPU, paid by the first
-    message after every start (a VIP's page among them) unless paid here, before polling.
-    The ids match no row."""
+    A statement is compiled on its first execution in a process: for this joined statement
+    of four tables that took about 15 ms of CPU, paid by the first message after every start
+    (a VIP's page among them) unless paid here, before polling. The ids match no row."""
     await lookup(session, 0, 0, now)
     await lookup(session, 0, None, now)

@@ -3,13 +3,18 @@ backend."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
 from routing.policy.root import Policy
 from routing.queue.agents import add_agent
 from routing.queue.conversations import ORIGIN_REQUEST, open_conversation
+from routing.store import sqlite_driver
 from routing.store.models import (
     CLOSED,
     INBOX_DONE,
@@ -96,3 +101,39 @@ async def test_lookup_finds_the_survey_awaiting_a_comment(db: Db) -> None:
         too_late = await lookup(s, 14, 700, NOW - timedelta(minutes=5))
     assert found.awaiting_survey == want
     assert none_yet.awaiting_survey is None and too_late.awaiting_survey is None
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_outside_a_transaction_the_rows_join_the_session_as_loaded(
+    db: Db, inline: bool
+) -> None:
+    """As DbSessionMiddleware runs it: no transaction before or after; the agent, customer and
+    chat are the session's persistent, unmodified instances, with every column loaded, and a
+    handler's change to one is stored by its own transaction."""
+    await _seed(db)
+    with sqlite_driver.inline() if inline else nullcontext():
+        async with db.sessions() as s:
+            found = await lookup(s, 7, 700, SINCE)
+            assert not s.in_transaction()
+            ann, chat = found.customer, found.conversation
+            assert ann is not None and chat is not None
+            for obj in (ann, chat):
+                state: Any = sa_inspect(obj)
+                assert state.persistent and not state.modified and not state.expired_attributes
+                assert obj in s
+            assert (ann.name, ann.tier, ann.created_at, chat.status, chat.queued_at) == (
+                "Ann",
+                "B",
+                NOW,
+                QUEUED,
+                NOW,
+            )
+            # Looked up again in the same session: the same instance (as the ORM's loading).
+            assert (await lookup(s, 8, 700, SINCE)).customer is ann
+            async with s.begin():
+                ann.name = "Ann B."
+            agent = (await lookup(s, 9, 900, SINCE)).agent
+            assert agent is not None and agent.name == "Bob" and agent.active
+    async with db.sessions() as s:
+        stored = await s.scalar(select(Customer.name).where(Customer.telegram_id == 700))
+    assert stored == "Ann B."
