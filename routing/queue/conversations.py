@@ -42,12 +42,6 @@ CONTENT_NOTE = "note"
 _OPEN_FOR_CUSTOMER = select(Conversation).where(
     Conversation.customer_id == bindparam("customer_id"), Conversation.status.in_(OPEN_STATUSES)
 )
-_AGENT_CHATS = (
-    select(Conversation, Customer)
-    .join(Customer, Customer.id == Conversation.customer_id)
-    .where(Conversation.agent_id == bindparam("agent_id"), Conversation.status == ASSIGNED)
-    .order_by(Conversation.assigned_at, Conversation.id)
-)
 
 
 async def open_for_customer(session: AsyncSession, customer_id: int) -> Conversation | None:
@@ -361,9 +355,30 @@ async def header_needed(engine: AsyncEngine, agent_id: int, conversation_id: int
     return bool(open_chats > 1 and last != conversation_id)
 
 
+# Read for every message an agent sends (which chat it is for): on the driver's connection,
+# the rows made instances of the session as the ORM's loading would (routing/store/direct.py).
+_CONV_KEYS, _CONV_COLS = direct.columns(Conversation, "v")
+_CUSTOMER_KEYS, _CUSTOMER_COLS = direct.columns(Customer, "c")
+_AGENT_CHATS_D = direct.Statement(
+    select(*_CONV_COLS, *_CUSTOMER_COLS)
+    .select_from(Conversation)
+    .join(Customer, Customer.id == Conversation.customer_id)
+    .where(Conversation.agent_id == bindparam("agent_id"), Conversation.status == ASSIGNED)
+    .order_by(Conversation.assigned_at, Conversation.id)
+)
+
+
 async def agent_chats(session: AsyncSession, agent: Agent) -> list[tuple[Conversation, Customer]]:
-    rows = await session.execute(_AGENT_CHATS, {"agent_id": agent.id})
-    return [(c, cu) for c, cu in rows.all()]
+    """The agent's open chats, oldest assignment first."""
+    rows = await _AGENT_CHATS_D.rows(session, {"agent_id": agent.id})
+    n = len(_CONV_KEYS)
+    chats = []
+    for row in rows:
+        conv = direct.attach(session, Conversation, _CONV_KEYS, row[:n])
+        customer = direct.attach(session, Customer, _CUSTOMER_KEYS, row[n:])
+        assert conv is not None and customer is not None  # an inner join
+        chats.append((conv, customer))
+    return chats
 
 
 class TargetHow(StrEnum):

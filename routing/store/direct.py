@@ -106,6 +106,24 @@ def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | No
         raise
 
 
+async def _connection(session: AsyncSession) -> tuple[Dialect, Any]:
+    """The dialect and pooled connection of the session's transaction (begun if need be).
+
+    Kept in ``session.info`` for the transaction: asking the session each time cost a
+    greenlet switch and more than the statement (a transaction runs several)."""
+    transaction = session.sync_session.get_transaction()
+    held = session.info.get(_HELD)
+    if held is not None and transaction is not None and held[0] is transaction:
+        return held[1], held[2]
+    conn = await session.connection()
+    fairy = conn.sync_connection.connection  # type: ignore[union-attr]
+    session.info[_HELD] = (session.sync_session.get_transaction(), conn.dialect, fairy)
+    return conn.dialect, fairy
+
+
+_HELD = "contactbot.direct.connection"
+
+
 class Statement:
     """A Core statement with named bind parameters, compiled once per dialect.
 
@@ -150,9 +168,7 @@ class Statement:
     async def execute(self, session: AsyncSession, params: Mapping[str, Any]) -> Done:
         if not session.sync_session._is_clean():
             await session.flush()
-        conn = await session.connection()
-        dialect = conn.dialect
-        fairy: Any = conn.sync_connection.connection  # type: ignore[union-attr]
+        dialect, fairy = await _connection(session)
         if dialect.driver == "aiosqlite" and sqlite_driver.is_inline():
             c = self.compiled(dialect)
             values = self.values(c, params)
@@ -247,6 +263,15 @@ def _reraise(
     if isinstance(error, dbapi_error):
         raise DBAPIError.instance(sql, values, error, dbapi_error, dialect=dialect) from original
     raise error
+
+
+def columns(model: type[Any], prefix: str) -> tuple[tuple[str, ...], list[Any]]:
+    """A model's mapped column attributes, for a direct select whose rows :func:`attach`
+    makes instances of: their keys, and their columns labelled ``{prefix}0, {prefix}1 ...``
+    (unique names when several models are joined)."""
+    props = list(sa_inspect(model).column_attrs)
+    keys = tuple(p.key for p in props)
+    return keys, [p.columns[0].label(f"{prefix}{i}") for i, p in enumerate(props)]
 
 
 def attach(

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, exists, or_, select
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from routing.store import direct
@@ -51,17 +50,9 @@ def awaiting_comment_where(customer_id: Any, since: Any) -> tuple[ColumnElement[
     )
 
 
-def _columns(model: type[Any], prefix: str) -> tuple[tuple[str, ...], list[Any]]:
-    """A model's mapped column attributes: their keys, and their columns labelled for a
-    joined select (``a0, a1, ...``)."""
-    props = list(sa_inspect(model).column_attrs)
-    keys = tuple(p.key for p in props)
-    return keys, [p.columns[0].label(f"{prefix}{i}") for i, p in enumerate(props)]
-
-
-_AGENT_KEYS, _AGENT_COLS = _columns(Agent, "a")
-_CUSTOMER_KEYS, _CUSTOMER_COLS = _columns(Customer, "c")
-_CONV_KEYS, _CONV_COLS = _columns(Conversation, "v")
+_AGENT_KEYS, _AGENT_COLS = direct.columns(Agent, "a")
+_CUSTOMER_KEYS, _CUSTOMER_COLS = direct.columns(Customer, "c")
+_CONV_KEYS, _CONV_COLS = direct.columns(Conversation, "v")
 
 
 def _lookup_statements() -> tuple[direct.Statement, direct.Statement]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiogram import F, Router
 from aiogram.filters import Command, StateFilter
 from aiogram.types import CallbackQuery, Message
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
@@ -22,6 +22,7 @@ from bot.handlers.customer.selfservice import ANSWER_FIRST, self_service, send_m
 from routing.delivery import enqueue
 from routing.queue import claims, conversations
 from routing.selfservice import deflection
+from routing.store import direct
 from routing.store.models import (
     ASSIGNED,
     OPEN_STATUSES,
@@ -127,7 +128,9 @@ async def converse(
         await self_service(message, ctx)
         return
     content = content_of(message)
-    conv, created, duplicate = await _store(message, ctx, content, human_first=human_first)
+    conv, created, duplicate = await _store(
+        message, ctx, content, open_conversation, human_first=human_first
+    )
     if conv is None:
         await self_service(message, ctx)
     elif duplicate:
@@ -142,29 +145,35 @@ async def converse(
         await ctx.desk.kick(conv.id, TO_AGENT)
 
 
-# Built once (every message of a customer in a chat): the customer's open chat, read fresh
-# (the identity map may hold it as it was before a claim committed).
-_OPEN_CHAT_FRESH = (
-    select(Conversation)
-    .where(
+# Built once (every message of a customer in a chat): the customer's open chat, read in the
+# transaction that stores the message (a claim or a close may have committed since the
+# update's lookup), on the driver's connection (routing/store/direct.py).
+_OPEN_CHAT_NOW = direct.Statement(
+    select(Conversation.id).where(
         Conversation.customer_id == bindparam("customer_id"),
-        Conversation.status.in_(OPEN_STATUSES),
+        or_(*(Conversation.status == status for status in OPEN_STATUSES)),
     )
-    .execution_options(populate_existing=True)
 )
 
 
 async def _store(
-    message: Message, ctx: CustomerContext, content: Content, *, human_first: bool
+    message: Message,
+    ctx: CustomerContext,
+    content: Content,
+    open_conversation: Conversation | None,
+    *,
+    human_first: bool,
 ) -> tuple[Conversation | None, bool, bool]:
     """Add the message to the customer's open chat (opening one for a human-first tier) and
     queue it for the agent, in one transaction: (chat, newly opened, already stored)."""
     session, customer = ctx.session, ctx.customer
     async with session.begin():
-        # Read fresh: the identity map may hold this chat as it was before a claim committed.
-        conv = (
-            await session.execute(_OPEN_CHAT_FRESH, {"customer_id": customer.id})
-        ).scalar_one_or_none()
+        conv_id = await _OPEN_CHAT_NOW.scalar(session, {"customer_id": customer.id})
+        conv: Conversation | None = None
+        if open_conversation is not None and open_conversation.id == conv_id:
+            conv = open_conversation  # the one the lookup found: only its id is used here
+        elif conv_id is not None:
+            conv = await session.get(Conversation, conv_id, populate_existing=True)
         created = False
         if conv is None and human_first:
             conv, created = await conversations.open_conversation(
