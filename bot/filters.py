@@ -27,7 +27,7 @@ from typing import Any
 
 from aiogram.filters import Filter
 from aiogram.fsm.context import FSMContext
-from aiogram.types import TelegramObject
+from aiogram.types import Message, TelegramObject
 
 from routing.store.models import Agent, Conversation, Customer
 
@@ -79,3 +79,32 @@ class SurveyComment(Filter):
         if state is not None and await state.get_state() is not None:
             return False
         return {"survey_id": awaiting_survey}
+
+
+class NoFeatureWants(Filter):
+    """A customer's message that none of the customers' feature routers takes, known from
+    what the update's lookup and the FSM middleware already loaded: not a command (text or
+    caption starting with "/"), not a shared contact outside a chat (identification), no
+    conversation step pending (an FSM state: a code, an order number, a complaint), and not
+    the comment a survey asked for.
+
+    Such a message is the common case (a question for self-service, a message in an open
+    chat) and goes straight to ``bot.handlers.fallback.customer_message``, where it would
+    end anyway, instead of past every feature's filters first (bench/RESULTS.md, issue 19).
+    tests/unit/test_quick_lane.py checks that no feature handler would have taken what
+    this filter lets through.
+    """
+
+    async def __call__(
+        self,
+        event: TelegramObject,
+        raw_state: str | None = None,
+        open_conversation: Conversation | None = None,
+        awaiting_survey: int | None = None,
+    ) -> bool:
+        if not isinstance(event, Message) or raw_state is not None or awaiting_survey is not None:
+            return False
+        said = event.text if event.text is not None else event.caption
+        if said is not None and said.startswith("/"):
+            return False
+        return event.contact is None or open_conversation is not None

@@ -126,9 +126,12 @@ def answer(
 
 
 def claim(conv_id: int) -> InlineKeyboardMarkup:
-    kb = InlineKeyboardBuilder()
-    kb.button(text=texts.agent.claim_button(), callback_data=ClaimCb(conv=conv_id))
-    return kb.as_markup()
+    # One button, built as the markup itself: a VIP's page builds one per agent paged, and
+    # the builder's generic checks cost more than the button (issue 19).
+    button = InlineKeyboardButton(
+        text=texts.agent.claim_button(), callback_data=ClaimCb(conv=conv_id).pack()
+    )
+    return InlineKeyboardMarkup(inline_keyboard=[[button]])
 
 
 def queue(items: list[tuple[Conversation, Customer]]) -> InlineKeyboardMarkup:

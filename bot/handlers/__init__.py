@@ -5,7 +5,8 @@
     dispatcher
     ├── agents      IsAgent()      features: queue, agent, care     then fallback.agents
     │                              complaint
-    └── customers   IsCustomer()   features: survey, news,          then fallback.customers
+    └── customers   IsCustomer()   first fallback.customers_quick,  then fallback.customers
+                                   features: survey, news,
                                    identify, selfservice, human,
                                    complaint
 
@@ -22,6 +23,11 @@ Why the order of routers no longer decides correctness:
 - **Inline queries** (``@bot`` + words) are filtered by audience like messages and,
   having no command or prefix a feature could match, are fallbacks' work: an agent's picks
   a canned reply (bot/handlers/desk_tools.py), anyone else's gets no results.
+- **The quick lane** (``fallback.customers_quick``, ``bot.filters.NoFeatureWants``) takes,
+  before the features, only a customer message that none of them would take (most
+  messages: a question, a message in an open chat) and hands it to the handler the
+  fallback would have reached, past no feature's filters; tests/unit/test_quick_lane.py
+  checks every feature handler against what it lets through.
 - **Catch-alls** (stale buttons, unknown commands, free messages) exist only in
   bot/handlers/fallback.py, and :func:`_audience` always attaches an audience's fallback
   after its features.
@@ -62,7 +68,8 @@ _AGENTS = _audience(
 _CUSTOMERS = _audience(
     "customers",
     IsCustomer(),
-    [survey.router, news.router, *customer.routers()],
+    # customers_quick first: a message no feature wants goes to the fallback's handler at once.
+    [fallback.customers_quick, survey.router, news.router, *customer.routers()],
     fallback.customers,
 )
 # Inner middlewares: they run for whichever handler of the audience takes the update.

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import texts
 from bot.desk import Desk
+from bot.filters import NoFeatureWants
 from bot.handlers import agent as agent_handlers
 from bot.handlers import desk_tools
 from bot.handlers.customer import human
@@ -29,6 +30,8 @@ from routing.store.models import Agent, Conversation
 
 agents = Router(name="agents-fallback")
 customers = Router(name="customers-fallback")
+# The customers' router tries this one first: a message no feature wants skips their filters.
+customers_quick = Router(name="customers-quick")
 
 
 # --- agents ------------------------------------------------------------------------------
@@ -76,6 +79,7 @@ async def customer_unknown_command(message: Message) -> None:
     await message.answer(f"{texts.customer.unknown_command()}\n\n{texts.customer.help_text()}")
 
 
+@customers_quick.message(NoFeatureWants())
 @customers.message()
 async def customer_message(
     message: Message, ctx: CustomerContext, open_conversation: Conversation | None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
@@ -27,6 +27,7 @@ from routing.queue.eligibility import REFUSED_CAPACITY as REFUSED_CAPACITY
 from routing.queue.eligibility import REFUSED_RESERVED as REFUSED_RESERVED
 from routing.queue.eligibility import REFUSED_TIER as REFUSED_TIER
 from routing.queue.eligibility import AgentSlot, Chat, has_capacity
+from routing.store import direct
 from routing.store.models import ASSIGNED, QUEUED, Agent, Conversation, Customer, QueueOffer
 
 # --- ordering ---------------------------------------------------------------------------
@@ -41,14 +42,15 @@ def key_for(policy: Policy, rank: int, queued_at: datetime) -> float:
     return priority.queue_key_at(rank, queued_at, policy.queue.aging_outrank_seconds)
 
 
-def _ahead_of(conv: Conversation) -> ColumnElement[bool]:
+def _ahead_of_params(key: Any, queued_at: Any, conv_id: Any) -> ColumnElement[bool]:
+    """Queued before a chat of this key, arrival and id (``queue_order``)."""
     return or_(
-        Conversation.queue_key < conv.queue_key,
+        Conversation.queue_key < key,
         and_(
-            Conversation.queue_key == conv.queue_key,
+            Conversation.queue_key == key,
             or_(
-                Conversation.queued_at < conv.queued_at,
-                and_(Conversation.queued_at == conv.queued_at, Conversation.id < conv.id),
+                Conversation.queued_at < queued_at,
+                and_(Conversation.queued_at == queued_at, Conversation.id < conv_id),
             ),
         ),
     )
@@ -223,14 +225,26 @@ async def waiting_count(session: AsyncSession) -> int:
     )
 
 
+# Read for every newly queued chat (the customer is told their place): built once and run on
+# the driver's connection (routing/store/direct.py), not rebuilt with the chat's values.
+_AHEAD = direct.Statement(
+    select(func.count())
+    .select_from(Conversation)
+    .where(
+        Conversation.status == QUEUED,
+        _ahead_of_params(
+            bindparam("key", type_=Conversation.queue_key.type),
+            bindparam("at", type_=Conversation.queued_at.type),
+            bindparam("conv_id"),
+        ),
+    )
+)
+
+
 async def position(session: AsyncSession, conv: Conversation) -> int:
     """1-based place of a waiting conversation in the queue."""
-    ahead = await session.execute(
-        select(func.count())
-        .select_from(Conversation)
-        .where(Conversation.status == QUEUED, _ahead_of(conv))
-    )
-    return int(ahead.scalar_one()) + 1
+    params = {"key": conv.queue_key, "at": conv.queued_at, "conv_id": conv.id}
+    return int(await _AHEAD.scalar(session, params)) + 1
 
 
 async def rekey_legacy(session: AsyncSession, policy: Policy) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, select
+from sqlalchemy import Integer, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
@@ -16,6 +16,7 @@ from routing.queue.assignment import estimate_wait as estimate_wait
 from routing.queue.assignment import eta
 from routing.queue.claims import queue_order
 from routing.queue.eligibility import online_slots
+from routing.store import direct
 from routing.store.models import CLOSED, QUEUED, Conversation, Customer
 
 # ETA buckets in seconds (upper bounds): the customer hears again only when the bucket changes.
@@ -60,9 +61,10 @@ def should_tell_position(
     return position <= top
 
 
-def latest_closed(policy: Policy) -> Select[datetime | None, datetime | None]:
-    """The last ``handle_window`` closed chats' claim and close times, newest first (read
-    through ``ix_conversations_closed``, not a sort of the whole history)."""
+def latest_closed() -> Select[datetime | None, datetime | None]:
+    """The last ``window`` (the policy's ``handle_window``) closed chats' claim and close
+    times, newest first (read through ``ix_conversations_closed``, not a sort of the whole
+    history)."""
     return (
         select(Conversation.assigned_at, Conversation.closed_at)
         .where(
@@ -71,13 +73,18 @@ def latest_closed(policy: Policy) -> Select[datetime | None, datetime | None]:
             Conversation.closed_at.is_not(None),
         )
         .order_by(Conversation.closed_at.desc())
-        .limit(policy.queue.position.handle_window)
+        .limit(bindparam("window", type_=Integer))
     )
+
+
+# Read for every newly queued chat: built once, run on the driver's connection
+# (routing/store/direct.py).
+_LATEST_CLOSED = direct.Statement(latest_closed())
 
 
 async def mean_handle_seconds(session: AsyncSession, policy: Policy) -> float:
     p = policy.queue.position
-    rows = (await session.execute(latest_closed(policy))).all()
+    rows = await _LATEST_CLOSED.rows(session, {"window": p.handle_window})
     spans = [(c - a).total_seconds() for a, c in rows if a is not None and c is not None]
     spans = [s for s in spans if s >= 0]
     return sum(spans) / len(spans) if spans else p.default_handle_seconds

@@ -33,8 +33,11 @@ async def test_latest_closed_chats_come_from_the_index(db: Db, policy: Policy) -
         assert mean == sum(60 + i for i in range(70, 120)) / 50
         if db.backend != "sqlite":
             return
-        stmt = estimate.latest_closed(policy).compile(
-            dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True}
+        window = policy.queue.position.handle_window
+        stmt = (
+            estimate.latest_closed()
+            .params(window=window)
+            .compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
         )
         plan = (await s.execute(text(f"EXPLAIN QUERY PLAN {stmt}"))).all()
     details = " ".join(str(row[-1]) for row in plan)
