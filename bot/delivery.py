@@ -57,7 +57,7 @@ from routing.clock import Clock, utcnow
 from routing.delivery import enqueue, sending
 from routing.delivery.sending import Backoff, Claimed
 from routing.queue import conversations
-from routing.store import lane
+from routing.store import direct, lane
 from routing.store.models import TO_AGENT, TO_CUSTOMER, Agent, Conversation, Customer
 
 log = logging.getLogger(__name__)
@@ -234,13 +234,11 @@ class Deliverer:
                     if dest is not None and (self.turns.busy(dest) or self.turns.wait(dest)):
                         self._later_by(conv_id, self.turns.queue_wait(dest))
                         return
-                    async with self.sessions() as s, s.begin():
+                    # A transaction of direct statements, no session (routing/store/direct.py):
+                    # every relay claims its row here.
+                    async with direct.transaction(self.engine) as tx:
                         head = await sending.claim_head(
-                            s,
-                            conv_id,
-                            direction,
-                            now=self.now(),
-                            lease=self.lease,
+                            tx, conv_id, direction, now=self.now(), lease=self.lease
                         )
                     if head.claimed is None:
                         if head.wait_until is not None and not head.gated:

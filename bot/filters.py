@@ -102,9 +102,26 @@ class NoFeatureWants(Filter):
         open_conversation: Conversation | None = None,
         awaiting_survey: int | None = None,
     ) -> bool:
-        if not isinstance(event, Message) or raw_state is not None or awaiting_survey is not None:
+        if not _plain(event, raw_state) or awaiting_survey is not None:
             return False
-        said = event.text if event.text is not None else event.caption
-        if said is not None and said.startswith("/"):
-            return False
+        assert isinstance(event, Message)
         return event.contact is None or open_conversation is not None
+
+
+class NoDeskFeatureWants(Filter):
+    """An agent's message that none of the agents' feature routers takes: not a command
+    and no conversation step pending (a care note being written). It is a message for a
+    customer, and goes straight to ``bot.handlers.fallback.agent_message`` (the relay), as
+    :class:`NoFeatureWants` does for customers; tests/unit/test_quick_lane.py checks it."""
+
+    async def __call__(self, event: TelegramObject, raw_state: str | None = None) -> bool:
+        return _plain(event, raw_state)
+
+
+def _plain(event: TelegramObject, raw_state: str | None) -> bool:
+    """A message that is not a command (text or caption starting with "/", as aiogram's
+    Command filter reads it), with no FSM state set."""
+    if not isinstance(event, Message) or raw_state is not None:
+        return False
+    said = event.text if event.text is not None else event.caption
+    return said is None or not said.startswith("/")

@@ -170,6 +170,8 @@ class Intake:
     ) -> None:
         self.dp, self.bot, self.sessions, self.clock = dp, bot, sessions, clock
         self.engine: AsyncEngine = sessions.kw["bind"]  # the done mark needs no session
+        # Updates that finish together are marked done in one transaction.
+        self._marks = inbox.DoneMarks(self.engine)
         # The inbox is plumbing: it runs on real time, whatever clock the bot's rules use.
         self.now = utcnow
         # Set when several instances may share the database (see the module docstring).
@@ -372,7 +374,7 @@ class Intake:
                 # UPDATE and COMMIT run on the loop thread, not four trips to the driver's.
                 with sqlite_driver.inline():
                     if quarantine is None:
-                        await inbox.mark_done(self.engine, update_id, self.now())
+                        await self._marks.mark(update_id, self.now())
                     else:
                         async with self.sessions() as s, s.begin():
                             await inbox.quarantine(s, update_id, quarantine, self.now())

@@ -3,8 +3,9 @@
 ::
 
     dispatcher
-    ├── agents      IsAgent()      features: queue, agent, care     then fallback.agents
-    │                              complaint
+    ├── agents      IsAgent()      first fallback.agents_quick,     then fallback.agents
+    │                              features: queue, agent,
+    │                              desk_tools, care, complaint
     └── customers   IsCustomer()   first fallback.customers_quick,  then fallback.customers
                                    features: survey, news,
                                    identify, selfservice, human,
@@ -23,11 +24,12 @@ Why the order of routers no longer decides correctness:
 - **Inline queries** (``@bot`` + words) are filtered by audience like messages and,
   having no command or prefix a feature could match, are fallbacks' work: an agent's picks
   a canned reply (bot/handlers/desk_tools.py), anyone else's gets no results.
-- **The quick lane** (``fallback.customers_quick``, ``bot.filters.NoFeatureWants``) takes,
-  before the features, only a customer message that none of them would take (most
-  messages: a question, a message in an open chat) and hands it to the handler the
-  fallback would have reached, past no feature's filters; tests/unit/test_quick_lane.py
-  checks every feature handler against what it lets through.
+- **The quick lanes** (``fallback.customers_quick`` and ``agents_quick``, with
+  ``bot.filters.NoFeatureWants`` and ``NoDeskFeatureWants``) take, before the features,
+  only a message that none of them would take (most messages: a question, a message in an
+  open chat, an agent's answer) and hand it to the handler the fallback would have reached,
+  past no feature's filters; tests/unit/test_quick_lane.py checks every feature handler
+  against what they let through.
 - **Catch-alls** (stale buttons, unknown commands, free messages) exist only in
   bot/handlers/fallback.py, and :func:`_audience` always attaches an audience's fallback
   after its features.
@@ -62,7 +64,14 @@ def _audience(name: str, who: Filter, features: Sequence[Router], last: Router) 
 _AGENTS = _audience(
     "agents",
     IsAgent(),
-    [queue_handlers.router, agent.router, desk_tools.router, care.router, complaint.router],
+    [
+        fallback.agents_quick,  # first: a message for a customer goes to the relay at once
+        queue_handlers.router,
+        agent.router,
+        desk_tools.router,
+        care.router,
+        complaint.router,
+    ],
     fallback.agents,
 )
 _CUSTOMERS = _audience(

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import texts
 from bot.desk import Desk
-from bot.filters import NoFeatureWants
+from bot.filters import NoDeskFeatureWants, NoFeatureWants
 from bot.handlers import agent as agent_handlers
 from bot.handlers import desk_tools
 from bot.handlers.customer import human
@@ -30,8 +30,10 @@ from routing.store.models import Agent, Conversation
 
 agents = Router(name="agents-fallback")
 customers = Router(name="customers-fallback")
-# The customers' router tries this one first: a message no feature wants skips their filters.
+# Each audience's router tries its quick lane first: a message no feature wants skips their
+# filters (bot/filters.py NoFeatureWants, NoDeskFeatureWants).
 customers_quick = Router(name="customers-quick")
+agents_quick = Router(name="agents-quick")
 
 
 # --- agents ------------------------------------------------------------------------------
@@ -45,6 +47,7 @@ async def agent_unknown_command(message: Message, agent: Agent) -> None:
     await message.answer(f"{texts.agent.unknown_command()}\n\n{agent_handlers.help_text(agent)}")
 
 
+@agents_quick.message(NoDeskFeatureWants())
 @agents.message()
 async def agent_message(
     message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock

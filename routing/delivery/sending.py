@@ -188,6 +188,11 @@ _CLAIM = (
     .returning(_TABLE.c.attempts)
 )
 _CLAIM_D = direct.Statement(_CLAIM)
+_RECHECK_LATER = direct.Statement(
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("row_id"), _TABLE.c.status == DELIVERY_PENDING)
+    .values(next_at=bindparam("v_at", type_=Delivery.next_at.type))
+)
 _SENT = (
     update(_TABLE)
     .where(_TABLE.c.id == bindparam("row_id"))
@@ -200,7 +205,9 @@ _SENT = (
 )
 
 
-async def _gate_open(session: AsyncSession, conv_id: int, agent_id: int, now: datetime) -> bool:
+async def _gate_open(
+    session: AsyncSession | direct.Tx, conv_id: int, agent_id: int, now: datetime
+) -> bool:
     held = await _GATE_HELD_D.scalar(
         session,
         {
@@ -213,7 +220,7 @@ async def _gate_open(session: AsyncSession, conv_id: int, agent_id: int, now: da
 
 
 async def claim_head(
-    session: AsyncSession,
+    session: AsyncSession | direct.Tx,
     conversation_id: int,
     direction: str,
     *,
@@ -259,11 +266,7 @@ async def claim_head(
             )
         if not gate:
             recheck = now + timedelta(seconds=GATE_RECHECK_SECONDS)
-            await session.execute(
-                update(Delivery)
-                .where(Delivery.id == head.id, Delivery.status == DELIVERY_PENDING)
-                .values(next_at=recheck)
-            )
+            await _RECHECK_LATER.execute(session, {"row_id": head.id, "v_at": recheck})
             return Head(wait_until=recheck, gated=True)
         agent_id, holder_chat = conv.agent_id, conv.telegram_id
         if conv.status == ASSIGNED:
@@ -354,12 +357,20 @@ async def retry_at(
     )
 
 
-async def fail(session: AsyncSession, row_id: int, *, now: datetime, error: str) -> None:
-    await session.execute(
-        update(Delivery)
-        .where(Delivery.id == row_id)
-        .values(status=DELIVERY_FAILED, sent_at=None, next_at=now, error=error[:1000])
+_FAIL = direct.Statement(
+    update(_TABLE)
+    .where(_TABLE.c.id == bindparam("row_id"))
+    .values(
+        status=DELIVERY_FAILED,
+        sent_at=None,
+        next_at=bindparam("v_at", type_=Delivery.next_at.type),
+        error=bindparam("v_error"),
     )
+)
+
+
+async def fail(on: AsyncSession | direct.Tx, row_id: int, *, now: datetime, error: str) -> None:
+    await _FAIL.execute(on, {"row_id": row_id, "v_at": now, "v_error": error[:1000]})
 
 
 async def fail_destination(

@@ -117,7 +117,7 @@ _START = direct.Statement(
 
 
 async def step(
-    session: AsyncSession,
+    session: AsyncSession | direct.Tx,
     customer: Customer,
     now: datetime,
     idle: timedelta,

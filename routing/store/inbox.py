@@ -10,6 +10,7 @@ Storing is one INSERT for a whole ``getUpdates`` batch; marking one handled is o
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -181,6 +182,47 @@ async def mark_done(engine: AsyncEngine, update_id: int, now: datetime) -> None:
     """Mark an update handled, in a transaction of its own straight on the driver's
     connection (routing/store/lane.py): it happens once per update and needs no session."""
     await lane.write(engine, _MARK_DONE_LANE, {"done_id": update_id, "done_at": now})
+
+
+class DoneMarks:
+    """Done marks of updates that finish in the same turn of the event loop, written in one
+    transaction (a group commit).
+
+    Each caller returns once its own mark is committed, exactly as with :func:`mark_done`,
+    and fails with the batch if it fails (the caller retries). Under load many updates
+    finish together, and one transaction for all of their marks costs a fraction of one
+    each (bench/RESULTS.md, issue 19); alone, a mark waits one loop turn at most."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._batch: list[tuple[int, datetime]] = []
+        self._written: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+
+    async def mark(self, update_id: int, now: datetime) -> None:
+        if self._written is None:
+            loop = asyncio.get_running_loop()
+            self._written = loop.create_future()
+            # Runs on the loop's next turn: marks added until then join this batch. The
+            # task copies the caller's context (sqlite_driver.inline, as for mark_done).
+            self._writer = loop.create_task(self._write())
+        written = self._written
+        self._batch.append((update_id, now))
+        # Shielded: a caller cancelled while waiting does not cancel the others' write.
+        await asyncio.shield(written)
+
+    async def _write(self) -> None:
+        batch, written = self._batch, self._written
+        self._batch, self._written = [], None
+        assert written is not None
+        steps = [(_MARK_DONE_LANE, {"done_id": i, "done_at": at}) for i, at in batch]
+        try:
+            await lane.write_all(self.engine, steps)
+        except Exception as error:
+            written.set_exception(error)
+            written.exception()  # retrieved: every caller sees it, none may be left to
+        else:
+            written.set_result(None)
 
 
 @dataclass(frozen=True)

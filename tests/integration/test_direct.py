@@ -6,6 +6,8 @@ handling) and not, and on PostgreSQL."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from contextlib import nullcontext
 from datetime import UTC, datetime
 
@@ -15,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from routing.store import direct, sqlite_driver
 from routing.store.models import INBOX_DONE, INBOX_PENDING, InboundUpdate
-from tests.conftest import Db
+from tests.conftest import Db, loop_ticks
 
 T = datetime(2026, 12, 2, 8, 30, 1, 123456, tzinfo=UTC)
 _T = InboundUpdate
@@ -111,3 +113,45 @@ async def test_a_read_on_the_engine_needs_no_session(db: Db, inline: bool) -> No
         == [(1, T), (2, T)]
         == [(r.update_id, r.received_at) for r in again]
     )
+
+
+# --- a transaction of its own (direct.transaction) ---------------------------------------
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_a_transaction_of_its_own_commits_or_rolls_back(db: Db, inline: bool) -> None:
+    with _mode(inline):  # type: ignore[attr-defined]
+        async with direct.transaction(db.engine) as tx:
+            await ADD.execute(tx, {"v_id": 1, "v_chat": 7, "v_at": T})
+            assert [r.update_id for r in await PENDING_OR_DONE.rows(tx, {"chat": 7})] == [1]
+        with pytest.raises(RuntimeError):
+            async with direct.transaction(db.engine) as tx:
+                await ADD.execute(tx, {"v_id": 2, "v_chat": 7, "v_at": T})
+                raise RuntimeError("the step failed")
+        with pytest.raises(IntegrityError):
+            async with direct.transaction(db.engine) as tx:
+                await DONE.execute(tx, {"chat": 7, "v_at": T})
+                await ADD.execute(tx, {"v_id": 1, "v_chat": 8, "v_at": T})
+        # The connection went back usable each time; only the first transaction stayed.
+        async with direct.transaction(db.engine) as tx:
+            rows = await PENDING_OR_DONE.rows(tx, {"chat": 7})
+    assert [(r.update_id, r.status, r.handled_at) for r in rows] == [(1, INBOX_PENDING, None)]
+
+
+async def test_sqlite_a_held_lock_is_waited_for_off_the_loop(db: Db) -> None:
+    if db.backend != "sqlite":
+        pytest.skip("SQLite's write lock")
+    other = sqlite3.connect(db.url.split("///", 1)[1], isolation_level=None,
+                            check_same_thread=False)  # fmt: skip
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    threading.Timer(0.4, lambda: other.execute("COMMIT")).start()
+    try:
+        async with loop_ticks() as ticks:
+            with sqlite_driver.inline():
+                async with direct.transaction(db.engine) as tx:
+                    await ADD.execute(tx, {"v_id": 1, "v_chat": 7, "v_at": T})
+    finally:
+        other.close()
+    assert ticks.count >= 10  # the loop ran while the transaction waited for the lock
+    async with db.sessions() as s:
+        assert await PENDING_OR_DONE.scalar(s, {"chat": 7}) == 1

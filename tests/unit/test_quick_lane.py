@@ -1,6 +1,7 @@
-"""The customers' quick lane (``bot.filters.NoFeatureWants``, tried before the features) takes
-only messages that no feature handler would have taken: it changes how fast such a message
-reaches ``fallback.customer_message``, never where it goes. A feature added later with a
+"""The quick lanes (``bot.filters.NoFeatureWants`` for customers, ``NoDeskFeatureWants`` for
+agents, tried before the features) take only messages that no feature handler would have
+taken: they change how fast such a message reaches the fallback's handler, never where it
+goes. A feature added later with a
 handler for plain messages fails here until the filter knows about it."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from aiogram.fsm.storage.base import StorageKey
 from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.types import Chat, Contact, Message, PhotoSize, User
 
-from bot.filters import NoFeatureWants
+from bot.filters import NoDeskFeatureWants, NoFeatureWants
 from bot.handlers import fallback, get_routers
 from bot.handlers.customer import human
 from bot.handlers.customer.complaint import ComplaintFlow
@@ -117,3 +118,48 @@ def test_it_is_tried_first_and_ends_where_the_fallback_would() -> None:
     assert customers.sub_routers[0] is fallback.customers_quick
     (quick,) = fallback.customers_quick.message.handlers
     assert quick.callback is fallback.customer_message
+
+
+# --- the agents' quick lane ---------------------------------------------------------------
+AGENT_TAKEN = {
+    "an answer": _message(text="your parcel left today"),
+    "a photo": _message(photo=PHOTO),
+    "a photo with a caption": _message(photo=PHOTO, caption="the label"),
+    "a contact": _message(contact=CONTACT),
+}
+AGENT_LEFT = {
+    "a command": (_message(text="/close"), None),
+    "a caption command": (_message(photo=PHOTO, caption="/note seen"), None),
+    "a care note being written": (_message(text="visited, all fine"), "CareNote:note"),
+}
+
+
+def _desk_features() -> list[Any]:
+    agents, _ = get_routers()
+    return [r for r in agents.sub_routers if r not in (fallback.agents_quick, fallback.agents)]
+
+
+@pytest.mark.parametrize("case", sorted(AGENT_TAKEN))
+async def test_what_the_agents_lane_takes_no_desk_feature_would_have(case: str) -> None:
+    message = AGENT_TAKEN[case]
+    data = await _data(None, None, None)
+    data["agent"] = SimpleNamespace(id=1, role="supervisor", telegram_id=CUSTOMER)
+    assert await NoDeskFeatureWants()(message, raw_state=None)
+    for router in _desk_features():
+        for handler in router.message.handlers:
+            wanted, _ = await handler.check(message, **data)
+            if wanted:
+                pytest.fail(f"{router.name}.{handler.callback.__name__} wants {case}")
+
+
+@pytest.mark.parametrize("case", sorted(AGENT_LEFT))
+async def test_the_agents_lane_leaves_the_desk_features_their_messages(case: str) -> None:
+    message, raw_state = AGENT_LEFT[case]
+    assert not await NoDeskFeatureWants()(message, raw_state=raw_state)
+
+
+def test_the_agents_lane_is_tried_first_and_ends_at_the_relay() -> None:
+    agents, _ = get_routers()
+    assert agents.sub_routers[0] is fallback.agents_quick
+    (quick,) = fallback.agents_quick.message.handlers
+    assert quick.callback is fallback.agent_message

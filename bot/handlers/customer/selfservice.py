@@ -12,6 +12,7 @@ from aiogram.filters import Command
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from aiogram.utils.callback_answer import CallbackAnswer
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot import keyboards, texts
 from bot.filters import InAChat
@@ -23,6 +24,7 @@ from routing.policy.selfservice import SelfServicePolicy
 from routing.policy.selfservice_parts import HUMAN, FaqEntry
 from routing.selfservice import deflection
 from routing.selfservice.knowledge import Match, decide, tokens
+from routing.store import direct
 
 router = Router(name="selfservice")
 # Answered before the handler runs: the press needs no text, the work may take a moment.
@@ -98,9 +100,13 @@ async def step(
 ) -> None:
     """Record a self-service step (a menu shown, an answer given, a search made); the node
     shown and the text searched for are what an agent is shown at a hand-off."""
-    async with ctx.session.begin():
+    # A transaction of direct statements, no session (routing/store/direct.py): most
+    # customer messages record a step.
+    engine = ctx.session.bind
+    assert isinstance(engine, AsyncEngine)
+    async with direct.transaction(engine) as tx:
         await deflection.step(
-            ctx.session,
+            tx,
             ctx.customer,
             ctx.clock(),
             ctx.idle_timeout,
