@@ -9,7 +9,6 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -50,6 +49,35 @@ async def open_for_customer(session: AsyncSession, customer_id: int) -> Conversa
     ).scalar_one_or_none()
 
 
+# Conversations and customers read directly become the session's instances (direct.attach).
+_CONV_KEYS, _CONV_COLS = direct.columns(Conversation, "v")
+_CUSTOMER_KEYS, _CUSTOMER_COLS = direct.columns(Customer, "c")
+
+
+def _insert_open(d: Any) -> Any:
+    # ON CONFLICT DO NOTHING on the unique open index: no row when the customer has an open
+    # chat, instead of a savepoint around an INSERT that may fail. RETURNING every column:
+    # the new chat becomes the session's instance without reading it back.
+    table = cast(Table, Conversation.__table__)
+    return (
+        d.insert(Conversation)
+        .values(
+            customer_id=bindparam("v_customer"),
+            status=QUEUED,
+            tier=bindparam("v_tier"),
+            priority=bindparam("v_rank"),
+            origin=bindparam("v_origin"),
+            queued_at=bindparam("v_at", type_=Conversation.queued_at.type),
+            queue_key=bindparam("v_key", type_=Conversation.queue_key.type),
+        )
+        .on_conflict_do_nothing()
+        .returning(*(table.c[p.columns[0].name] for p in sa_inspect(Conversation).column_attrs))
+    )
+
+
+_OPEN_NEW = direct.Statement(per_dialect=_insert_open)
+
+
 async def open_conversation(
     session: AsyncSession,
     customer: Customer,
@@ -65,29 +93,23 @@ async def open_conversation(
     does not reorder the queue under the agents' feet. ``priority_boost`` queues it as if
     the customer's tier were that many ranks higher (service recovery).
     """
-    existing = await open_for_customer(session, customer.id)
-    if existing is not None:
-        return existing, False
     rank = effective_rank(policy.rank(customer.tier), priority_boost)
-    conv = Conversation(
-        customer_id=customer.id,
-        status=QUEUED,
-        tier=customer.tier,
-        priority=rank,
-        origin=origin,
-        queued_at=now,
-        # Virtual arrival (routing.queue.priority): the queue's order, fixed at open like the tier.
-        queue_key=queue_key_at(rank, now, policy.queue.aging_outrank_seconds),
-    )
-    try:
-        async with session.begin_nested():
-            session.add(conv)
-    except IntegrityError:
-        # A concurrent update for the same customer opened one first (unique open index).
+    opened = await _OPEN_NEW.first(
+        session,
+        {"v_customer": customer.id, "v_tier": customer.tier, "v_rank": rank,
+         "v_origin": origin, "v_at": now,
+         # Virtual arrival (routing.queue.priority): the queue's order, fixed at open like
+         # the tier.
+         "v_key": queue_key_at(rank, now, policy.queue.aging_outrank_seconds)},
+    )  # fmt: skip
+    if opened is None:
+        # One is open already (the unique open index), maybe opened by a concurrent update.
         existing = await open_for_customer(session, customer.id)
         if existing is None:  # pragma: no cover - the index guarantees one exists
-            raise
+            raise RuntimeError(f"customer {customer.id}: no chat opened and none open")
         return existing, False
+    conv = direct.attach(session, Conversation, _CONV_KEYS, opened)
+    assert conv is not None
     return conv, True
 
 
@@ -357,8 +379,6 @@ async def header_needed(engine: AsyncEngine, agent_id: int, conversation_id: int
 
 # Read for every message an agent sends (which chat it is for): on the driver's connection,
 # the rows made instances of the session as the ORM's loading would (routing/store/direct.py).
-_CONV_KEYS, _CONV_COLS = direct.columns(Conversation, "v")
-_CUSTOMER_KEYS, _CUSTOMER_COLS = direct.columns(Customer, "c")
 _AGENT_CHATS_D = direct.Statement(
     select(*_CONV_COLS, *_CUSTOMER_COLS)
     .select_from(Conversation)

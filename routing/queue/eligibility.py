@@ -23,13 +23,13 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
 from routing.queue import priority
+from routing.store import direct
 from routing.store.models import ASSIGNED, Agent, Conversation
 
 # Why an agent may not take a chat (the order :func:`refusal` checks in).
@@ -163,7 +163,10 @@ def sql_open_to(agent: Agent, now: datetime) -> list[ColumnElement[bool]]:
     return conds
 
 
-def _online_slots_statement() -> Select[tuple[Agent, int, Any]]:
+_AGENT_KEYS, _AGENT_COLS = direct.columns(Agent, "a")
+
+
+def _online_slots_statement() -> direct.Statement:
     loads = (
         select(Conversation.agent_id, func.count().label("n"))
         .where(Conversation.status == ASSIGNED)
@@ -176,8 +179,9 @@ def _online_slots_statement() -> Select[tuple[Agent, int, Any]]:
         .group_by(Conversation.agent_id)
         .subquery()
     )
-    return (
-        select(Agent, func.coalesce(loads.c.n, 0), last.c.at)
+    return direct.Statement(
+        select(*_AGENT_COLS, func.coalesce(loads.c.n, 0), last.c.at)
+        .select_from(Agent)
         .outerjoin(loads, loads.c.agent_id == Agent.id)
         .outerjoin(last, last.c.agent_id == Agent.id)
         .where(Agent.online.is_(True), Agent.active.is_(True))
@@ -185,15 +189,19 @@ def _online_slots_statement() -> Select[tuple[Agent, int, Any]]:
     )
 
 
-# Built once: read for every chat queued, paged, claimed or offered.
+# Built once: read for every chat queued, paged, claimed or offered, on the driver's
+# connection; the agents become the session's instances as the ORM would load them.
 _ONLINE_SLOTS = _online_slots_statement()
 
 
 async def online_slots(session: AsyncSession) -> dict[int, tuple[Agent, AgentSlot]]:
     """Every online active agent with their current load, by id."""
-    rows = await session.execute(_ONLINE_SLOTS)
     out: dict[int, tuple[Agent, AgentSlot]] = {}
-    for a, n, at in rows.all():
+    k = len(_AGENT_KEYS)
+    for row in await _ONLINE_SLOTS.rows(session, {}):
+        a = direct.attach(session, Agent, _AGENT_KEYS, row[:k])
+        assert a is not None
+        n, at = row[k], row[k + 1]
         at_s = priority.epoch_seconds(at) if at is not None else -math.inf
         out[a.id] = (a, AgentSlot(a.id, int(n), a.max_chats, parse_tiers(a.tiers), at_s))
     return out
