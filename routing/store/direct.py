@@ -23,6 +23,7 @@ through a session, callers must not rely on such an object's changed columns aft
 from __future__ import annotations
 
 import collections
+import functools
 import importlib
 import keyword
 import sqlite3
@@ -36,7 +37,6 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -63,6 +63,8 @@ class _Compiled:
     fixed: Mapping[str, Any]  # values the statement carries (literals, ``IN`` lists, LIMIT)
     results: tuple[Callable[[Any], Any] | None, ...] | None  # None: returns no rows
     row: Callable[..., Any] | None  # the row type: attribute and index access
+    # The result columns that need converting (dates, booleans ...), by position.
+    converted: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
 
 
 def _row_type(keys: list[str]) -> Callable[..., Any]:
@@ -90,7 +92,8 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
     if c._result_columns:
         results = tuple(_result_processor(e.type, dialect) for e in c._result_columns)
         row = _row_type([e.keyname for e in c._result_columns])
-    return _Compiled(expanded.statement, names, tuple(bind_procs), fixed, results, row)
+    converted = tuple((i, p) for i, p in enumerate(results or ()) if p is not None)
+    return _Compiled(expanded.statement, names, tuple(bind_procs), fixed, results, row, converted)
 
 
 def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -311,10 +314,16 @@ class Statement:
         make, procs = c.row, c.results
         if make is None or procs is None:
             return []
-        if not any(procs):
+        converted = c.converted
+        if not converted:
             return [make(*r) for r in fetched]
-        return [make(*(p(v) if p is not None else v for v, p in zip(r, procs, strict=True)))
-                for r in fetched]  # fmt: skip
+        rows = []
+        for r in fetched:
+            values = list(r)
+            for i, p in converted:  # only the columns that need it (dates, booleans ...)
+                values[i] = p(values[i])
+            rows.append(make(*values))
+        return rows
 
     async def read(self, engine: AsyncEngine, params: Mapping[str, Any]) -> list[Any]:
         """A read outside any transaction, on a connection of the pool (one statement sees
@@ -380,6 +389,14 @@ def columns(model: type[Any], prefix: str) -> tuple[tuple[str, ...], list[Any]]:
     return keys, [p.columns[0].label(f"{prefix}{i}") for i, p in enumerate(props)]
 
 
+@functools.cache
+def _shape(model: type[Any], keys: tuple[str, ...]) -> tuple[Any, tuple[int, ...]]:
+    """The mapper, and where the primary key is among ``keys``."""
+    mapper = sa_inspect(model)
+    pk_keys = [mapper.get_property_by_column(c).key for c in mapper.primary_key]
+    return mapper, tuple(keys.index(k) for k in pk_keys)
+
+
 def attach(
     session: AsyncSession, model: type[_M], keys: Sequence[str], values: Sequence[Any]
 ) -> _M | None:
@@ -391,17 +408,25 @@ def attach(
 
     SQLAlchemy's loading builds the same instance at several times the cost, per execution
     (the result's metadata, row processors, the identity map's bookkeeping)."""
-    mapper = sa_inspect(model)
-    loaded = dict(zip(keys, values, strict=True))
-    pk = tuple(loaded[mapper.get_property_by_column(c).key] for c in mapper.primary_key)
+    mapper, pk_at = _shape(cast(Any, model), tuple(keys))
+    pk = tuple(values[i] for i in pk_at)
     if any(v is None for v in pk):
         return None
+    loaded = dict(zip(keys, values, strict=True))
     key = mapper.identity_key_from_primary_key(pk)
-    held = session.sync_session.identity_map.get(key)
+    sync = session.sync_session
+    held = sync.identity_map.get(key)
     if held is not None:
         return cast(_M, held)
+    # What SQLAlchemy's loading does for a new row (orm/loading.py, ``_instance``): the
+    # instance joins the identity map as loaded, without Session.add (which would begin the
+    # session's transaction and walk the relationship cascades).
     instance = mapper.class_manager.new_instance()
-    instance_state(instance).dict.update(loaded)
-    make_transient_to_detached(instance)  # the key from the primary key; no history
-    session.sync_session.add(instance)
+    state = instance_state(instance)
+    state.dict.update(loaded)
+    state.key = key
+    state.identity_token = key[2]
+    state.session_id = sync.hash_key
+    sync.identity_map._add_unpresent(state, key)
+    state._commit_all(state.dict, sync.identity_map)  # loaded: no history, nothing dirty
     return cast(_M, instance)

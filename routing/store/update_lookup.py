@@ -122,20 +122,15 @@ async def lookup(
         row = (await statement.read(engine, params))[0]
     if telegram_id is None:
         return Lookup(bool(row[0]), None, None)
-    began = session.in_transaction()
     a, c = 2 + len(_AGENT_KEYS), 2 + len(_AGENT_KEYS) + len(_CUSTOMER_KEYS)
-    found = Lookup(
+    # Attaching begins no transaction: the handlers begin theirs as after any other read.
+    return Lookup(
         bool(row[0]),
         direct.attach(session, Agent, _AGENT_KEYS, row[2:a]),
         direct.attach(session, Customer, _CUSTOMER_KEYS, row[a:c]),
         direct.attach(session, Conversation, _CONV_KEYS, row[c:]),
         row[1],
     )
-    if not began and session.in_transaction():
-        # Adding the instances began the session's transaction (no connection, no SQL):
-        # end it, so that the handlers begin theirs as after any other read.
-        await session.commit()
-    return found
 
 
 async def warm_up(session: AsyncSession, now: datetime) -> None:
