@@ -9,6 +9,7 @@ import logging
 import signal
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -163,9 +164,38 @@ def settle_heap() -> None:
     Imports leave hundreds of thousands of long-lived objects (aiogram's and pydantic's
     models above all) that every full collection would walk again: about 0.2 s with the
     event loop stopped, which in a survey campaign is a hundred messages not sent. Called
-    once per process, when it is up: frozen objects are never collected."""
+    once per process, when it is up: frozen objects are never collected.
+
+    First it pins aiogram's answer types (:func:`pin_answer_types`), so that they are among
+    what is kept."""
+    pin_answer_types()
     gc.collect()
     gc.freeze()
+
+
+# aiogram parses every Bot API answer as ``Response[T]`` (T: the method's result type), a
+# pydantic generic model built on first use. pydantic caches those weakly, so once the
+# collector ran, the next call built the class again: about 1.5 ms of CPU, on most API calls
+# of a busy bot (15% of its CPU in the pipeline benchmark, bench/RESULTS.md, issue 19).
+_ANSWER_TYPES: dict[str, Any] = {}
+
+
+def pin_answer_types() -> int:
+    """Build ``Response[T]`` once for every Bot API method's result type and keep it."""
+    from aiogram import methods
+    from aiogram.methods.base import Response, TelegramMethod
+
+    for name in dir(methods):
+        method = getattr(methods, name)
+        if not (isinstance(method, type) and issubclass(method, TelegramMethod)):
+            continue
+        returning = getattr(method, "__returning__", None)
+        if isinstance(returning, property):  # the base class: no result type of its own
+            continue
+        if returning is not None and repr(returning) not in _ANSWER_TYPES:
+            answer: Any = Response
+            _ANSWER_TYPES[repr(returning)] = answer[returning]
+    return len(_ANSWER_TYPES)
 
 
 async def _set_commands(bot: Bot, language: str | None = None) -> None:
