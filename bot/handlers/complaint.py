@@ -182,8 +182,7 @@ async def acknowledge_relayed(
     """An agent's message was just stored for ``conversation_id``: it acknowledges every
     case of the chat waiting for its first answer (one indexed query when there is none).
     Call it from any path that relays an agent's message, inside the transaction that
-    stores it: a redelivery then finds both done or neither, and nothing is read after the
-    relay guard's rollback expired the session's objects. Returns the case numbers."""
+    stores it: a redelivery then finds both done or neither. Returns the case numbers."""
     if not policy.complaints.enabled:
         return []
     return await cases.acknowledge_for_conversation(

@@ -217,10 +217,9 @@ async def _opening_unfinished(
     session: AsyncSession, conv: Conversation, customer: Customer, message: Message
 ) -> bool:
     """This message opened a chat that is still queued and nobody was paged about."""
-    # The relay guard's savepoint rolled back (the message was stored already), which
-    # expired every object of the session: read the chat and the customer again here,
-    # inside the transaction; touched after the commit they would load lazily, outside
-    # the async driver's context (MissingGreenlet on PostgreSQL).
+    # Read the chat and the customer again, inside the transaction: the chat may be the
+    # lookup's instance, read before this transaction began, and its status must be the
+    # stored one (a claim may have committed since).
     await session.refresh(conv)
     await session.refresh(customer)
     if conv.status != QUEUED:
