@@ -314,7 +314,7 @@ _LINK_LANE = lane.Prepared(
         kind=bindparam("kind"),
     )
 )
-_LINK = direct.Statement(_LINK_LANE.statement)
+_LINK = _LINK_LANE  # also run inside a session's transaction (link)
 _LAST_INBOUND_LANE = lane.Prepared(
     update(cast(Table, Agent.__table__))
     .where(Agent.__table__.c.id == bindparam("agent_id"))

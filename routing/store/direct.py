@@ -153,7 +153,7 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Tx]:
                 if not sqlite_driver.begin_immediate_now(sq, BUSY_TIMEOUT_MS):
                     await driver._execute(sq.execute, "BEGIN IMMEDIATE")
             except Exception as error:
-                _reraise(error, "BEGIN IMMEDIATE", (), dialect)
+                raise_translated(error, "BEGIN IMMEDIATE", (), dialect)
             try:
                 yield Tx(dialect, sqlite=sq)
             except BaseException:
@@ -163,7 +163,7 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Tx]:
             try:
                 sq.commit()
             except Exception as error:
-                _reraise(error, "COMMIT", (), dialect)
+                raise_translated(error, "COMMIT", (), dialect)
         else:
             try:
                 async with driver.transaction():
@@ -173,7 +173,7 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Tx]:
                     # The block's own (a statement's error arrives translated): rolled back.
                     clean = True
                     raise
-                _reraise(error, "COMMIT", (), dialect, raw.dbapi_connection)
+                raise_translated(error, "COMMIT", (), dialect, raw.dbapi_connection)
         clean = True
     finally:
         if not clean:
@@ -273,7 +273,7 @@ class Statement:
                     try:
                         await adapted._start_transaction()
                     except Exception as error:
-                        _reraise(error, "BEGIN", (), dialect, adapted)
+                        raise_translated(error, "BEGIN", (), dialect, adapted)
                 return await self._on_asyncpg(dialect, adapted._connection, params, adapted)
         result = await session.execute(self.statement_for(dialect), dict(params))
         return self._done(dialect, result)
@@ -287,7 +287,7 @@ class Statement:
             cur = raw.execute(c.sql, values)
             fetched = cur.fetchall() if c.results is not None else []
         except Exception as error:
-            _reraise(error, c.sql, values, dialect)
+            raise_translated(error, c.sql, values, dialect)
         return Done(self._rows(c, fetched), cur.rowcount)
 
     async def _on_asyncpg(
@@ -301,7 +301,7 @@ class Statement:
                 return Done(self._rows(c, fetched), len(fetched))
             status: str = await driver.execute(c.sql, *values)
         except Exception as error:
-            _reraise(error, c.sql, values, dialect, adapted)
+            raise_translated(error, c.sql, values, dialect, adapted)
         # "UPDATE 1", "INSERT 0 1", "DELETE 3": the count is the last word.
         return Done([], int(status.rsplit(" ", 1)[-1]))
 
@@ -344,8 +344,9 @@ class Statement:
             else:
                 fetched = await driver.fetch(c.sql, *values)
         except Exception as error:
+            adapted = raw.dbapi_connection  # for the translation; invalidating drops it
             raw.invalidate()
-            _reraise(error, c.sql, values, dialect, raw.dbapi_connection)
+            raise_translated(error, c.sql, values, dialect, adapted)
         finally:
             # Back to the pool, whose reset may call the driver (so in a greenlet, as
             # SQLAlchemy does for its own connections).
@@ -364,11 +365,13 @@ class Statement:
         return None if row is None else row[0]
 
 
-def _reraise(
+def raise_translated(
     error: Exception, sql: str, values: tuple[Any, ...], dialect: Dialect, adapted: Any = None
 ) -> NoReturn:
-    """Raise what SQLAlchemy would raise for ``error`` (IntegrityError, ...): callers catch
-    SQLAlchemy's exceptions whichever way the statement ran."""
+    """Raise what SQLAlchemy would raise for ``error`` on this statement (IntegrityError,
+    ...): callers catch SQLAlchemy's exceptions whichever way the statement ran (here, or in
+    lane.py's transactions). ``adapted``: the adapter connection, whose own mapping turns
+    asyncpg's exceptions into DBAPI classes."""
     original, dbapi_error = error, dialect.loaded_dbapi.Error
     if not isinstance(error, dbapi_error) and adapted is not None:
         try:  # the adapter's own mapping (asyncpg's exceptions to DBAPI classes)

@@ -19,51 +19,19 @@ driver: an ordinary ``engine.begin()``.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.util import greenlet_spawn
 
-from routing.store import sqlite_driver
+from routing.store import direct, sqlite_driver
 from routing.store.db import BUSY_TIMEOUT_MS
 
-
-@dataclass(frozen=True)
-class _Compiled:
-    sql: str
-    names: tuple[str, ...]  # the bind names in positional order
-    processors: tuple[Callable[[Any], Any] | None, ...]
-    fixed: Mapping[str, Any]  # values the statement carries (``.values(status="done")``)
-
-
-class Prepared:
-    """A DML statement with named bind parameters, compiled once per dialect."""
-
-    def __init__(self, statement: UpdateBase) -> None:
-        self.statement = statement
-        self._by_dialect: dict[str, _Compiled] = {}
-
-    def compiled(self, dialect: Dialect) -> _Compiled:
-        found = self._by_dialect.get(dialect.name)
-        if found is None:
-            c = self.statement.compile(dialect=dialect)
-            names = tuple(c.positiontup or ())
-            processors = tuple(
-                c.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
-            )
-            fixed = {n: b.value for n, b in c.binds.items() if not b.required}
-            found = self._by_dialect[dialect.name] = _Compiled(c.string, names, processors, fixed)
-        return found
-
-    def values(self, dialect: Dialect, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        c = self.compiled(dialect)
-        given = [params[n] if n in params else c.fixed[n] for n in c.names]
-        return tuple(p(v) if p is not None else v for v, p in zip(given, c.processors, strict=True))
+# A statement with named bind parameters, compiled once per dialect with SQLAlchemy's bind
+# processors (so the values are stored exactly as SQLAlchemy would store them): the same
+# prebuilt statement the hot path runs inside a session's transaction (direct.py).
+Prepared = direct.Statement
 
 
 def _sqlite_statements(
@@ -102,21 +70,21 @@ async def write_all(engine: AsyncEngine, steps: Sequence[Step]) -> list[int]:
     dialect = engine.dialect
     if dialect.driver not in ("aiosqlite", "asyncpg"):  # a driver we do not ship
         async with engine.begin() as c:
-            return [int((await c.execute(p.statement, dict(v))).rowcount) for p, v in steps]
-    batch = [(p.compiled(dialect).sql, p.values(dialect, v)) for p, v in steps]
+            return [
+                int((await c.execute(p.statement_for(dialect), dict(v))).rowcount) for p, v in steps
+            ]
+    batch = [(p.compiled(dialect).sql, p.values(p.compiled(dialect), v)) for p, v in steps]
     raw = await engine.raw_connection()
     try:
         return await _run(raw.driver_connection, dialect.driver, batch)
     except BaseException as error:
-        sql, values = batch[0] if len(batch) == 1 else ("; ".join(b[0] for b in batch), ())
-        translated = (
-            _translated(raw, error, sql, values, dialect) if isinstance(error, Exception) else None
-        )
+        adapted = raw.dbapi_connection  # for the translation; invalidating drops it
         # Rare (the database is away, a constraint): whatever state the connection is in,
         # it is closed rather than handed to the next user.
         raw.invalidate()
-        if translated is not None and translated is not error:
-            raise translated from error
+        if isinstance(error, Exception):
+            sql, values = batch[0] if len(batch) == 1 else ("; ".join(b[0] for b in batch), ())
+            direct.raise_translated(error, sql, values, dialect, adapted)
         raise
     finally:
         # Back to the pool, whose reset may call the driver (so in a greenlet, as SQLAlchemy
@@ -138,19 +106,3 @@ async def _run(driver: Any, name: str, batch: list[tuple[str, tuple[Any, ...]]])
         return _sqlite_statements(conn, batch)
     counts = await driver._execute(_sqlite_write, conn, batch)
     return list(counts)
-
-
-def _translated(
-    raw: Any, error: Exception, sql: str, values: tuple[Any, ...], dialect: Dialect
-) -> Exception:
-    """The exception SQLAlchemy would raise for ``error`` on this statement."""
-    dbapi_error: Any = dialect.loaded_dbapi.Error
-    if not isinstance(error, dbapi_error):
-        try:  # the adapter's own mapping (asyncpg's exceptions to DBAPI classes)
-            raw.dbapi_connection._handle_exception(error)
-        except Exception as mapped:
-            error = mapped
-    if isinstance(error, dbapi_error):
-        wrapped: Exception = DBAPIError.instance(sql, values, error, dbapi_error, dialect=dialect)
-        return wrapped
-    return error
