@@ -297,6 +297,10 @@ async def test_volume_apscheduler_per_job_lines_are_gone_by_default(
     # After: the default.
     runs_after, after = await _lines_per_run(tmp_path, Log(None, "json"))
     assert runs_after >= 10, runs_after
+    # Jobs every 0.2 s here (every 5 s and more by default): on a busy machine a run can
+    # still be going when the next is due, and APScheduler warns that it skipped one. That
+    # is this test's pace, not a line per run the defaults would write.
+    after = [r for r in after if "maximum number of running instances" not in r["message"]]
     sched_info = [
         r
         for r in after
