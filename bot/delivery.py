@@ -57,7 +57,7 @@ from routing.clock import Clock, utcnow
 from routing.delivery import enqueue, sending
 from routing.delivery.sending import Backoff, Claimed
 from routing.queue import conversations
-from routing.store import direct, lane
+from routing.store import direct, lane, sqlite_driver
 from routing.store.models import TO_AGENT, TO_CUSTOMER, Agent, Conversation, Customer
 
 log = logging.getLogger(__name__)
@@ -228,31 +228,35 @@ class Deliverer:
         self._users[key] = self._users.get(key, 0) + 1
         self._idle.clear()
         try:
-            async with lock:
-                while True:
-                    dest = self._dest.get(key)
-                    if dest is not None and (self.turns.busy(dest) or self.turns.wait(dest)):
-                        self._later_by(conv_id, self.turns.queue_wait(dest))
-                        return
-                    # A transaction of direct statements, no session (routing/store/direct.py):
-                    # every relay claims its row here.
-                    async with direct.transaction(self.engine) as tx:
-                        head = await sending.claim_head(
-                            tx, conv_id, direction, now=self.now(), lease=self.lease
-                        )
-                    if head.claimed is None:
-                        if head.wait_until is not None and not head.gated:
-                            self._schedule(conv_id, head.wait_until)
-                        return
-                    self._dest[key] = head.claimed.chat_id
-                    # Shielded: a handler cancelled by a drain must not cut a send off
-                    # between Telegram's answer and its "sent" mark (it would be sent again
-                    # when its lease ends); stop() waits for these.
-                    send = asyncio.ensure_future(self._send_in_turn(head.claimed))
-                    self._sending.add(send)
-                    send.add_done_callback(self._sending.discard)
-                    if not await asyncio.shield(send) or not head.more:
-                        return
+            # Inline (routing/store/sqlite_driver.py) wherever the drain was started from: a
+            # kick inherits it from its handler, but the sweep and retry timers started
+            # outside any update, and their claims went through the driver's thread.
+            with sqlite_driver.inline():
+                async with lock:
+                    while True:
+                        dest = self._dest.get(key)
+                        if dest is not None and (self.turns.busy(dest) or self.turns.wait(dest)):
+                            self._later_by(conv_id, self.turns.queue_wait(dest))
+                            return
+                        # A transaction of direct statements, no session (routing/store/direct.py):
+                        # every relay claims its row here.
+                        async with direct.transaction(self.engine) as tx:
+                            head = await sending.claim_head(
+                                tx, conv_id, direction, now=self.now(), lease=self.lease
+                            )
+                        if head.claimed is None:
+                            if head.wait_until is not None and not head.gated:
+                                self._schedule(conv_id, head.wait_until)
+                            return
+                        self._dest[key] = head.claimed.chat_id
+                        # Shielded: a handler cancelled by a drain must not cut a send off
+                        # between Telegram's answer and its "sent" mark (it would be sent again
+                        # when its lease ends); stop() waits for these.
+                        send = asyncio.ensure_future(self._send_in_turn(head.claimed))
+                        self._sending.add(send)
+                        send.add_done_callback(self._sending.discard)
+                        if not await asyncio.shield(send) or not head.more:
+                            return
         finally:
             self._users[key] -= 1
             if not self._users[key]:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
+import aiosqlite
 import pytest
 from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -275,6 +276,39 @@ async def test_a_send_cut_off_by_a_crash_is_sent_again_after_its_lease(h: Harnes
         row.next_at = deliverer.now() - timedelta(seconds=1)  # the lease ended
     assert await deliverer.sweep() == 1
     assert copies(h, ANN, VIPC) == [*sent, msg["message_id"]]
+
+
+async def test_a_row_sent_outside_any_update_makes_no_trip_to_the_drivers_thread(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep and retry timers run outside any update's handling; their claim, send and
+    mark run on the loop thread like a handler's kick does (issue 19), not in hand-offs to
+    aiosqlite's thread."""
+    if h.db.backend != "sqlite":
+        pytest.skip("the driver's thread is SQLite's (aiosqlite)")
+    sent = await _open_and_claim(h)
+    deliverer: Deliverer = h.dp["delivery"]
+    msg = h.api.user_message(VIPC, "left for the sweep")
+    h.api._pending.pop()
+    async with h.db.sessions() as s, s.begin():
+        conv = await h.conv(VIPC)
+        now = deliverer.now()
+        s.add(Delivery(conversation_id=conv.id, direction="to_agent", kind="copy",
+                       from_chat_id=VIPC, message_ids=f"[{msg['message_id']}]",
+                       link_kind="relay", status="pending", attempts=0,
+                       next_at=now - timedelta(seconds=1), created_at=now))  # fmt: skip
+    trips: list[str] = []
+    real_execute = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", repr(fn)))
+        return await real_execute(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    await asyncio.get_running_loop().create_task(deliverer.kick(conv.id))  # no update's context
+    monkeypatch.undo()
+    assert copies(h, ANN, VIPC) == [*sent, msg["message_id"]]
+    assert trips == []
 
 
 async def test_conversations_sharing_an_agent_chat_take_turns_after_a_429(
