@@ -6,8 +6,8 @@ every nested value (a keyboard, entities) is JSON-encoded field by field and the
 then percent-encoded byte by byte in Python by aiohttp; the answer is decoded with
 ``json.loads`` and the resulting dicts validated into models. Telegram takes the same fields
 as an ``application/json`` body (``json.dumps`` is C), and pydantic validates the answer
-straight from its JSON text (``model_validate_json``, in Rust), which together halve the CPU
-of a call (``python -m bench transport``).
+straight from its JSON text (``model_validate_json``, in Rust): together about a quarter less
+CPU per call (bench/RESULTS.md, issue 19's fifth round).
 
 What is sent is what aiogram's form carries: the same fields, the same defaults resolved
 (``Default`` values from the bot's properties), fields aiogram leaves out (``None``, empty)
