@@ -12,7 +12,6 @@ import pytest
 from aiogram import Bot
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
 from aiogram.exceptions import (
     TelegramBadRequest,
@@ -42,15 +41,6 @@ from aiogram.types import (
 from bot.adapters.session import LeanSession
 from bot.app import make_bot
 from tests.fakes.bot_api import FakeBotAPI
-
-
-class _Local(LeanSession):
-    """No 250 ms TLS-shutdown sleep on close: plain local HTTP."""
-
-    async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-
 
 KEYBOARD = InlineKeyboardMarkup(
     inline_keyboard=[
@@ -144,8 +134,7 @@ async def api() -> AsyncIterator[FakeBotAPI]:
 
 @pytest.fixture
 async def bot(api: FakeBotAPI) -> AsyncIterator[Bot]:
-    session = _Local(api=TelegramAPIServer.from_base(api.url))
-    bot = Bot(api.token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML))
+    bot = make_bot(api.token, api.url)  # the bot's own: LeanSession, HTML by default
     yield bot
     await bot.session.close()
 
@@ -192,13 +181,12 @@ async def test_errors_are_aiograms(
 
 
 async def test_an_unreachable_api_is_a_network_error() -> None:
-    session = _Local(api=TelegramAPIServer.from_base("http://127.0.0.1:9"))
-    bot = Bot("42:TEST", session=session)
+    bot = make_bot("42:TEST", "http://127.0.0.1:9")
     try:
         with pytest.raises(TelegramNetworkError):
             await bot.send_message(1, "x")
     finally:
-        await session.close()
+        await bot.session.close()
 
 
 async def test_an_answer_that_is_not_json_is_aiogram_s_decode_error(api: FakeBotAPI) -> None:
@@ -215,10 +203,10 @@ async def test_an_answer_that_is_not_json_is_aiogram_s_decode_error(api: FakeBot
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    session = _Local(api=TelegramAPIServer.from_base(f"http://127.0.0.1:{port}"))
+    bot = make_bot("42:TEST", f"http://127.0.0.1:{port}")
     try:
         with pytest.raises(ClientDecodeError):
-            await Bot("42:TEST", session=session).send_message(1, "x")
+            await bot.send_message(1, "x")
     finally:
-        await session.close()
+        await bot.session.close()
         await runner.cleanup()
