@@ -73,6 +73,10 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# Connections an instance holds at most on a server database (docs/deploy.md budgets them).
+PG_POOL_SIZE = 15
+
+
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if is_sqlite(url):
         if ":memory:" not in url and "mode=memory" not in url:
@@ -94,6 +98,13 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         _tune_sqlite(engine)
         return engine
+    # Up to PG_POOL_SIZE connections, each kept once opened. SQLAlchemy's default (5 kept,
+    # 10 more opened for a burst and closed again when returned) opened and closed a
+    # connection every few updates under load, each a TCP and TLS negotiation on our side,
+    # a new backend process on the server's and its prepared statements lost: 2% of the
+    # bot's CPU in the pipeline benchmark, more of the server's (issue 19). Same ceiling.
+    kwargs.setdefault("pool_size", PG_POOL_SIZE)
+    kwargs.setdefault("max_overflow", 0)
     engine = create_async_engine(url, **kwargs)
     if not kwargs.get("pool_pre_ping"):
         _ping_when_idle(engine)

@@ -5,10 +5,11 @@ transaction on the hot path (issue 19)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from routing.store import db as store_db
 from tests.conftest import Db
@@ -61,3 +62,28 @@ async def test_an_idle_connection_the_server_dropped_is_replaced_unseen(
     finally:
         await engine.dispose()
         await other.dispose()
+
+
+async def test_a_burst_reuses_the_connections_of_the_last_one(pg: Db) -> None:
+    """Connections opened for a burst are kept for the next (issue 19): with SQLAlchemy's
+    default pool, those beyond 5 were closed when returned and opened again by the next
+    burst, a connection set-up and a server process each time. The ceiling stays 15."""
+    engine = store_db.make_engine(pg.url)
+    opened: list[Any] = []
+    event.listen(engine.sync_engine, "connect", lambda *_: opened.append(1))
+
+    async def one() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text("SELECT pg_sleep(0.05)"))
+
+    try:
+        await asyncio.gather(*(one() for _ in range(12)))
+        first = len(opened)
+        assert first == 12
+        for _ in range(3):
+            await asyncio.gather(*(one() for _ in range(12)))
+        assert len(opened) == first
+        await asyncio.gather(*(one() for _ in range(40)))  # more than the ceiling: they wait
+        assert len(opened) == store_db.PG_POOL_SIZE == 15
+    finally:
+        await engine.dispose()
