@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.complaints import events, sla
@@ -104,18 +104,18 @@ async def show(session: AsyncSession, complaint_id: int, now: datetime) -> CaseV
 
 async def open_cases(session: AsyncSession, customer_id: int) -> list[Complaint]:
     """The customer's unresolved cases, oldest first (the customer card shows them)."""
-    return list(
-        (
-            await session.execute(
-                select(Complaint)
-                .where(
-                    Complaint.customer_id == customer_id,
-                    Complaint.status != COMPLAINT_RESOLVED,
-                )
-                .order_by(Complaint.opened_at, Complaint.id)
-            )
-        ).scalars()
+    return list((await session.execute(_OPEN_CASES, {"customer_id": customer_id})).scalars())
+
+
+# Built once (every claim's customer card asks it): see routing/care/card.py.
+_OPEN_CASES = (
+    select(Complaint)
+    .where(
+        Complaint.customer_id == bindparam("customer_id"),
+        Complaint.status != COMPLAINT_RESOLVED,
     )
+    .order_by(Complaint.opened_at, Complaint.id)
+)
 
 
 async def carried_by(session: AsyncSession, conversation_id: int) -> list[Complaint]:

@@ -189,22 +189,28 @@ async def handoff(
 ) -> Handoff | None:
     """The self-service session that a hand-off at ``at`` ended (the customer's last one
     ended as ``handoff`` no earlier than ``within`` before it), or None."""
-    s = (
-        await session.execute(
-            select(SelfServiceSession)
-            .where(
-                SelfServiceSession.customer_id == customer_id,
-                SelfServiceSession.outcome == HANDOFF,
-                SelfServiceSession.ended_at <= at + timedelta(seconds=1),
-                SelfServiceSession.ended_at >= at - within,
-            )
-            .order_by(SelfServiceSession.ended_at.desc(), SelfServiceSession.id.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    if s is None or (not s.path and not s.question):
+    params = {"customer_id": customer_id, "until": at + timedelta(seconds=1), "since": at - within}
+    found = await _HANDOFF.first(session, params)
+    if found is None:
         return None
-    return Handoff(tuple(json.loads(s.path or "[]")), s.question)
+    path, question = found
+    if not path and not question:
+        return None
+    return Handoff(tuple(json.loads(path or "[]")), question)
+
+
+# Prebuilt (routing/store/direct.py): every claim's briefing asks it.
+_HANDOFF = direct.Statement(
+    select(SelfServiceSession.path, SelfServiceSession.question)
+    .where(
+        SelfServiceSession.customer_id == bindparam("customer_id"),
+        SelfServiceSession.outcome == HANDOFF,
+        SelfServiceSession.ended_at <= bindparam("until", type_=SelfServiceSession.ended_at.type),
+        SelfServiceSession.ended_at >= bindparam("since", type_=SelfServiceSession.ended_at.type),
+    )
+    .order_by(SelfServiceSession.ended_at.desc(), SelfServiceSession.id.desc())
+    .limit(1)
+)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from routing.store import lane
+from routing.store import direct, lane
 from routing.store.models import INBOX_DONE, INBOX_PENDING, INBOX_QUARANTINED, InboundUpdate
 
 # Update kinds whose payload carries the chat it happens in; the rest carry only a user.
@@ -257,17 +257,26 @@ TRANSFERRED = "transfer"
 async def record_effect(session: AsyncSession, update_id: int, effect: Effect) -> None:
     """In the transaction of the act: ``update_id`` did ``effect``. An update fed without
     the inbox (tests, tools) has no row, and nothing is recorded."""
-    await session.execute(
-        update(InboundUpdate).where(InboundUpdate.update_id == update_id).values(effect=str(effect))
-    )
+    await _RECORD_EFFECT.execute(session, {"update_id": update_id, "effect": str(effect)})
 
 
 async def effect_of(session: AsyncSession, update_id: int) -> Effect | None:
     """What an earlier handling of ``update_id`` recorded, if anything."""
-    raw = await session.scalar(
-        select(InboundUpdate.effect).where(InboundUpdate.update_id == update_id)
-    )
+    raw = await _EFFECT_OF.scalar(session, {"update_id": update_id})
     return Effect.parse(raw) if raw else None
+
+
+# Prebuilt (routing/store/direct.py): every claim records its effect and asks for an earlier one.
+_RECORD_EFFECT = direct.Statement(
+    update(InboundUpdate)
+    .where(InboundUpdate.update_id == bindparam("update_id", type_=InboundUpdate.update_id.type))
+    .values(effect=bindparam("effect", type_=InboundUpdate.effect.type))
+)
+_EFFECT_OF = direct.Statement(
+    select(InboundUpdate.effect).where(
+        InboundUpdate.update_id == bindparam("update_id", type_=InboundUpdate.update_id.type)
+    )
+)
 
 
 async def record_failure(session: AsyncSession, update_id: int, error: str) -> int:
