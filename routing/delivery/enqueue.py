@@ -371,18 +371,20 @@ async def waiting_message_ids(session: AsyncSession, conversation_id: int) -> se
     """(chat, message) pairs still waiting for whoever holds the conversation (the rows
     :func:`hand_over` moves behind the briefing)."""
     found: set[tuple[int, int]] = set()
-    rows = await session.execute(
-        select(Delivery.from_chat_id, Delivery.message_ids).where(
-            Delivery.conversation_id == conversation_id,
-            Delivery.direction == TO_AGENT,
-            Delivery.agent_id.is_(None),
-            Delivery.status == DELIVERY_PENDING,
-        )
-    )
-    for chat, raw in rows.all():
+    for chat, raw in await _WAITING.rows(session, {"w_conv": conversation_id}):
         if chat is not None:
             found.update((int(chat), i) for i in _ids(raw))
     return found
+
+
+_WAITING = direct.Statement(
+    select(Delivery.from_chat_id, Delivery.message_ids).where(
+        Delivery.conversation_id == bindparam("w_conv"),
+        Delivery.direction == TO_AGENT,
+        Delivery.agent_id.is_(None),
+        Delivery.status == DELIVERY_PENDING,
+    )
+)
 
 
 # --- claiming and outcomes (the sender's side) ----------------------------------------------

@@ -279,15 +279,20 @@ async def add_note(
 
 
 async def transcript(session: AsyncSession, conversation_id: int) -> list[Message]:
-    return list(
-        (
-            await session.execute(
-                select(Message)
-                .where(Message.conversation_id == conversation_id)
-                .order_by(Message.id)
-            )
-        ).scalars()
-    )
+    params = {"conversation_id": conversation_id}
+    return list((await session.execute(_TRANSCRIPT, params)).scalars())
+
+
+# Built once: a claim's briefing asks both (routing/care/card.py says why).
+_TRANSCRIPT = (
+    select(Message)
+    .where(Message.conversation_id == bindparam("conversation_id"))
+    .order_by(Message.id)
+)
+_NOTIFICATIONS = select(MessageLink).where(
+    MessageLink.conversation_id == bindparam("conversation_id"),
+    MessageLink.kind == "notification",
+)
 
 
 async def link(
@@ -338,16 +343,8 @@ def last_inbound_step(agent_id: int, conversation_id: int) -> lane.Step:
 
 
 async def notifications(session: AsyncSession, conversation_id: int) -> list[MessageLink]:
-    return list(
-        (
-            await session.execute(
-                select(MessageLink).where(
-                    MessageLink.conversation_id == conversation_id,
-                    MessageLink.kind == "notification",
-                )
-            )
-        ).scalars()
-    )
+    params = {"conversation_id": conversation_id}
+    return list((await session.execute(_NOTIFICATIONS, params)).scalars())
 
 
 # Whether a relayed message needs a header first: the agent holds several chats and the
