@@ -137,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="cpu only: measure this one handler path (or the standard mix) against the floor",
     )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=0,
+        metavar="N",
+        help="latency only: seed N closed chats of history (a bot that has been serving)",
+    )
     args = parser.parse_args(argv)
     names = list(ALL) if args.benchmark == "all" else [args.benchmark]
     started = datetime.now(UTC)
@@ -144,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         BENCHMARKS["chaos"] = functools.partial(_chaos, backend=args.backend or "both")
     if args.benchmark in ("pipeline", "all"):
         BENCHMARKS["pipeline"] = functools.partial(pipeline.run, backend=args.backend)
+    if args.history:
+        BENCHMARKS["latency"] = functools.partial(latency.run, history=args.history)
     if args.path is not None:
         BENCHMARKS["cpu"] = functools.partial(cpu.run, path=args.path)
     if args.benchmark == "rescore":

@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import MetaData, Table, insert, text
 
 from routing.store.db import make_engine, upgrade
-from routing.store.models import ASSIGNED, Agent, Conversation, Customer
+from routing.store.models import ASSIGNED, CLOSED, Agent, Conversation, Customer
 from tests.fakes.bot_api import DEFAULT_TOKEN, FakeBotAPI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,11 +207,14 @@ async def seed(
     online: int = 3,
     seed: int = SEED,
     url: str | None = None,
+    history: int = 0,
 ) -> World:
     """A migrated SQLite file with ``customers`` identified customers (mixed tiers) and agents.
 
     Inserted with SQLAlchemy core executemany: 100,000 customers take a couple of seconds.
     With ``url`` (PostgreSQL) the same rows go there instead, into a schema reset first.
+    ``history``: that many closed chats from the past year, spread over the customers and
+    agents, as a bot that has been serving has (its reads must not grow with them).
     """
     if url is None:
         for suffix in ("", "-wal", "-shm"):
@@ -279,6 +282,12 @@ async def seed(
                 await _insert(conn, tables["customers"], rows[start : start + 20_000])
             await _insert(conn, tables["agents"], agent_rows)
             await _insert(conn, tables["conversations"], convs)
+            for start in range(0, history, 20_000):
+                await _insert(
+                    conn,
+                    tables["conversations"],
+                    _history(range(start, min(history, start + 20_000)), tier_of, agents),
+                )
             if url is not None:
                 # Rows went in with their ids: move PostgreSQL's sequences past them.
                 for table in ("customers", "agents"):
@@ -302,6 +311,30 @@ async def seed(
         ],
         url=url,
     )
+
+
+def _history(ks: range, tier_of: list[str], agents: int) -> list[dict[str, Any]]:
+    """Closed chats ``ks`` of a seeded history: the k-th a year ago plus k minutes (about
+    one a minute), customer and agent taken in turn, ten minutes with the agent."""
+    start = NOW - timedelta(days=365)
+    out = []
+    for k in ks:
+        customer = k % len(tier_of)
+        queued = start + timedelta(minutes=k)
+        out.append(
+            {
+                "customer_id": customer + 1,
+                "status": CLOSED,
+                "tier": tier_of[customer],
+                "priority": 2,
+                "origin": "customer_request",
+                "queued_at": queued,
+                "agent_id": k % agents + 1,
+                "assigned_at": queued + timedelta(minutes=1),
+                "closed_at": queued + timedelta(minutes=11),
+            }
+        )
+    return out
 
 
 _UPGRADE_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (

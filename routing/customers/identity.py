@@ -22,7 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from routing.customers.phones import normalize_phone
 from routing.policy.root import Policy
 from routing.scoring.rescoring import RescoreResult, TierChangeView, rescore
-from routing.store.models import OPEN_STATUSES, CodeAttempt, Conversation, Customer, Survey
+from routing.store.models import (
+    OPEN_STATUSES,
+    CodeAttempt,
+    Conversation,
+    Customer,
+    Survey,
+    open_chat_of,
+)
 
 __all__ = [
     "LinkResult",
@@ -214,11 +221,7 @@ async def link(
 async def _absorb_guest(session: AsyncSession, guest: Customer, customer: Customer) -> None:
     """Hand a guest's history to the customer they turned out to be."""
     customer_has_open = (
-        await session.execute(
-            select(Conversation.id).where(
-                Conversation.customer_id == customer.id, Conversation.status.in_(OPEN_STATUSES)
-            )
-        )
+        await session.execute(select(Conversation.id).where(open_chat_of(customer.id)))
     ).first() is not None
     moved = update(Conversation).where(Conversation.customer_id == guest.id)
     if customer_has_open:

@@ -26,6 +26,7 @@ from routing.store.models import (
     Message,
     MessageLink,
     Survey,
+    open_chat_of,
 )
 
 # Why a conversation entered the human queue.
@@ -38,9 +39,7 @@ CONTENT_NOTE = "note"
 
 
 # Built once (hot paths: every chat opened, every relay addressed).
-_OPEN_FOR_CUSTOMER = select(Conversation).where(
-    Conversation.customer_id == bindparam("customer_id"), Conversation.status.in_(OPEN_STATUSES)
-)
+_OPEN_FOR_CUSTOMER = select(Conversation).where(open_chat_of(bindparam("customer_id")))
 
 
 async def open_for_customer(session: AsyncSession, customer_id: int) -> Conversation | None:

@@ -173,17 +173,18 @@ def _online_slots_statement() -> direct.Statement:
         .group_by(Conversation.agent_id)
         .subquery()
     )
+    # The latest assignment per online agent, as one index seek each
+    # (ix_conversations_agent_assigned), not a grouping of every chat ever held.
     last = (
-        select(Conversation.agent_id, func.max(Conversation.assigned_at).label("at"))
-        .where(Conversation.agent_id.is_not(None))
-        .group_by(Conversation.agent_id)
-        .subquery()
+        select(func.max(Conversation.assigned_at))
+        .where(Conversation.agent_id == Agent.id)
+        .correlate(Agent)
+        .scalar_subquery()
     )
     return direct.Statement(
-        select(*_AGENT_COLS, func.coalesce(loads.c.n, 0), last.c.at)
+        select(*_AGENT_COLS, func.coalesce(loads.c.n, 0), last)
         .select_from(Agent)
         .outerjoin(loads, loads.c.agent_id == Agent.id)
-        .outerjoin(last, last.c.agent_id == Agent.id)
         .where(Agent.online.is_(True), Agent.active.is_(True))
         .order_by(Agent.id)
     )

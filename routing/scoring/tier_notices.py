@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from routing.policy.root import Policy
 from routing.scoring.model import INITIAL
 from routing.store import managers
-from routing.store.models import OPEN_STATUSES, Conversation, Customer, TierChange
+from routing.store.models import Conversation, Customer, TierChange, open_chat_of
 
 PENDING, SENDING, SENT, FAILED, NONE = "pending", "sending", "sent", "failed", "none"
 # The customer's part waits for them to be reachable; the manager's part is settled.
@@ -107,11 +107,7 @@ def told_tier(history: Sequence[Change], start: int) -> str:
 
 
 def _open_chat(customer_id: Any) -> Exists:
-    return (
-        select(Conversation.id)
-        .where(Conversation.customer_id == customer_id, Conversation.status.in_(OPEN_STATUSES))
-        .exists()
-    )
+    return select(Conversation.id).where(open_chat_of(customer_id)).exists()
 
 
 async def send_pending(

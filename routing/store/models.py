@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    and_,
     false,
+    literal_column,
     text,
     true,
 )
@@ -137,7 +141,8 @@ class Conversation(Base):
     priority: Mapped[int] = mapped_column(Integer)
     origin: Mapped[str] = mapped_column(String(32))
     queued_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), index=True)
+    # Indexed with assigned_at (ix_conversations_agent_assigned, below).
+    agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     assigned_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     first_response_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -174,6 +179,26 @@ class Conversation(Base):
         # The latest closed chats (the mean handling time behind every new chat's ETA):
         # without it, each new chat sorted every closed chat ever (migration 0015).
         Index("ix_conversations_closed", "status", "closed_at"),
+        # An agent's chats, and their latest assignment in one seek (every routing decision
+        # reads it for each online agent; without it, every chat ever held was grouped).
+        Index("ix_conversations_agent_assigned", "agent_id", "assigned_at"),
+        # Each agent's open chats (their load, counted on every claim, relay and page): a
+        # seek on both columns, whatever SQLite's statistics say; with only the index above,
+        # a counting query chose to walk the agent's whole history (migration 0017).
+        Index("ix_conversations_status_agent", "status", "agent_id", "assigned_at"),
+    )
+
+
+def open_chat_of(customer_id: Any) -> ColumnElement[bool]:
+    """The customer's open chat (at most one). ``status != 'closed'`` is the condition of the
+    partial unique index ``uq_conversations_open_customer``: stated in the query, it lets SQLite
+    and PostgreSQL seek that one row instead of walking every chat the customer ever had. It
+    is a literal because a bound value proves nothing to a generic plan (PostgreSQL reuses one
+    for a prepared statement after five runs)."""
+    return and_(
+        Conversation.customer_id == customer_id,
+        Conversation.status != literal_column(f"'{CLOSED}'"),
+        Conversation.status.in_(OPEN_STATUSES),
     )
 
 

@@ -12,19 +12,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, exists, or_, select
+from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from routing.store import direct
 from routing.store.models import (
     INBOX_DONE,
-    OPEN_STATUSES,
     SURVEY_COMMENT_ASKED,
     Agent,
     Conversation,
     Customer,
     InboundUpdate,
     Survey,
+    open_chat_of,
 )
 
 
@@ -88,10 +88,7 @@ def _lookup_statements() -> tuple[direct.Statement, direct.Statement]:
         .outerjoin(Customer, Customer.telegram_id == sender.c.tid)
         .outerjoin(
             Conversation,
-            and_(
-                Conversation.customer_id == Customer.id,
-                or_(*(Conversation.status == status for status in OPEN_STATUSES)),
-            ),
+            open_chat_of(Customer.id),
         )
     )
     return direct.Statement(select(seen)), direct.Statement(full)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiogram import F, Router
 from aiogram.filters import Command, StateFilter
 from aiogram.types import CallbackQuery, Message
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, texts
@@ -25,12 +25,12 @@ from routing.selfservice import deflection
 from routing.store import direct
 from routing.store.models import (
     ASSIGNED,
-    OPEN_STATUSES,
     QUEUED,
     TO_AGENT,
     Agent,
     Conversation,
     Customer,
+    open_chat_of,
 )
 from routing.store.models import Message as Message_
 
@@ -149,10 +149,7 @@ async def converse(
 # transaction that stores the message (a claim or a close may have committed since the
 # update's lookup), on the driver's connection (routing/store/direct.py).
 _OPEN_CHAT_NOW = direct.Statement(
-    select(Conversation.id).where(
-        Conversation.customer_id == bindparam("customer_id"),
-        or_(*(Conversation.status == status for status in OPEN_STATUSES)),
-    )
+    select(Conversation.id).where(open_chat_of(bindparam("customer_id")))
 )
 
 
