@@ -266,7 +266,7 @@ async def claim_head(
             )
         if not gate:
             recheck = now + timedelta(seconds=GATE_RECHECK_SECONDS)
-            await _RECHECK_LATER.execute(session, {"row_id": head.id, "v_at": recheck})
+            await _RECHECK_LATER.execute(session, {"row_id": head.id, "v_at": recheck}, last=True)
             return Head(wait_until=recheck, gated=True)
         agent_id, holder_chat = conv.agent_id, conv.telegram_id
         if conv.status == ASSIGNED:
@@ -304,6 +304,8 @@ async def claim_head(
             "lease_until": now + timedelta(seconds=lease),
             "to_chat": chat_id,
         },
+        # Conditional on what was read (status, next_at): atomic alone (direct.Tx).
+        last=True,
     )
     if won is None:  # another sender took it first
         return Head(wait_until=now + timedelta(seconds=lease))

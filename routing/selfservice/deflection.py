@@ -149,9 +149,10 @@ async def step(
         sid = await _START.scalar(
             session,
             {"v_customer": customer.id, "v_tier": customer.tier, "v_language": language, **values},
+            last=True,
         )
         return Live(int(sid), language, answers, searches, path, kept)
-    await _STEP.execute(session, {"sid": live.id, **values})
+    await _STEP.execute(session, {"sid": live.id, **values}, last=True)
     return Live(live.id, live.language, answers, searches, path, kept)
 
 

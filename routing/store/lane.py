@@ -12,8 +12,9 @@ in a transaction of its own on a connection checked out from the engine's pool.
 
 SQLite: inside ``sqlite_driver.inline()`` the transaction runs on the loop thread when the
 write lock is free (as every inline transaction does), else in one trip to aiosqlite's
-thread, which waits the busy timeout. PostgreSQL: asyncpg's own transaction. Any other
-driver: an ordinary ``engine.begin()``.
+thread, which waits the busy timeout. PostgreSQL: asyncpg's own transaction, or for a single
+statement none (autocommit: the statement is atomic by itself). Any other driver: an
+ordinary ``engine.begin()``.
 """
 
 from __future__ import annotations
@@ -92,14 +93,25 @@ async def write_all(engine: AsyncEngine, steps: Sequence[Step]) -> list[int]:
         await greenlet_spawn(raw.close)
 
 
+def _count(status: str) -> int:
+    """Rows changed, from asyncpg's status: "UPDATE 1", "INSERT 0 1", "DELETE 3" (the count
+    is the last word)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def _run(driver: Any, name: str, batch: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
     if name == "asyncpg":
+        if len(batch) == 1:
+            # One statement is atomic on its own: run it in autocommit, one round trip
+            # instead of three (BEGIN, the statement, COMMIT). Most of the lane's writes are
+            # one statement (a done mark, a send's mark, a notice's link): on PostgreSQL the
+            # BEGIN and COMMIT were two of every update's round trips (issue 19).
+            sql, values = batch[0]
+            return [_count(await driver.execute(sql, *values))]
         counts: list[int] = []
         async with driver.transaction():
             for sql, values in batch:
-                status: str = await driver.execute(sql, *values)
-                # "UPDATE 1", "INSERT 0 1", "DELETE 3": the count is the last word.
-                counts.append(int(status.rsplit(" ", 1)[-1]))
+                counts.append(_count(await driver.execute(sql, *values)))
         return counts
     conn: sqlite3.Connection = driver._conn
     if sqlite_driver.is_inline() and sqlite_driver.begin_immediate_now(conn, BUSY_TIMEOUT_MS):

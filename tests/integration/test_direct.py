@@ -155,3 +155,30 @@ async def test_sqlite_a_held_lock_is_waited_for_off_the_loop(db: Db) -> None:
     assert ticks.count >= 10  # the loop ran while the transaction waited for the lock
     async with db.sessions() as s:
         assert await PENDING_OR_DONE.scalar(s, {"chat": 7}) == 1
+
+
+# --- PostgreSQL: BEGIN waits for the first write; a last write needs none -----------------
+
+
+async def test_pg_reads_and_a_last_write_run_without_a_transaction(db: Db) -> None:
+    if db.backend == "sqlite":
+        pytest.skip("PostgreSQL's round trips (SQLite's transaction holds its write lock)")
+    async with direct.transaction(db.engine) as tx:
+        assert await PENDING_OR_DONE.rows(tx, {"chat": 7}) == []
+        assert not tx.pg.is_in_transaction()  # a read begins nothing
+        await ADD.execute(tx, {"v_id": 1, "v_chat": 7, "v_at": T}, last=True)
+        assert not tx.pg.is_in_transaction()  # one statement: atomic alone
+        with pytest.raises(RuntimeError, match="marked last"):
+            await DONE.execute(tx, {"chat": 7, "v_at": T})
+    async with direct.transaction(db.engine) as tx:
+        await ADD.execute(tx, {"v_id": 2, "v_chat": 7, "v_at": T})
+        assert tx.pg.is_in_transaction()  # a write that is not the last begins
+        await DONE.execute(tx, {"chat": 7, "v_at": T}, last=True)
+    with pytest.raises(RuntimeError):
+        async with direct.transaction(db.engine) as tx:
+            await ADD.execute(tx, {"v_id": 3, "v_chat": 7, "v_at": T})
+            raise RuntimeError("the step failed")  # rolled back: 3 is not kept
+    async with direct.transaction(db.engine) as tx:
+        rows = await PENDING_OR_DONE.rows(tx, {"chat": 7})
+        assert not tx.pg.is_in_transaction()
+    assert [(r.update_id, r.status) for r in rows] == [(1, INBOX_DONE), (2, INBOX_DONE)]

@@ -118,3 +118,32 @@ async def test_several_statements_are_one_transaction(db: Db) -> None:
         assert await _row(db, 1) == (INBOX_PENDING, None)
     assert await lane.write_all(db.engine, [mark, mark]) == [1, 1]
     assert await _row(db, 1) == (INBOX_DONE, T)
+
+
+async def test_pg_one_statement_runs_without_begin_and_commit(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a lone statement (a done mark, a send's mark, a notice's link: most of
+    the lane's writes) is atomic by itself: no BEGIN and COMMIT round trips around it.
+    Several statements still share one transaction (the test above)."""
+    if db.backend == "sqlite":
+        pytest.skip("PostgreSQL's round trips")
+    import asyncpg
+
+    await _pending(db, 1, 2)
+    opened: list[int] = []
+    real = asyncpg.connection.Connection.transaction
+
+    def counting(self: asyncpg.Connection, **kw: object) -> object:
+        opened.append(1)
+        return real(self, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "transaction", counting)
+    mark = lane.Prepared(inbox._MARK_DONE)
+    assert await lane.write(db.engine, mark, {"done_id": 1, "done_at": T}) == 1
+    assert opened == []
+    steps = [(mark, {"done_id": 2, "done_at": T}), (mark, {"done_id": 1, "done_at": T})]
+    assert await lane.write_all(db.engine, steps) == [1, 1]
+    assert opened == [1]
+    assert await _row(db, 1) == (INBOX_DONE, T)
+    assert await _row(db, 2) == (INBOX_DONE, T)
