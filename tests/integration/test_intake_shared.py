@@ -104,7 +104,14 @@ async def test_a_chat_split_across_two_instances_stays_in_order(
         updates = api.pending_updates[-10:]
         if concurrent:
             # Stored at once (each instance its own batch), handled by whoever holds the chat.
-            await asyncio.gather(a.accept(updates[0::2]), b.accept(updates[1::2]))
+            # The chat's lock is held meanwhile (as by a third instance busy with the chat),
+            # so both batches are stored before either instance takes the chat: the order is
+            # the order of what is stored. Without it, instance A could commit and handle
+            # update 2 before B had committed update 1, and no ordering can wait for an
+            # update that is not stored yet (it may never come); the test failed so under
+            # load, once in many full runs.
+            async with lock(CUSTOMER):
+                await asyncio.gather(a.accept(updates[0::2]), b.accept(updates[1::2]))
         else:
             # As a round-robin balancer sends them one after another.
             for n, update in enumerate(updates):
