@@ -40,11 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from sqlalchemy import func, insert, select
 
 from bench.common import Figure, judged, machine, write_json
+from bot.adapters.session import LeanSession
 from bot.adapters.survey_transport import AiogramTransport
 from bot.app import settle_heap
 from bot.handlers.survey import render
@@ -220,9 +220,7 @@ async def _phase(
             )
             url, finish = await _start_fake(rate, blocked, plan, separate_fake)
             try:
-                bot = Bot(
-                    DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(url))
-                )
+                bot = Bot(DEFAULT_TOKEN, session=LeanSession(api=TelegramAPIServer.from_base(url)))
                 try:
                     settle_heap()  # as the bot does once it is up
                     cpu, wall = time.process_time(), time.perf_counter()

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 
 from bench.common import Figure, judged, machine, write_json
+from bot.adapters.session import LeanSession
 from bot.adapters.survey_transport import AiogramTransport
 from surveys.push import Sender, Stats
 from surveys.push_pacing import SenderConfig
@@ -82,7 +82,7 @@ async def _campaign(
     config: SenderConfig,
     during: Callable[[Progress], Coroutine[Any, Any, None]] | None = None,
 ) -> Phase:
-    bot = Bot(api.token, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
+    bot = Bot(api.token, session=LeanSession(api=TelegramAPIServer.from_base(api.url)))
     outcomes: dict[str | int, Outcome] = {}
     progress_ = Progress()
 

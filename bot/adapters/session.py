@@ -18,6 +18,7 @@ are raised exactly as before), and network errors are aiogram's ``TelegramNetwor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
@@ -71,22 +72,10 @@ class LeanSession(AiohttpSession):
         body = self.json_body(bot, method)
         if body is None:
             return await super().make_request(bot, method, timeout)
-        session = await self.create_session()
-        url = self.api.api_url(token=bot.token, method=method.__api_method__)
-        try:
-            async with session.post(
-                url,
-                data=body,
-                headers=JSON_HEADERS,
-                timeout=self.timeout if timeout is None else timeout,  # type: ignore[arg-type]
-            ) as resp:
-                raw = await resp.text()
-        except TimeoutError as error:
-            raise TelegramNetworkError(method=method, message="Request timeout error") from error
-        except ClientError as error:
-            message = f"{type(error).__name__}: {error}"
-            raise TelegramNetworkError(method=method, message=message) from error
-        if resp.status == HTTPStatus.OK:
+        status, raw = await self.post_json(
+            bot, method.__api_method__, body, lambda: method, timeout=timeout
+        )
+        if status == HTTPStatus.OK:
             answer = _ANSWERS.get(type(method))
             if answer is None:
                 answer = _ANSWERS[type(method)] = Response[method.__returning__]  # type: ignore[name-defined]
@@ -97,5 +86,36 @@ class LeanSession(AiohttpSession):
             else:
                 if response.ok:
                     return cast(TelegramType, response.result)
-        response = self.check_response(bot=bot, method=method, status_code=resp.status, content=raw)
+        response = self.check_response(bot=bot, method=method, status_code=status, content=raw)
         return cast(TelegramType, response.result)
+
+    async def post_json(
+        self,
+        bot: Bot,
+        api_method: str,
+        body: str,
+        describe: Callable[[], TelegramMethod[Any]],
+        *,
+        timeout: int | None = None,  # noqa: ASYNC109 - aiogram's per-call timeout
+    ) -> tuple[int, str]:
+        """POST a JSON ``body`` to ``api_method``: (HTTP status, the answer's text). A timeout
+        or a network error raises aiogram's ``TelegramNetworkError`` naming ``describe()``
+        (the call, built only then). The one home of the request for every JSON call, the
+        push sender's lean ``sendMessage`` included (bot/adapters/survey_transport.py)."""
+        session = await self.create_session()
+        url = self.api.api_url(token=bot.token, method=api_method)
+        try:
+            async with session.post(
+                url,
+                data=body,
+                headers=JSON_HEADERS,
+                timeout=self.timeout if timeout is None else timeout,  # type: ignore[arg-type]
+            ) as resp:
+                return resp.status, await resp.text()
+        except TimeoutError as error:
+            raise TelegramNetworkError(
+                method=describe(), message="Request timeout error"
+            ) from error
+        except ClientError as error:
+            message = f"{type(error).__name__}: {error}"
+            raise TelegramNetworkError(method=describe(), message=message) from error

@@ -19,23 +19,21 @@ from typing import Any, ClassVar, cast
 
 from aiogram import Bot
 from aiogram.client.default import Default
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import (
     TelegramAPIError,
     TelegramBadRequest,
     TelegramEntityTooLarge,
     TelegramForbiddenError,
     TelegramMigrateToChat,
-    TelegramNetworkError,
     TelegramNotFound,
     TelegramRetryAfter,
     TelegramUnauthorizedError,
 )
 from aiogram.methods.base import Response, TelegramMethod
 from aiogram.types import InlineKeyboardMarkup
-from aiohttp import ClientError
 from pydantic import BaseModel, ConfigDict
 
+from bot.adapters.session import LeanSession
 from bot.http.metrics import metrics
 from surveys.push_transport import PermanentError, Push, RetryAfter, TransientError, Unreachable
 
@@ -147,47 +145,33 @@ class AiogramTransport:
         """``bot(sendMessage)``, with the body as JSON and a successful answer read for the
         message id alone.
 
-        aiohttp percent-encodes a form byte by byte in Python, which for a keyboard was a
-        fifth of a push's CPU; ``json.dumps`` is C. The fields are the ones aiogram's own
-        form would carry (same values, same defaults resolved). Any answer but a plain
-        success goes through aiogram's ``check_response``, so errors map exactly as for any
-        other call. Any other session (or session middleware, which the bot does not use)
-        takes the normal path.
+        The request is the bot's session's own JSON call (bot/adapters/session.py
+        ``LeanSession.post_json``), with the fields aiogram's own form would carry (same
+        values, same defaults resolved, once). Any answer but a plain success goes through
+        aiogram's ``check_response``, so errors map exactly as for any other call. Any other
+        session (or session middleware, which the bot does not use) takes the normal path.
         """
         session = self.bot.session
-        if not isinstance(session, AiohttpSession) or len(session.middleware):
+        if not isinstance(session, LeanSession) or len(session.middleware):
             method = _SendPacked.model_construct(chat_id=chat_id, text=text, reply_markup=markup)
             return (await self.bot(method)).message_id
         fields = {**self._default_fields(), "chat_id": str(chat_id), "text": text}
         if markup:
             fields["reply_markup"] = markup
-        client = await session.create_session()
-        url = session.api.api_url(token=self.bot.token, method=_SendPacked.__api_method__)
-        try:
-            async with client.post(
-                url,
-                data=session.json_dumps(fields),
-                headers={"Content-Type": "application/json"},
-                timeout=session.timeout,  # type: ignore[arg-type]  # as aiogram passes it
-            ) as resp:
-                raw = await resp.text()
-        except TimeoutError as error:
-            raise TelegramNetworkError(
-                method=self._method(chat_id, text, markup), message="Request timeout error"
-            ) from error
-        except ClientError as error:
-            message = f"{type(error).__name__}: {error}"
-            raise TelegramNetworkError(
-                method=self._method(chat_id, text, markup), message=message
-            ) from error
-        if resp.status == HTTPStatus.OK:
+        status, raw = await session.post_json(
+            self.bot,
+            _SendPacked.__api_method__,
+            session.json_dumps(fields),
+            lambda: self._method(chat_id, text, markup),
+        )
+        if status == HTTPStatus.OK:
             message_id = _message_id(session.json_loads, raw)
             if message_id is not None:
                 return message_id
         response = session.check_response(
             bot=self.bot,
             method=self._method(chat_id, text, markup),
-            status_code=resp.status,
+            status_code=status,
             content=raw,
         )
         return cast(_Sent, response.result).message_id

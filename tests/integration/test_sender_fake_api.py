@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiogram import Bot
-from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.adapters.session import LeanSession
 from bot.adapters.survey_transport import AiogramTransport
 from surveys.push import Sender
 from surveys.push_pacing import SenderConfig
@@ -26,7 +26,7 @@ from surveys.push_transport import (
 from tests.fakes.bot_api import FakeBotAPI
 
 
-class _LocalSession(AiohttpSession):
+class _LocalSession(LeanSession):
     """No 250 ms TLS-shutdown sleep on close: it's plain local HTTP."""
 
     async def close(self) -> None:
