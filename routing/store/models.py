@@ -435,10 +435,19 @@ class Delivery(Base):
     """
 
     __tablename__ = "deliveries"
-    __table_args__ = (Index("ix_deliveries_status", "status", "next_at"),)
+    __table_args__ = (
+        Index("ix_deliveries_status", "status", "next_at"),
+        # A destination's unsent rows (the head every send claims, the briefing, what waits
+        # for the holder): a seek, not a walk through every row the conversation ever sent;
+        # status first, where PostgreSQL uses ``status IN (...)`` to seek. And a conversation's
+        # hand-over markers (migration 0018).
+        Index("ix_deliveries_live", "status", "conversation_id", "direction", "id"),
+        Index("ix_deliveries_gate", "conversation_id", "kind"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"), index=True)
+    # Indexed with direction and status, and with kind (ix_deliveries_live, _gate, above).
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id"))
     direction: Mapped[str] = mapped_column(String(16))  # to_agent | to_customer
     # to_agent: the agent it is for; None means whoever holds the conversation when sent.
     agent_id: Mapped[int | None] = mapped_column(Integer)
