@@ -7,11 +7,14 @@ with 500,000 chats in the history, on the path that pages a VIP's agents. With t
 is one seek per online agent. The index starts with ``agent_id``, so it serves every look-up
 the old single-column index did, which is dropped.
 
-``(status, agent_id)`` is added for the agents' loads (their assigned chats, counted on every
-claim, relay to an agent and page): with both columns in one index the count is a seek
-whatever SQLite's statistics say. Without it, once ``ANALYZE`` (or ``PRAGMA optimize``) had
-run, SQLite judged ``status`` unselective and walked an agent's whole history to count their
-open chats.
+``(status, agent_id, assigned_at)`` is added for the agents' loads and open chats (their
+assigned chats, counted on every claim, relay to an agent and page, and listed oldest first
+for every agent message): with both columns in one index it is a seek whatever SQLite's
+statistics say. Without it, once ``ANALYZE`` (or ``PRAGMA optimize``) had run, SQLite judged
+``status`` unselective and walked an agent's whole history to count their open chats.
+
+``ix_conversations_closed`` (0015) gains ``assigned_at``: the ETA behind every new chat reads
+the last 50 closed chats' claim and close times, now from the index alone.
 
 Revision ID: 0017
 Revises: 0016
@@ -39,10 +42,18 @@ def upgrade() -> None:
             "ix_conversations_status_agent", ["status", "agent_id", "assigned_at"], unique=False
         )
         batch_op.drop_index("ix_conversations_agent_id")
+        # The ETA's latest closed chats from the index alone (their claim times were 50
+        # lookups into the table for every new chat: 63 µs against 20).
+        batch_op.drop_index("ix_conversations_closed")
+        batch_op.create_index(
+            "ix_conversations_closed", ["status", "closed_at", "assigned_at"], unique=False
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("conversations", schema=None) as batch_op:
         batch_op.create_index("ix_conversations_agent_id", ["agent_id"], unique=False)
+        batch_op.drop_index("ix_conversations_closed")
+        batch_op.create_index("ix_conversations_closed", ["status", "closed_at"], unique=False)
         batch_op.drop_index("ix_conversations_status_agent")
         batch_op.drop_index("ix_conversations_agent_assigned")
