@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import BigInteger, String, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from routing.store import direct
 from routing.store.models import Agent
 
 
@@ -29,9 +30,40 @@ def find_manager(agents: Iterable[Agent], account_manager: str | None) -> Agent 
     return next((a for a in agents if a.name.casefold() == low), None)
 
 
+_KEYS, _COLUMNS = direct.columns(Agent, "a")
+# Built once: the manager is looked up on every VIP chat opened (issue 19). Loading every
+# active agent through the ORM for it was a seventh of a VIP's first message.
+_BY_TELEGRAM_ID = direct.Statement(
+    select(*_COLUMNS).where(
+        Agent.active.is_(True), Agent.telegram_id == bindparam("tid", type_=BigInteger)
+    )
+)
+# ``lower`` is what the unique index on names uses; on SQLite it folds ASCII letters only,
+# so a name it does not find is looked for again by find_manager's own rule (below).
+_BY_NAME = direct.Statement(
+    select(*_COLUMNS).where(
+        Agent.active.is_(True),
+        func.lower(Agent.name) == func.lower(bindparam("name", type_=String)),
+    )
+)
+
+
 async def manager_of(session: AsyncSession, account_manager: str | None) -> Agent | None:
     """The registered (active) agent who is this account manager, or None."""
     if not account_manager or not account_manager.strip():
         return None
+    ref = account_manager.strip()
+    if ref.isdigit():
+        if int(ref).bit_length() > 63:
+            return None  # no Telegram id is that long
+        row = await _BY_TELEGRAM_ID.first(session, {"tid": int(ref)})
+        return direct.attach(session, Agent, _KEYS, row) if row is not None else None
+    row = await _BY_NAME.first(session, {"name": ref})
+    if row is not None:
+        found = direct.attach(session, Agent, _KEYS, row)
+        if found is not None and find_manager([found], ref) is found:
+            return found
+    # Not found by the database's case folding (non-ASCII letters on SQLite, or a fold
+    # such as "ß"/"ss" that ``lower`` does not make): the rule itself, over every agent.
     active = (await session.execute(select(Agent).where(Agent.active.is_(True)))).scalars()
     return find_manager(active, account_manager)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from routing.queue import agents
@@ -119,3 +119,69 @@ async def test_a_capacity_the_database_cannot_store_is_refused(db: Db) -> None:
     async with db.sessions() as s, s.begin():
         agent, _ = await agents.add_agent(s, 1, "Ann", max_chats=2**31 - 1, now=T0)
     assert agent.max_chats == 2**31 - 1
+
+
+async def test_the_account_manager_is_found_by_id_or_name_in_any_case(db: Db) -> None:
+    """``manager_of`` looks the one agent up (issue 19: it loaded every agent for each VIP
+    chat opened) and keeps ``find_manager``'s rule: a Telegram id, else the name under
+    casefold(), active agents only, including folds SQLite's lower() does not make."""
+    async with db.sessions() as s, s.begin():
+        await agents.add_agent(s, 11, "Ann Lee", now=T0)
+        await agents.add_agent(s, 12, "Élodie", now=T0)
+        await agents.add_agent(s, 13, "Straße", now=T0)
+        gone, _ = await agents.add_agent(s, 14, "Gone", now=T0)
+        gone.active = False
+    for ref in ("12", "ann lee"):
+        async with db.sessions() as s:
+            found = await agents.manager_of(s, ref)
+            assert found is not None
+            # The one agent was read, not every agent (each an ORM instance in the session).
+            assert len(s.sync_session.identity_map) == 1, ref
+    async with db.sessions() as s:
+        for ref, tg in [
+            ("11", 11), (" 12 ", 12), ("ann lee", 11), ("ANN LEE", 11), ("  Ann Lee ", 11),
+            ("élodie", 12), ("ÉLODIE", 12), ("STRASSE", 13), ("straße", 13),
+        ]:  # fmt: skip
+            found = await agents.manager_of(s, ref)
+            assert found is not None and found.telegram_id == tg, ref
+        for ref in ("14", "Gone", "gone", "99", "Ann", "", "  ", None, str(2**64)):
+            assert await agents.manager_of(s, ref) is None, ref
+
+
+async def _steps_of_manager_of(db: Db, ref: str) -> int:
+    """SQLite's virtual-machine steps (in units of 100) of one ``manager_of``."""
+    async with db.sessions() as s:
+        conn = await s.connection()
+        raw = (await conn.get_raw_connection()).driver_connection
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        await raw._execute(raw._conn.set_progress_handler, count, 100)
+        try:
+            assert await agents.manager_of(s, ref) is not None
+        finally:
+            await raw._execute(raw._conn.set_progress_handler, None, 100)
+        return steps[0]
+
+
+async def test_finding_the_account_manager_does_not_read_every_agent(db: Db) -> None:
+    """Counted, not timed: the work of one lookup by id and by name with 20 agents and with
+    2,000 (it read all of them, for every VIP chat opened)."""
+    if db.backend != "sqlite":
+        pytest.skip("SQLite's step counter")
+    work = []
+    for total in (20, 2_000):
+        async with db.sessions() as s, s.begin():
+            have = await s.scalar(select(func.count()).select_from(Agent))
+            s.add_all(
+                Agent(telegram_id=100 + i, name=f"Agent {i}", role="agent", created_at=T0)
+                for i in range(int(have or 0), total)
+            )
+        work.append(
+            (await _steps_of_manager_of(db, "110"), await _steps_of_manager_of(db, "agent 10"))
+        )
+    (by_id_few, by_name_few), (by_id_many, by_name_many) = work
+    assert by_id_many <= by_id_few + 2 and by_name_many <= by_name_few + 2, work
