@@ -6,8 +6,9 @@ Built with aiogram's keyboard builders; a button's callback data is packed from 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Literal
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from typing import Annotated, Any, Literal, TypeVar
 
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, ReplyKeyboardMarkup
@@ -15,8 +16,11 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder, ReplyKeyboardBuilder
 from pydantic import Field
 
 from bot import texts
+from bot.i18n import current_locale
 from bot.texts import care as care_texts
 from routing.store.models import Conversation, Customer
+
+_T = TypeVar("_T")
 
 # A row id inside callback data. Anyone can send any callback data (it is not signed), and
 # an integer past 64 bits made the database driver raise OverflowError, so the press was never
@@ -81,6 +85,38 @@ def share_phone() -> ReplyKeyboardMarkup:
     kb = ReplyKeyboardBuilder()
     kb.button(text=texts.customer.share_phone_button(), request_contact=True)
     return kb.as_markup(resize_keyboard=True, one_time_keyboard=True)
+
+
+class Shared:
+    """Keyboards (and their texts) that depend only on the policy, the language and a few
+    ids, built once and shared by every message that shows them.
+
+    A self-service answer built its buttons anew for every customer text: five pydantic
+    models, each validated and its callback data packed, about a tenth of the answer's CPU
+    (issue 19). aiogram's types are frozen models, so one markup can go out any number of
+    times. A key holds its policy object (``owner``), so a reloaded policy never finds the
+    old one's keyboards; the least recently used are dropped past ``size``."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._built: OrderedDict[tuple[Hashable, ...], tuple[object, Any]] = OrderedDict()
+
+    def get(self, owner: object, key: tuple[Hashable, ...], build: Callable[[], _T]) -> _T:
+        # The texts' language (gettext's) is part of the key, as is the owner's identity:
+        # the entry keeps the owner alive, so its id cannot be another object's meanwhile.
+        full = (id(owner), current_locale(), *key)
+        found = self._built.get(full)
+        if found is not None and found[0] is owner:
+            self._built.move_to_end(full)
+            return found[1]  # type: ignore[no-any-return]
+        value = build()
+        self._built[full] = (owner, value)
+        if len(self._built) > self.size:
+            self._built.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._built.clear()
 
 
 def node_button(text: str, node_id: str) -> InlineKeyboardButton:

@@ -58,10 +58,24 @@ def _nav(ss: SelfServicePolicy, node_id: str, tier: str) -> list[InlineKeyboardB
     return nav
 
 
+# The menus, suggestions and answers' keyboards, per policy and language (keyboards.Shared).
+_SHARED = keyboards.Shared()
+
+
 def _menu_view(
     ctx: CustomerContext, menu_id: str, *, handoff: bool = False
 ) -> tuple[str, InlineKeyboardMarkup]:
-    ss, tier, locale = ctx.selfservice, ctx.customer.tier, ctx.locale
+    tier, locale = ctx.customer.tier, ctx.locale
+    return _SHARED.get(
+        ctx.policy,
+        ("menu", locale, tier, menu_id, handoff),
+        lambda: _build_menu_view(ctx.selfservice, tier, locale, menu_id, handoff),
+    )
+
+
+def _build_menu_view(
+    ss: SelfServicePolicy, tier: str, locale: str, menu_id: str, handoff: bool
+) -> tuple[str, InlineKeyboardMarkup]:
     menu = ss.menus[menu_id]
     buttons = []
     for item in menu.items:
@@ -121,7 +135,12 @@ async def step(
 async def _send_answer(ctx: CustomerContext, entry: FaqEntry) -> None:
     ss, locale = ctx.selfservice, ctx.locale
     text = texts.customer.answer(ss.text(entry.question, locale), ss.text(entry.answer, locale))
-    markup = keyboards.answer(entry.id, entry.link, _nav(ss, entry.id, ctx.customer.tier))
+    tier = ctx.customer.tier
+    markup = _SHARED.get(
+        ctx.policy,
+        ("answer", tier, entry.id),
+        lambda: keyboards.answer(entry.id, entry.link, _nav(ss, entry.id, tier)),
+    )
     if entry.image:
         await ctx.bot.send_photo(ctx.chat_id, entry.image, caption=text[:1024], reply_markup=markup)
     else:
@@ -133,10 +152,19 @@ def _offer(
 ) -> InlineKeyboardMarkup:
     """Suggested entries, the hand-off (unless the tier never gets one), with ``complain``
     "File a complaint", and Home."""
-    ss, tier = ctx.selfservice, ctx.customer.tier
-    buttons = [
-        keyboards.node_button(_label(ss, m.entry_id, ctx.locale), m.entry_id) for m in matches
-    ]
+    tier, locale = ctx.customer.tier, ctx.locale
+    ids = tuple(m.entry_id for m in matches)
+    return _SHARED.get(
+        ctx.policy,
+        ("offer", locale, tier, ids, complain),
+        lambda: _build_offer(ctx.selfservice, tier, locale, ids, complain),
+    )
+
+
+def _build_offer(
+    ss: SelfServicePolicy, tier: str, locale: str, ids: tuple[str, ...], complain: bool
+) -> InlineKeyboardMarkup:
+    buttons = [keyboards.node_button(_label(ss, i, locale), i) for i in ids]
     if ss.access(tier).human != "never":
         buttons.append(keyboards.human_button())
     if complain:
