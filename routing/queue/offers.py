@@ -10,14 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Integer, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from routing.policy.root import Policy
 from routing.queue import assignment, estimate
 from routing.queue.claims import position, queue_order
 from routing.queue.eligibility import Chat, online_slots, pick_agent, reserved_for_other
-from routing.store import managers
+from routing.store import direct, managers
 from routing.store.models import QUEUED, Agent, Conversation, Customer, QueueOffer
 
 
@@ -59,12 +60,6 @@ async def _people(
         else await _last_agent(session, conv, customer, policy, now)
     )
     return assignment.People(has_manager, manager.id if manager else None, last)
-
-
-def _record(conv: Conversation, plan: assignment.Plan) -> None:
-    if plan.reserve_for is not None:
-        conv.reserved_agent_id = plan.reserve_for
-        conv.reserved_until = plan.reserved_until
 
 
 async def reserve_for(
@@ -117,11 +112,54 @@ async def plan_new_chat(
         position=await position(session, conv),
         mean_handle_s=await estimate.mean_handle_seconds(session, policy),
     )
-    _record(conv, plan)
-    if estimate.eta_bucket(plan.eta_seconds) <= 0:
-        await estimate.mark_told(session, conv, plan.position, plan.eta_seconds)
-    await session.flush()
+    await _record_new(session, conv, plan)
     return NewChatPlan(plan, {aid: a for aid, (a, _) in slots.items()})
+
+
+# Built once: every VIP chat opened records its plan (issue 19). Through the ORM, the flush of
+# these few columns cost more than the rest of the plan's statements together.
+_CONV_ID = bindparam("conv_id", type_=Integer)
+_RESERVED = {
+    "reserved_agent_id": bindparam("reserved_agent_id", type_=Integer),
+    "reserved_until": bindparam("reserved_until", type_=Conversation.reserved_until.type),
+}
+_TOLD = {
+    "told_position": bindparam("told_position", type_=Integer),
+    "told_eta_bucket": bindparam("told_eta_bucket", type_=Integer),
+}
+_SET_RESERVED = direct.Statement(
+    update(Conversation).where(Conversation.id == _CONV_ID).values(**_RESERVED)
+)
+_SET_RESERVED_TOLD = direct.Statement(
+    update(Conversation).where(Conversation.id == _CONV_ID).values(**_RESERVED, **_TOLD)
+)
+
+
+async def _record_new(session: AsyncSession, conv: Conversation, plan: assignment.Plan) -> None:
+    """Record a new chat's plan: its reservation, and when the estimate says
+    "right away" or "nobody is online" (what the customer was just told), that it was told
+    (``estimate.mark_told``), so the position sweep speaks up only when that changes. One
+    statement, or none when there is nothing to record; the instance is updated as loaded."""
+    values: dict[str, object] = {}
+    if plan.reserve_for is not None:
+        values = {"reserved_agent_id": plan.reserve_for, "reserved_until": plan.reserved_until}
+    told = estimate.eta_bucket(plan.eta_seconds) <= 0
+    if told:
+        values |= {
+            "told_position": plan.position,
+            "told_eta_bucket": estimate.eta_bucket(plan.eta_seconds),
+        }
+    if not values:
+        return
+    values = {
+        "reserved_agent_id": conv.reserved_agent_id,
+        "reserved_until": conv.reserved_until,
+        **values,
+    }
+    statement = _SET_RESERVED_TOLD if told else _SET_RESERVED
+    await statement.execute(session, {"conv_id": conv.id, **values})
+    for key, value in values.items():
+        set_committed_value(conv, key, value)
 
 
 async def release_reservations(session: AsyncSession, now: datetime) -> list[Conversation]:
