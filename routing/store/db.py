@@ -156,6 +156,12 @@ class _InlineClosingSession(AsyncSession):
 
     async def __aexit__(self, type_: Any, value: Any, traceback: Any) -> None:
         if sqlite_driver.is_inline():
+            if self.sync_session.get_transaction() is None:
+                # No transaction, so no connection to hand back: nothing to do but forget
+                # the instances, and no greenlet to do it in (most updates' sessions: the
+                # handlers' own transactions have ended, self-service used none).
+                self.sync_session.close()
+                return
             await self.close()
         else:
             await super().__aexit__(type_, value, traceback)

@@ -165,7 +165,7 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Tx]:
         async with engine.begin() as conn:
             yield Tx(dialect, conn=conn)
         return
-    raw = await engine.raw_connection()
+    raw = await checkout(engine, inline_sqlite)
     driver: Any = raw.driver_connection
     clean = False
     try:
@@ -210,9 +210,25 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Tx]:
             # The database failed under it (a constraint at COMMIT, a lost connection):
             # whatever state it is in, it is closed rather than handed to the next user.
             raw.invalidate()
-        # Back to the pool, whose reset may call the driver (so in a greenlet, as
-        # SQLAlchemy does for its own connections).
-        await greenlet_spawn(raw.close)
+        await checkin(raw, inline_sqlite and clean)
+
+
+async def checkout(engine: AsyncEngine, inline_sqlite: bool) -> Any:
+    """A pooled connection: inline on SQLite when one is idle (sqlite_driver.checkout_now),
+    else through the pool in a greenlet, as SQLAlchemy takes its own."""
+    if inline_sqlite:
+        raw = sqlite_driver.checkout_now(engine.sync_engine)
+        if raw is not None:
+            return raw
+    return await engine.raw_connection()
+
+
+async def checkin(raw: Any, inline_sqlite: bool) -> None:
+    """Back to the pool, whose reset may call the driver: in a greenlet, as SQLAlchemy does
+    for its own connections, unless the inline driver's reset runs on this thread."""
+    if inline_sqlite and sqlite_driver.checkin_now(raw):
+        return
+    await greenlet_spawn(raw.close)
 
 
 def _is_driver_error(error: Exception, dialect: Dialect) -> bool:
@@ -372,21 +388,21 @@ class Statement:
                 return list((await conn.execute(statement, dict(params))).all())
         c = self.compiled(dialect)
         values = self.values(c, params)
-        raw = await engine.raw_connection()
+        raw = await checkout(engine, inline_sqlite)
         driver: Any = raw.driver_connection
+        clean = False
         try:
             if inline_sqlite:
                 fetched = driver._conn.execute(c.sql, values).fetchall()
             else:
                 fetched = await driver.fetch(c.sql, *values)
+            clean = True
         except Exception as error:
             adapted = raw.dbapi_connection  # for the translation; invalidating drops it
             raw.invalidate()
             raise_translated(error, c.sql, values, dialect, adapted)
         finally:
-            # Back to the pool, whose reset may call the driver (so in a greenlet, as
-            # SQLAlchemy does for its own connections).
-            await greenlet_spawn(raw.close)
+            await checkin(raw, inline_sqlite and clean)
         return self._rows(c, fetched)
 
     async def rows(

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.util import greenlet_spawn
 
 from routing.store import direct, sqlite_driver
 from routing.store.db import BUSY_TIMEOUT_MS
@@ -75,9 +74,13 @@ async def write_all(engine: AsyncEngine, steps: Sequence[Step]) -> list[int]:
                 int((await c.execute(p.statement_for(dialect), dict(v))).rowcount) for p, v in steps
             ]
     batch = [(p.compiled(dialect).sql, p.values(p.compiled(dialect), v)) for p, v in steps]
-    raw = await engine.raw_connection()
+    inline_sqlite = dialect.driver == "aiosqlite" and sqlite_driver.is_inline()
+    raw = await direct.checkout(engine, inline_sqlite)
+    clean = False
     try:
-        return await _run(raw.driver_connection, dialect.driver, batch)
+        counts = await _run(raw.driver_connection, dialect.driver, batch)
+        clean = True
+        return counts
     except BaseException as error:
         adapted = raw.dbapi_connection  # for the translation; invalidating drops it
         # Rare (the database is away, a constraint): whatever state the connection is in,
@@ -88,9 +91,7 @@ async def write_all(engine: AsyncEngine, steps: Sequence[Step]) -> list[int]:
             direct.raise_translated(error, sql, values, dialect, adapted)
         raise
     finally:
-        # Back to the pool, whose reset may call the driver (so in a greenlet, as SQLAlchemy
-        # does for its own connections).
-        await greenlet_spawn(raw.close)
+        await direct.checkin(raw, inline_sqlite and clean)
 
 
 def _count(status: str) -> int:
