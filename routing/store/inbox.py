@@ -193,13 +193,15 @@ async def mark_done(engine: AsyncEngine, update_id: int, now: datetime) -> None:
 
 
 class DoneMarks:
-    """Done marks of updates that finish in the same turn of the event loop, written in one
-    transaction (a group commit); on PostgreSQL in one statement.
+    """Done marks of updates that finish together, written in one transaction (a group
+    commit); on PostgreSQL in one statement.
 
     Each caller returns once its own mark is committed, exactly as with :func:`mark_done`,
-    and fails with the batch if it fails (the caller retries). Under load many updates
-    finish together, and one transaction for all of their marks costs a fraction of one
-    each (bench/RESULTS.md, issue 19); alone, a mark waits one loop turn at most."""
+    and fails with the batch if it fails (the caller retries). One write is in flight at a
+    time: marks that come while it is wait for it and go together in the next, so under
+    load the batches grow with the round trip instead of each loop turn paying one (on
+    PostgreSQL single marks were half a statement per update; bench/RESULTS.md, issue 19).
+    Alone, a mark waits one loop turn at most."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -211,31 +213,45 @@ class DoneMarks:
         if self._written is None:
             loop = asyncio.get_running_loop()
             self._written = loop.create_future()
-            # Runs on the loop's next turn: marks added until then join this batch. The
-            # task copies the caller's context (sqlite_driver.inline, as for mark_done).
-            self._writer = loop.create_task(self._write())
+            if self._writer is None or self._writer.done():
+                # Runs on the loop's next turn: marks added until then join this batch. The
+                # task copies the caller's context (sqlite_driver.inline, as for mark_done).
+                self._writer = loop.create_task(self._write_all())
         written = self._written
         self._batch.append((update_id, now))
         # Shielded: a caller cancelled while waiting does not cancel the others' write.
         await asyncio.shield(written)
 
-    async def _write(self) -> None:
-        batch, written = self._batch, self._written
-        self._batch, self._written = [], None
-        assert written is not None
+    async def _write_all(self) -> None:
+        # Until no batch waits: the one gathered while the last write was in flight goes
+        # next (nothing awaits between this check and the task's end, so none is missed).
+        while self._written is not None:
+            batch, written = self._batch, self._written
+            self._batch, self._written = [], None
+            try:
+                await self._write(batch)
+            except BaseException as error:
+                written.set_exception(error)
+                written.exception()  # retrieved: every caller sees it, none may be left to
+                if not isinstance(error, Exception):
+                    # Cancelled (shutdown): the batch gathered meanwhile fails too, so
+                    # none of its callers waits for a writer that is gone.
+                    if self._written is not None:
+                        self._written.set_exception(error)
+                        self._written.exception()
+                        self._batch, self._written = [], None
+                    raise
+            else:
+                written.set_result(None)
+
+    async def _write(self, batch: list[tuple[int, datetime]]) -> None:
         steps: list[lane.Step]
         if len(batch) > 1 and self.engine.dialect.name == "postgresql":
             at = max(at for _, at in batch)
             steps = [(_MARK_DONE_MANY, {"done_ids": [i for i, _ in batch], "done_at": at})]
         else:
             steps = [(_MARK_DONE_LANE, {"done_id": i, "done_at": at}) for i, at in batch]
-        try:
-            await lane.write_all(self.engine, steps)
-        except Exception as error:
-            written.set_exception(error)
-            written.exception()  # retrieved: every caller sees it, none may be left to
-        else:
-            written.set_result(None)
+        await lane.write_all(self.engine, steps)
 
 
 @dataclass(frozen=True)

@@ -77,3 +77,58 @@ async def test_a_failed_batch_fails_every_caller_in_it(
     monkeypatch.undo()
     await marks.mark(1, T)  # the retry of one of them
     assert await _done(db) == {1}
+
+
+async def test_marks_that_come_while_a_write_is_in_flight_go_together_in_the_next(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A group commit: one write at a time, the next carrying every mark that came meanwhile
+    # (not one write per loop turn, each a round trip on PostgreSQL).
+    await _pending(db, *range(1, 12))
+    real = lane.write_all
+    release, started = asyncio.Event(), asyncio.Event()
+    writes: list[int] = []
+
+    async def slow(engine: Any, steps: Any) -> list[int]:
+        writes.append(len(steps))
+        started.set()
+        if len(writes) == 1:
+            await release.wait()  # the first write's round trip
+        return await real(engine, steps)
+
+    monkeypatch.setattr(lane, "write_all", slow)
+    marks = inbox.DoneMarks(db.engine)
+    first = asyncio.create_task(marks.mark(1, T))
+    await started.wait()
+    later = []
+    for i in range(2, 12):  # over several loop turns, all while the first is in flight
+        later.append(asyncio.create_task(marks.mark(i, T)))
+        await asyncio.sleep(0)
+    assert writes == [1]
+    release.set()
+    await asyncio.gather(first, *later)
+    assert writes == [1, 1 if db.backend == "postgresql" else 10]
+    assert await _done(db) == set(range(1, 12))
+
+
+async def test_a_cancelled_writer_fails_the_marks_waiting_for_it(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _pending(db, 1, 2)
+    started = asyncio.Event()
+
+    async def hung(engine: Any, steps: Any) -> list[int]:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(lane, "write_all", hung)
+    marks = inbox.DoneMarks(db.engine)
+    first = asyncio.create_task(marks.mark(1, T))
+    await started.wait()
+    second = asyncio.create_task(marks.mark(2, T))
+    await asyncio.sleep(0)
+    assert marks._writer is not None
+    marks._writer.cancel()
+    results = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 5)
+    assert [type(r) for r in results] == [asyncio.CancelledError, asyncio.CancelledError]
