@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.util import find_tables
 from sqlalchemy.util import greenlet_spawn
 
 from routing.store import sqlite_driver
@@ -66,6 +67,11 @@ class _Compiled:
     # The result columns that need converting (dates, booleans ...), by position.
     converted: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
     writes: bool = False  # an INSERT, UPDATE or DELETE
+    # A write's table, and every table the statement names (its own among them): what
+    # lane.py needs to know whether writes may run as one statement.
+    target: str | None = None
+    tables: frozenset[str] = frozenset()
+    inserts_values: bool = False  # an INSERT of given values (it reads no table)
 
 
 def _row_type(keys: list[str]) -> Callable[..., Any]:
@@ -95,9 +101,13 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
         row = _row_type([e.keyname for e in c._result_columns])
     converted = tuple((i, p) for i, p in enumerate(results or ()) if p is not None)
     writes = bool(c.isinsert or c.isupdate or c.isdelete)
+    target = cast(Any, statement).table.name if writes else None
+    named = find_tables(cast(ClauseElement, statement), include_crud=True)
+    tables = frozenset(t.name for t in named)
     return _Compiled(
-        expanded.statement, names, tuple(bind_procs), fixed, results, row, converted, writes
-    )
+        expanded.statement, names, tuple(bind_procs), fixed, results, row, converted, writes,
+        target, tables, bool(c.isinsert) and tables == {target},
+    )  # fmt: skip
 
 
 def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:

@@ -19,6 +19,8 @@ ordinary ``engine.begin()``.
 
 from __future__ import annotations
 
+import functools
+import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -74,11 +76,21 @@ async def write_all(engine: AsyncEngine, steps: Sequence[Step]) -> list[int]:
                 int((await c.execute(p.statement_for(dialect), dict(v))).rowcount) for p, v in steps
             ]
     batch = [(p.compiled(dialect).sql, p.values(p.compiled(dialect), v)) for p, v in steps]
+    together = None
+    if dialect.driver == "asyncpg" and len(steps) > 1:
+        together = one_statement([p.compiled(dialect) for p, _ in steps])
+        if together is not None:
+            batch = [(together, tuple(v for _, values in batch for v in values))]
     inline_sqlite = dialect.driver == "aiosqlite" and sqlite_driver.is_inline()
     raw = await direct.checkout(engine, inline_sqlite)
     clean = False
     try:
-        counts = await _run(raw.driver_connection, dialect.driver, batch)
+        if together is not None:
+            # The parts' counts, in one round trip (one_statement).
+            row = await raw.driver_connection.fetchrow(together, *batch[0][1])
+            counts = [int(n) for n in row]
+        else:
+            counts = await _run(raw.driver_connection, dialect.driver, batch)
         clean = True
         return counts
     except BaseException as error:
@@ -92,6 +104,51 @@ async def write_all(engine: AsyncEngine, steps: Sequence[Step]) -> list[int]:
         raise
     finally:
         await direct.checkin(raw, inline_sqlite and clean)
+
+
+# --- PostgreSQL: several writes as one statement -------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def one_statement(compiled: Sequence[direct._Compiled]) -> str | None:
+    """PostgreSQL: the writes as one statement of data-modifying CTEs, or None when they
+    must run one after the other in a transaction.
+
+    One statement is one round trip and atomic by itself, where a transaction of three
+    writes is five (BEGIN, the writes, COMMIT): a send's mark with the relay's links and the
+    agent's last chat ran after every relayed message (issue 19). Every part of such a
+    statement sees the database as it was before it, so they are combined only when none can
+    see another's effect: no part writes a table another part names, except inserts of
+    given values into the same table (each adds its own row); none returns rows (only the
+    counts are asked); and every ``$n`` in the SQL is a parameter (renumbered below)."""
+    for i, c in enumerate(compiled):
+        if not c.writes or c.results is not None or c.target is None:
+            return None
+        for j, other in enumerate(compiled):
+            shared = i != j and c.target in other.tables
+            if shared and not (c.inserts_values and other.inserts_values):
+                return None
+    return _combined(tuple(c.sql for c in compiled), tuple(len(c.names) for c in compiled))
+
+
+@functools.lru_cache(maxsize=256)
+def _combined(sqls: tuple[str, ...], counts: tuple[int, ...]) -> str | None:
+    parts: list[str] = []
+    offset = 0
+    for sql, n in zip(sqls, counts, strict=True):
+        found = [int(m) for m in _PLACEHOLDER.findall(sql)]
+        if sql.count("$") != len(found) or set(found) != set(range(1, n + 1)):
+            return None  # a "$" that is not a parameter (a literal): not rewritten
+        shifted = _PLACEHOLDER.sub(functools.partial(_shift, offset), sql)
+        parts.append(f"w{len(parts)} AS ({shifted} RETURNING 1)")
+        offset += n
+    counted = ", ".join(f"(SELECT count(*) FROM w{i})" for i in range(len(parts)))
+    return f"WITH {', '.join(parts)} SELECT {counted}"
+
+
+def _shift(offset: int, m: re.Match[str]) -> str:
+    return f"${int(m.group(1)) + offset}"
 
 
 def _count(status: str) -> int:

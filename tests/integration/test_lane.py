@@ -147,3 +147,85 @@ async def test_pg_one_statement_runs_without_begin_and_commit(
     assert opened == [1]
     assert await _row(db, 1) == (INBOX_DONE, T)
     assert await _row(db, 2) == (INBOX_DONE, T)
+
+
+def _instance(name: str) -> lane.Step:
+    from routing.store.cluster import Instance
+
+    insert_one = lane.Prepared(
+        insert(Instance).values(
+            id=bindparam("name"), host="h", pid=1, started_at=bindparam("at"),
+            last_seen=bindparam("at"), has_redis=False,
+        )
+    )  # fmt: skip
+    return insert_one, {"name": name, "at": T}
+
+
+async def test_pg_writes_to_different_tables_are_one_statement(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A send's mark, the relay's links and the agent's last chat: on PostgreSQL one
+    statement (data-modifying CTEs), one round trip instead of five (BEGIN, three writes,
+    COMMIT), with each part's count, and all or nothing."""
+    if db.backend == "sqlite":
+        pytest.skip("PostgreSQL's round trips")
+    import asyncpg
+
+    await _pending(db, 1, 2)
+    trips: list[str] = []
+    for name in ("execute", "fetchrow", "fetch", "transaction"):
+        real = getattr(asyncpg.connection.Connection, name)
+
+        def counting(self: object, *a: object, _real: object = real, _n: str = name,
+                     **kw: object) -> object:  # fmt: skip
+            trips.append(_n)
+            return _real(self, *a, **kw)  # type: ignore[operator]
+
+        monkeypatch.setattr(asyncpg.connection.Connection, name, counting)
+    mark = (lane.Prepared(inbox._MARK_DONE), {"done_id": 1, "done_at": T})
+    nobody = lane.Prepared(
+        update(InboundUpdate.__table__).where(InboundUpdate.update_id == 99).values(attempts=5)
+    )
+    # Two inserts into one table may share it (each adds its own row); an update may not.
+    assert await lane.write_all(db.engine, [mark, _instance("a"), _instance("b")]) == [1, 1, 1]
+    assert trips == ["fetchrow"]
+    assert await _row(db, 1) == (INBOX_DONE, T)
+    trips.clear()
+    # A part that fails takes the others along (one statement is atomic).
+    other = (lane.Prepared(inbox._MARK_DONE), {"done_id": 2, "done_at": T})
+    with pytest.raises(IntegrityError):
+        await lane.write_all(db.engine, [other, _instance("c"), _instance("a")])
+    assert trips == ["fetchrow"]
+    assert await _row(db, 2) == (INBOX_PENDING, None)
+    trips.clear()
+    # Two writes to one table (the second would not see the first): a transaction.
+    assert await lane.write_all(db.engine, [other, (nobody, {})]) == [1, 0]
+    assert trips == ["transaction", "execute", "execute", "execute", "execute"]  # BEGIN ... COMMIT
+
+
+def test_only_writes_that_cannot_see_each_other_are_one_statement() -> None:
+    from sqlalchemy.dialects import postgresql
+
+    from routing.delivery.sending import _CLAIM_D, _HEAD_D, _SENT_LANE
+    from routing.queue.conversations import _LAST_INBOUND_LANE, _LINK_LANE
+    from routing.store.models import Delivery
+
+    d = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
+
+    def one(*ps: lane.Prepared) -> str | None:
+        return lane.one_statement([p.compiled(d) for p in ps])
+
+    sql = one(_SENT_LANE, _LINK_LANE, _LINK_LANE, _LAST_INBOUND_LANE)
+    assert sql is not None and sql.startswith("WITH w0 AS (UPDATE deliveries")
+    # Parameters renumbered across the parts: $1-$5, then $6-$9, $10-$13, $14-$15.
+    assert "VALUES ($10::BIGINT" in sql and "agents.id = $15::INTEGER RETURNING 1" in sql
+    assert one(_SENT_LANE, _SENT_LANE) is None  # one table updated twice
+    assert one(_SENT_LANE, _CLAIM_D) is None  # a part that returns rows
+    assert one(_SENT_LANE, _HEAD_D) is None  # a read
+    reads_deliveries = lane.Prepared(
+        update(InboundUpdate.__table__)
+        .where(InboundUpdate.update_id.in_(select(Delivery.id)))
+        .values(attempts=1)
+    )
+    assert one(_SENT_LANE, reads_deliveries) is None  # it names the table the other writes
+    assert one(_LINK_LANE, reads_deliveries) is not None
