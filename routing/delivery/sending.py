@@ -7,9 +7,10 @@ calls these to send them in order, each at least once and, with the relay guard,
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -139,39 +140,76 @@ _HEAD = (
 )
 
 
-# The rest of a claim's statements, built once as well (they run for every relay).
-_GATE_HELD = select(
-    exists().where(
-        Delivery.conversation_id == bindparam("conversation_id"),
-        Delivery.kind == KIND_GATE,
-        Delivery.agent_id == bindparam("agent_id"),
-        Delivery.created_at > bindparam("since", type_=Delivery.created_at.type),
-    )
-)
-# The chat's state and its holder's Telegram chat, in one read.
-_CONV_STATE = (
-    select(Conversation.status, Conversation.agent_id, Conversation.assigned_at, Agent.telegram_id)
-    .outerjoin(Agent, Agent.id == Conversation.agent_id)
-    .where(Conversation.id == bindparam("conversation_id"))
-)
-_BRIEF = (
-    select(_TABLE)
-    .where(
-        Delivery.conversation_id == bindparam("conversation_id"),
-        Delivery.direction == TO_AGENT,
-        Delivery.agent_id == bindparam("agent_id"),
-        Delivery.handover_at == bindparam("handover_at", type_=Delivery.handover_at.type),
-        Delivery.status.in_((DELIVERY_PENDING, DELIVERY_SENDING)),
-    )
-    .order_by(Delivery.id)
-    .limit(1)
-)
+# The agent's Telegram chat, for a row to a named agent (a briefing, a transfer's notes).
 _AGENT_CHAT = select(Agent.telegram_id).where(Agent.id == bindparam("agent_id"))
 # Run on the session's driver connection (routing/store/direct.py): a claim's statements were
 # most of a relay's database cost through the session.
-_HEAD_D, _GATE_HELD_D, _CONV_STATE_D, _BRIEF_D, _AGENT_CHAT_D = (
-    direct.Statement(s) for s in (_HEAD, _GATE_HELD, _CONV_STATE, _BRIEF, _AGENT_CHAT)
-)
+_HEAD_D, _AGENT_CHAT_D = direct.Statement(_HEAD), direct.Statement(_AGENT_CHAT)
+
+
+def _head_to_agent() -> direct.Statement:
+    """The first two unsent rows to an agent (``_HEAD``), each with what a relay's claim
+    needs to know of its chat: the chat's state and its holder's Telegram chat; whether the
+    holder's gate is held (a gate row for them queued within the grace, ``since``); and the
+    holder's first unsent briefing row (queued for them at the hand-over, ``assigned_at``).
+    Asked one after the other they were four statements per relayed message, each a round
+    trip on PostgreSQL (issue 19); joined they are one, read in one snapshot. The joined
+    facts are used only for a relay (a row with no agent)."""
+    d, b, b2, gate = _TABLE, _TABLE.alias("b"), _TABLE.alias("b2"), _TABLE.alias("g")
+    first_brief = (
+        select(b2.c.id)
+        .where(
+            b2.c.conversation_id == Conversation.id,
+            b2.c.direction == TO_AGENT,
+            b2.c.agent_id == Conversation.agent_id,
+            b2.c.handover_at == Conversation.assigned_at,
+            b2.c.status.in_((DELIVERY_PENDING, DELIVERY_SENDING)),
+        )
+        .order_by(b2.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    gate_held = exists().where(
+        gate.c.conversation_id == Conversation.id,
+        gate.c.kind == KIND_GATE,
+        gate.c.agent_id == Conversation.agent_id,
+        gate.c.created_at > bindparam("since", type_=Delivery.created_at.type),
+    )
+    return direct.Statement(
+        select(
+            d,
+            Conversation.status.label("c_status"),
+            Conversation.agent_id.label("c_agent_id"),
+            Conversation.assigned_at.label("c_assigned_at"),
+            Agent.telegram_id.label("c_telegram_id"),
+            gate_held.label("c_gate_held"),
+            *(c.label(f"b_{c.name}") for c in b.c),
+        )
+        .join(Conversation, Conversation.id == d.c.conversation_id)
+        .outerjoin(Agent, Agent.id == Conversation.agent_id)
+        .outerjoin(b, b.c.id == first_brief)
+        .where(
+            d.c.conversation_id == bindparam("conversation_id"),
+            d.c.direction == TO_AGENT,
+            d.c.status.in_((DELIVERY_PENDING, DELIVERY_SENDING)),
+        )
+        .order_by(d.c.id)
+        .limit(2)
+    )
+
+
+_HEAD_TO_AGENT = _head_to_agent()
+_ROW_KEYS = tuple(c.name for c in _TABLE.c)
+_Row = namedtuple("_Row", _ROW_KEYS)  # type: ignore[misc]  # a row of the table, as _HEAD's
+
+
+def _brief_of(row: Any) -> Any:
+    """The briefing row joined to a head row (``b_`` columns), or None."""
+    if row.b_id is None:
+        return None
+    return _Row(*(getattr(row, f"b_{k}") for k in _ROW_KEYS))
+
+
 _CLAIM = (
     update(_TABLE)
     .where(
@@ -205,20 +243,6 @@ _SENT = (
 )
 
 
-async def _gate_open(
-    session: AsyncSession | direct.Tx, conv_id: int, agent_id: int, now: datetime
-) -> bool:
-    held = await _GATE_HELD_D.scalar(
-        session,
-        {
-            "conversation_id": conv_id,
-            "agent_id": agent_id,
-            "since": now - timedelta(seconds=GATE_GRACE_SECONDS),
-        },
-    )
-    return not held
-
-
 async def claim_head(
     session: AsyncSession | direct.Tx,
     conversation_id: int,
@@ -231,9 +255,12 @@ async def claim_head(
 
     ``now`` is real time (the queue's timers run on it, not on the bot's clock).
     """
-    first_two = await _HEAD_D.rows(
-        session, {"conversation_id": conversation_id, "direction": direction}
-    )
+    params = {"conversation_id": conversation_id}
+    if direction == TO_AGENT:
+        since = now - timedelta(seconds=GATE_GRACE_SECONDS)
+        first_two = await _HEAD_TO_AGENT.rows(session, {**params, "since": since})
+    else:
+        first_two = await _HEAD_D.rows(session, {**params, "direction": direction})
     if not first_two:
         return Head()
     head = first_two[0]
@@ -245,16 +272,11 @@ async def claim_head(
     relay = direction == TO_AGENT and head.agent_id is None
     holder_chat: int | None = None  # the holder's Telegram chat, read with the chat's state
     if relay:
-        conv = await _CONV_STATE_D.first(session, {"conversation_id": conversation_id})
-        assert conv is not None  # a delivery's conversation is never deleted
-        gate = conv.agent_id is not None and (
-            conv.status == CLOSED
-            or (
-                conv.status == ASSIGNED
-                and await _gate_open(session, conversation_id, conv.agent_id, now)
-            )
+        status, holder = head.c_status, head.c_agent_id
+        gate = holder is not None and (
+            status == CLOSED or (status == ASSIGNED and not head.c_gate_held)
         )
-        if conv.agent_id is None and conv.status == CLOSED:
+        if holder is None and status == CLOSED:
             # Closed before anyone took it: there is nobody to deliver to.
             await fail(session, head.id, now=now, error="closed before an agent took it")
             return await claim_head(
@@ -268,18 +290,11 @@ async def claim_head(
             recheck = now + timedelta(seconds=GATE_RECHECK_SECONDS)
             await _RECHECK_LATER.execute(session, {"row_id": head.id, "v_at": recheck}, last=True)
             return Head(wait_until=recheck, gated=True)
-        agent_id, holder_chat = conv.agent_id, conv.telegram_id
-        if conv.status == ASSIGNED:
+        agent_id, holder_chat = holder, head.c_telegram_id
+        if status == ASSIGNED:
             # The holder's briefing first, even if its rows were queued after this message
             # (PostgreSQL: the message's transaction took its id before the hand-over's).
-            brief = await _BRIEF_D.first(
-                session,
-                {
-                    "conversation_id": conversation_id,
-                    "agent_id": conv.agent_id,
-                    "handover_at": conv.assigned_at,
-                },
-            )
+            brief = _brief_of(head)
             if brief is not None:
                 if brief.next_at > now:
                     return Head(wait_until=brief.next_at)

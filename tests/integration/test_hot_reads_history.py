@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import insert, text
 
 from bot.handlers.customer.human import _OPEN_CHAT_NOW
-from routing.delivery.sending import _GATE_HELD_D, _HEAD_D
+from routing.delivery.sending import _HEAD_D, _HEAD_TO_AGENT
 from routing.queue.conversations import _AGENT_CHATS_D, _HEADER_STATE_D
 from routing.queue.eligibility import _ONLINE_SLOTS, online_slots
 from routing.store import direct
@@ -121,12 +121,12 @@ def _reads(agent_id: int, open_id: int) -> dict[str, tuple[direct.Statement, dic
             {"update_id": 1, "tid": CUSTOMER_TG, "comment_since": T - timedelta(days=1)},
         ),
         "open_chat": (_OPEN_CHAT_NOW, {"customer_id": 1}),
-        # Every send: the destination's first unsent row, and (relays to an agent) whether
-        # a hand-over still holds them back.
-        "delivery_head": (_HEAD_D, {"conversation_id": open_id, "direction": TO_AGENT}),
-        "gate_held": (
-            _GATE_HELD_D,
-            {"conversation_id": open_id, "agent_id": agent_id, "since": T - timedelta(hours=1)},
+        # Every send: the destination's first unsent row, and (to an agent, with the chat's
+        # state) whether a hand-over still holds a relay back and its briefing.
+        "delivery_head": (_HEAD_D, {"conversation_id": open_id, "direction": TO_CUSTOMER}),
+        "delivery_head_to_agent": (
+            _HEAD_TO_AGENT,
+            {"conversation_id": open_id, "since": T - timedelta(hours=1)},
         ),
     }
 
@@ -177,6 +177,10 @@ async def test_hot_reads_cost_the_same_whatever_the_history(db: Db) -> None:
         s.add(chat)
         await s.flush()
         open_id = chat.id
+        # A customer's message waiting for the holder: the relay's claim reads the chat's
+        # state, the gate and the briefing with it.
+        s.add(Delivery(conversation_id=open_id, direction=TO_AGENT, kind="copy", chat_id=None,
+                       status="pending", attempts=0, next_at=T, created_at=T))  # fmt: skip
     await _add_history(db, agent_ids, 1_000, 0, open_id)
     names = tuple(_reads(0, 0))
     small = {n: await _work(db, n, agent_ids[0], open_id) for n in names}
