@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, literal, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -206,6 +206,50 @@ def _written(conv: Conversation, **values: Any) -> None:
     for name, value in values.items():
         if name in loaded:
             set_committed_value(conv, name, value)
+
+
+def customer_message_parts(pg: Any, open_chat: Any) -> tuple[Any, Any]:
+    """PostgreSQL: :func:`add_message_once` of a customer's message as two parts of one
+    statement (data-modifying CTEs; the bot's relay composes them, bot/handlers/customer/
+    human.py): the transcript row, stored only into ``open_chat`` (a CTE of the customer's
+    open chat's id) if that is the chat ``v_conv`` and only once (``uq_messages_source``,
+    as ``_ADD_ONCE``), and the chat's "customer spoke" mark (``_CUSTOMER_SPOKE``), made only
+    if the row was stored. ``pg`` is ``sqlalchemy.dialects.postgresql``."""
+    m = Message
+    stored = (
+        pg.insert(m)
+        .from_select(
+            ["conversation_id", "sender", "agent_id", "content_type", "text", "file_id",
+             "chat_id", "message_id", "created_at"],
+            select(
+                open_chat.c.id,
+                literal("customer", type_=m.sender.type),
+                literal(None, type_=m.agent_id.type),
+                bindparam("v_type", type_=m.content_type.type),
+                bindparam("v_text", type_=m.text.type),
+                bindparam("v_file", type_=m.file_id.type),
+                bindparam("v_chat", type_=m.chat_id.type),
+                bindparam("v_message", type_=m.message_id.type),
+                bindparam("v_at", type_=m.created_at.type),
+            ).where(open_chat.c.id == bindparam("v_conv", type_=m.conversation_id.type)),
+        )
+        .on_conflict_do_nothing()
+        .returning(m.id)
+        .cte("stored")
+    )  # fmt: skip
+    spoke = (
+        update(Conversation)
+        .where(Conversation.id == bindparam("v_conv"), exists(select(stored.c.id)))
+        .values(last_customer_at=_AT, inactivity_warned_at=None)
+        .returning(Conversation.id)
+        .cte("spoke")
+    )
+    return stored, spoke
+
+
+def customer_spoke(conv: Conversation, now: datetime) -> None:
+    """What :func:`customer_message_parts` wrote, on the session's instance too."""
+    _written(conv, last_customer_at=now, inactivity_warned_at=None)
 
 
 async def add_message_once(
