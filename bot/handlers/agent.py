@@ -6,17 +6,19 @@ bot/handlers/fallback.py, which calls :func:`relay` and :func:`help_text` here.
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from typing import Any
 
 from aiogram import Router
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message, Update
 from aiogram.utils.callback_answer import CallbackAnswer
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot import keyboards, texts
-from bot.adapters.content import content_of
+from bot.adapters.content import Content, content_of
 from bot.desk import Desk
 from bot.desk.handover import earlier, hold
 from bot.filters import IsSupervisor
@@ -24,12 +26,13 @@ from bot.handlers import complaint as complaint_handlers
 from bot.i18n import for_customer
 from bot.middlewares import alert, answer_now
 from routing.clock import Clock
+from routing.complaints import cases
 from routing.delivery import enqueue
 from routing.policy.root import Policy
 from routing.queue import claims, conversations, eligibility
 from routing.queue.conversations import TargetHow
 from routing.selfservice import deflection
-from routing.store import inbox
+from routing.store import direct, inbox
 from routing.store.models import ASSIGNED, QUEUED, TO_CUSTOMER, Agent, Conversation, Customer
 from surveys import status as survey_status
 
@@ -341,19 +344,116 @@ async def stats(message: Message, session: AsyncSession, policy: Policy, clock: 
     )
 
 
+def _relay_alone(pg: Any) -> Any:
+    # PostgreSQL: an agent's message stored, queued for the customer and linked in one
+    # statement (see _relay_alone_pg). Each part runs only if the one before it did.
+    conv = bindparam("v_conv", type_=Conversation.id.type)
+    target = (
+        select(Conversation.id)
+        .where(
+            Conversation.id == conv,
+            Conversation.agent_id == bindparam("v_agent", type_=Conversation.agent_id.type),
+            Conversation.status == ASSIGNED,
+            ~exists().where(cases.waiting_for_an_answer(conv)),
+        )
+        .cte("target")
+    )
+    stored, spoke, active, linked = conversations.agent_message_parts(pg, target)
+    queued = enqueue.to_customer_after(stored)
+    return select(
+        select(stored.c.id).scalar_subquery().label("stored"),
+        *(select(func.count()).select_from(p).scalar_subquery() for p in (spoke, active, linked)),
+        select(queued.c.id).scalar_subquery().label("queued"),
+    )
+
+
+_RELAY_ALONE = direct.Statement(per_dialect=_relay_alone)
+
+
+async def _relay_alone_pg(
+    message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock,
+    content: Content, target: conversations.Target,
+) -> bool:  # fmt: skip
+    """PostgreSQL: the usual agent message (to a chat they still hold, not a redelivery, not
+    part of an album, no case of the chat waiting for its first answer) in one statement,
+    after one read of the agent's chats, where the transaction was nine round trips (BEGIN,
+    the chats, the transcript row, the chat's and the agent's marks, the queued row, the
+    link, the cases, COMMIT; issue 19). False: nothing was written, and the transaction
+    decides as it always did."""
+    conv, customer = target.conversation, target.customer
+    assert conv is not None and customer is not None and customer.telegram_id is not None
+    now = clock()
+    params = {
+        "v_conv": conv.id, "v_agent": agent.id, "v_type": content.content_type,
+        "v_text": content.text, "v_file": content.file_id, "v_chat": message.chat.id,
+        "v_message": message.message_id, "v_at": now, "v_to": customer.telegram_id,
+        "v_from": message.chat.id, "v_ids": json.dumps([message.message_id]),
+        "v_next": desk.now(),
+    }  # fmt: skip
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    (row,) = await _RELAY_ALONE.read(engine, params)
+    if row.stored is None:
+        return False
+    conversations.agent_spoke(conv, now)
+    return True
+
+
+def _deliverable(target: conversations.Target) -> bool:
+    customer = target.customer
+    return (
+        target.conversation is not None
+        and customer is not None
+        and (customer.telegram_id is not None)
+    )
+
+
+async def _nowhere(
+    message: Message, target: conversations.Target, items: list[tuple[Conversation, Customer]]
+) -> None:
+    """The agent's message has no chat to go to: say why (and offer the chats to pick)."""
+    if target.conversation is None or target.customer is None:
+        if target.how is TargetHow.AMBIGUOUS:
+            await message.answer(
+                texts.agent.ambiguous(len(items)), reply_markup=keyboards.chats(items)
+            )
+        elif target.how is TargetHow.NOT_YOURS:
+            await message.answer(texts.agent.not_yours())
+        else:
+            await message.answer(texts.agent.no_open_chats())
+    else:
+        await message.answer(texts.agent.not_reachable())
+
+
 async def relay(
     message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
 ) -> Conversation | None:
     """An agent's message goes to exactly one customer, or nowhere with a question back.
     Returns the chat it went to (also when a redelivery finds it there already)."""
     content = content_of(message)
+    if (
+        direct.on_postgresql(session)
+        and message.media_group_id is None
+        and not session.in_transaction()
+    ):
+        # PostgreSQL: which chat, read with no transaction, then one statement that stores,
+        # queues and links the message (_relay_alone_pg) or writes nothing.
+        target, items = await _targets(session, agent, message)
+        if not _deliverable(target):
+            await _nowhere(message, target, items)
+            return None
+        if await _relay_alone_pg(message, session, agent, desk, clock, content, target):
+            assert target.conversation is not None
+            await desk.kick(target.conversation.id, TO_CUSTOMER)
+            return target.conversation
     # One transaction: which chat, and the message stored and queued for it.
     async with session.begin():
         target, items = await _targets(session, agent, message)
         conv, customer = target.conversation, target.customer
-        if conv is None or customer is None or customer.telegram_id is None:
+        if not _deliverable(target):
             new = False
         else:
+            assert conv is not None
             new = await conversations.add_message_once(
                 session,
                 conv,
@@ -381,23 +481,13 @@ async def relay(
             )
             # Replying to this agent message later addresses the same chat.
             await conversations.link(
-                session, agent.telegram_id, message.message_id, conv.id, "sent"
+                session, agent.telegram_id, message.message_id, conv.id, conversations.LINK_SENT
             )
             await complaint_handlers.acknowledge_relayed(
                 session, agent.id, conv.id, desk.policy, clock
             )
-    if conv is None or customer is None:
-        if target.how is TargetHow.AMBIGUOUS:
-            await message.answer(
-                texts.agent.ambiguous(len(items)), reply_markup=keyboards.chats(items)
-            )
-        elif target.how is TargetHow.NOT_YOURS:
-            await message.answer(texts.agent.not_yours())
-        else:
-            await message.answer(texts.agent.no_open_chats())
-        return None
-    if customer.telegram_id is None:
-        await message.answer(texts.agent.not_reachable())
+    if conv is None or customer is None or customer.telegram_id is None:
+        await _nowhere(message, target, items)
         return None
     if new:
         await desk.kick(conv.id, TO_CUSTOMER)

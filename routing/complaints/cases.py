@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.complaints import chats, events, sla
@@ -185,11 +186,17 @@ async def acknowledge(
 
 # Built once: asked for every agent message relayed.
 # Run for every agent message relayed: on the session's driver connection (direct.py).
-_WAITING_CASES = direct.Statement(
-    select(Complaint.id).where(
-        Complaint.conversation_id == bindparam("conversation_id"),
+def waiting_for_an_answer(conversation_id: Any) -> ColumnElement[bool]:
+    """The rule for a case of the chat that waits for the agent's first answer: every agent
+    message relayed into the chat acknowledges it (:func:`acknowledge_for_conversation`)."""
+    return and_(
+        Complaint.conversation_id == conversation_id,
         Complaint.status.in_((COMPLAINT_OPEN, COMPLAINT_REOPENED)),
     )
+
+
+_WAITING_CASES = direct.Statement(
+    select(Complaint.id).where(waiting_for_an_answer(bindparam("conversation_id")))
 )
 
 

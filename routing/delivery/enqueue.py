@@ -117,6 +117,39 @@ def to_agent_after(stored: Any) -> Any:
     )  # fmt: skip
 
 
+def to_customer_after(stored: Any) -> Any:
+    """PostgreSQL: :func:`to_customer` of a message that is not part of an album, as a part
+    of one statement (bot/handlers/agent.py composes it), queued only if ``stored`` (the CTE
+    of the message's transcript row) has a row. Parameters: ``v_conv``, ``v_to`` (the
+    customer's chat), ``v_from``, ``v_ids`` and ``v_next`` (also its ``created_at``)."""
+    d = Delivery
+    return (
+        insert(d)
+        .from_select(
+            ["conversation_id", "direction", "agent_id", "chat_id", "kind", "from_chat_id",
+             "message_ids", "media_group_id", "link_kind", "status", "attempts", "next_at",
+             "created_at"],
+            select(
+                bindparam("v_conv", type_=d.conversation_id.type),
+                literal(TO_CUSTOMER, type_=d.direction.type),
+                literal(None, type_=d.agent_id.type),
+                bindparam("v_to", type_=d.chat_id.type),
+                literal(KIND_COPY, type_=d.kind.type),
+                bindparam("v_from", type_=d.from_chat_id.type),
+                bindparam("v_ids", type_=d.message_ids.type),
+                literal(None, type_=d.media_group_id.type),
+                literal(None, type_=d.link_kind.type),
+                literal(DELIVERY_PENDING, type_=d.status.type),
+                literal(0, type_=d.attempts.type),
+                bindparam("v_next", type_=d.next_at.type),
+                bindparam("v_next", type_=d.created_at.type),
+            ).where(exists(select(stored.c.id))),
+        )
+        .returning(d.id)
+        .cte("queued")
+    )  # fmt: skip
+
+
 async def _copy(
     session: AsyncSession,
     conversation_id: int,

@@ -247,6 +247,83 @@ def customer_message_parts(pg: Any, open_chat: Any) -> tuple[Any, Any]:
     return stored, spoke
 
 
+# The link of an agent's own message to the chat it went to: replying to it addresses the chat.
+LINK_SENT = "sent"
+
+
+def agent_message_parts(pg: Any, target: Any) -> tuple[Any, ...]:
+    """PostgreSQL: :func:`add_message_once` of an agent's message and its :func:`link`, as
+    parts of one statement (data-modifying CTEs; bot/handlers/agent.py composes them): the
+    transcript row, stored only into ``target`` (a CTE of the chat's id, empty when the chat
+    may not take it) and only once; then, only if it was stored, the chat's first response
+    and last agent message (``_AGENT_SPOKE``), the agent's last activity (``_AGENT_ACTIVE``)
+    and the link of the agent's message to the chat (kind ``sent``: replying to it later
+    addresses the chat). Parameters: ``v_conv``, ``v_agent``, ``v_type``, ``v_text``,
+    ``v_file``, ``v_chat`` (the agent's chat), ``v_message``, ``v_at``."""
+    m = Message
+    stored = (
+        pg.insert(m)
+        .from_select(
+            ["conversation_id", "sender", "agent_id", "content_type", "text", "file_id",
+             "chat_id", "message_id", "created_at"],
+            select(
+                target.c.id,
+                literal("agent", type_=m.sender.type),
+                bindparam("v_agent", type_=m.agent_id.type),
+                bindparam("v_type", type_=m.content_type.type),
+                bindparam("v_text", type_=m.text.type),
+                bindparam("v_file", type_=m.file_id.type),
+                bindparam("v_chat", type_=m.chat_id.type),
+                bindparam("v_message", type_=m.message_id.type),
+                bindparam("v_at", type_=m.created_at.type),
+            ),
+        )
+        .on_conflict_do_nothing()
+        .returning(m.id)
+        .cte("stored")
+    )  # fmt: skip
+    was_stored = exists(select(stored.c.id))
+    spoke = (
+        update(Conversation)
+        .where(Conversation.id == bindparam("v_conv"), was_stored)
+        .values(
+            first_response_at=func.coalesce(Conversation.first_response_at, _AT),
+            last_agent_at=_AT,
+        )
+        .returning(Conversation.id)
+        .cte("spoke")
+    )
+    active = (
+        update(Agent)
+        .where(Agent.id == bindparam("v_agent"), was_stored)
+        .values(last_active_at=_AT)
+        .returning(Agent.id)
+        .cte("active")
+    )
+    link_ = MessageLink
+    linked = (
+        insert(link_)
+        .from_select(
+            ["chat_id", "message_id", "conversation_id", "kind"],
+            select(
+                bindparam("v_chat", type_=link_.chat_id.type),
+                bindparam("v_message", type_=link_.message_id.type),
+                bindparam("v_conv", type_=link_.conversation_id.type),
+                literal(LINK_SENT, type_=link_.kind.type),
+            ).where(was_stored),
+        )
+        .returning(link_.chat_id)
+        .cte("linked")
+    )
+    return stored, spoke, active, linked
+
+
+def agent_spoke(conv: Conversation, now: datetime) -> None:
+    """What :func:`agent_message_parts` wrote, on the session's instance too."""
+    first = sa_inspect(conv).dict.get("first_response_at") or now
+    _written(conv, first_response_at=first, last_agent_at=now)
+
+
 def customer_spoke(conv: Conversation, now: datetime) -> None:
     """What :func:`customer_message_parts` wrote, on the session's instance too."""
     _written(conv, last_customer_at=now, inactivity_warned_at=None)
@@ -430,7 +507,8 @@ _AGENT_CHATS_D = direct.Statement(
 
 async def agent_chats(session: AsyncSession, agent: Agent) -> list[tuple[Conversation, Customer]]:
     """The agent's open chats, oldest assignment first."""
-    rows = await _AGENT_CHATS_D.rows(session, {"agent_id": agent.id})
+    # Outside a transaction it begins none (bot/handlers/agent.py reads the target first).
+    rows = await _AGENT_CHATS_D.rows_now(session, {"agent_id": agent.id})
     n = len(_CONV_KEYS)
     chats = []
     for row in rows:
@@ -457,6 +535,15 @@ class Target:
     customer: Customer | None = None
 
 
+# The chat a message in an agent's chat belongs to (a reply addresses it).
+_LINKED_TO = direct.Statement(
+    select(MessageLink.conversation_id).where(
+        MessageLink.chat_id == bindparam("chat_id"),
+        MessageLink.message_id == bindparam("message_id"),
+    )
+)
+
+
 async def resolve_target(
     session: AsyncSession, agent: Agent, reply_to_message_id: int | None
 ) -> Target:
@@ -468,10 +555,12 @@ async def resolve_target(
     chats = await agent_chats(session, agent)
     by_id = {c.id: (c, cu) for c, cu in chats}
     if reply_to_message_id is not None:
-        linked = await session.get(MessageLink, (agent.telegram_id, reply_to_message_id))
-        if linked is not None:
-            if linked.conversation_id in by_id:
-                c, cu = by_id[linked.conversation_id]
+        linked = await _LINKED_TO.rows_now(
+            session, {"chat_id": agent.telegram_id, "message_id": reply_to_message_id}
+        )
+        if linked:
+            if linked[0].conversation_id in by_id:
+                c, cu = by_id[linked[0].conversation_id]
                 return Target(TargetHow.REPLY, c, cu)
             return Target(TargetHow.NOT_YOURS)
     if agent.focus_conversation_id in by_id:

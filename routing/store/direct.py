@@ -432,6 +432,23 @@ class Statement:
         row = await self.first(on, params, last=last)
         return None if row is None else row[0]
 
+    async def rows_now(self, session: AsyncSession, params: Mapping[str, Any]) -> list[Any]:
+        """A read in ``session``'s transaction if it has one, else on a pooled connection
+        with none (:meth:`read`: one statement reads one snapshot), so that reading begins
+        no transaction: on PostgreSQL a session's BEGIN and ROLLBACK are two round trips."""
+        if session.in_transaction():
+            return await self.rows(session, params)
+        engine = session.bind
+        assert isinstance(engine, AsyncEngine)
+        return await self.read(engine, params)
+
+
+def on_postgresql(session: AsyncSession) -> bool:
+    """Whether ``session`` is bound to PostgreSQL (where one statement of data-modifying
+    CTEs can do what a transaction of several round trips did)."""
+    bind = session.bind
+    return bind is not None and bind.dialect.name == "postgresql"
+
 
 def raise_translated(
     error: Exception, sql: str, values: tuple[Any, ...], dialect: Dialect, adapted: Any = None

@@ -198,11 +198,6 @@ async def _relay_alone_pg(
     return True
 
 
-def _on_postgresql(session: AsyncSession) -> bool:
-    bind = session.bind
-    return bind is not None and bind.dialect.name == "postgresql"
-
-
 async def _store(
     message: Message,
     ctx: CustomerContext,
@@ -218,7 +213,7 @@ async def _store(
         open_conversation is not None
         and message.media_group_id is None
         and not session.in_transaction()
-        and _on_postgresql(session)
+        and direct.on_postgresql(session)
         and await _relay_alone_pg(message, ctx, content, open_conversation)
     ):
         return open_conversation, False, False
