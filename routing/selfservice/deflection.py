@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.store import direct
@@ -116,6 +116,48 @@ _START = direct.Statement(
 )
 
 
+def _live_or_start() -> direct.Statement:
+    # PostgreSQL: the live session (as _LIVE), or a new one started (as _START, with the
+    # values a first step writes) when there is none, in one statement. One row always:
+    # the live session's columns (NULL when there was none) and the started session's id.
+    live = (
+        select(_T.id, _T.last_at, _T.language, _T.answers, _T.searches, _T.path, _T.question)
+        .where(_T.customer_id == bindparam("customer_id"), _T.outcome.is_(None))
+        .order_by(_T.id.desc())
+        .limit(1)
+        .cte("live")
+    )
+    started = (
+        insert(_T)
+        .from_select(
+            ["customer_id", "tier", "language", "started_at", "last_at", "answers",
+             "searches", "path", "question"],
+            select(
+                bindparam("customer_id", type_=_T.customer_id.type),
+                bindparam("v_tier", type_=_T.tier.type),
+                bindparam("v_language", type_=_T.language.type),
+                bindparam("v_at", type_=_T.started_at.type),
+                bindparam("v_at", type_=_T.last_at.type),
+                bindparam("v_answers", type_=_T.answers.type),
+                bindparam("v_searches", type_=_T.searches.type),
+                bindparam("v_path", type_=_T.path.type),
+                bindparam("v_question", type_=_T.question.type),
+            ).where(~exists(select(live.c.id))),
+        )
+        .returning(_T.id)
+        .cte("started")
+    )  # fmt: skip
+    return direct.Statement(
+        select(
+            *(select(c).scalar_subquery().label(c.key) for c in live.c),
+            select(started.c.id).scalar_subquery().label("started"),
+        )
+    )
+
+
+_LIVE_OR_START = _live_or_start()
+
+
 async def step(
     session: AsyncSession | direct.Tx,
     customer: Customer,
@@ -131,13 +173,29 @@ async def step(
     """Record a self-service step, opening a session if none is live: ``node`` (a menu,
     action or FAQ entry shown) joins the path, ``question`` (a text searched for) is kept
     as the session's question and marks a search in the path."""
-    live = await _LIVE.first(session, {"customer_id": customer.id})
+    steps = [*([SEARCH] if question else []), *([node] if node else [])]
+    if isinstance(session, direct.Tx) and session.pg is not None:
+        # PostgreSQL: a customer's first step (most are) starts the session in the same
+        # statement that looks for a live one, one round trip instead of two (issue 19).
+        first_path = json.dumps(steps[-PATH_STEPS:]) if steps else None
+        first_question = question.strip()[:QUESTION_MAX] if question else None
+        row = await _LIVE_OR_START.first(
+            session,
+            {"customer_id": customer.id, "v_tier": customer.tier, "v_language": language,
+             "v_at": now, "v_answers": int(answered), "v_searches": int(searched),
+             "v_path": first_path, "v_question": first_question},
+        )  # fmt: skip
+        if row.started is not None:
+            return Live(int(row.started), language, int(answered), int(searched),
+                        first_path, first_question)  # fmt: skip
+        live = row
+    else:
+        live = await _LIVE.first(session, {"customer_id": customer.id})
     if live is not None and live.last_at < now - idle:
         # Quiet too long: it ended when it went quiet, and this step starts a new one.
         outcome = EXPIRED if live.answers else ABANDONED
         await _END_QUIET.execute(session, {"sid": live.id, "v_outcome": outcome})
         live = None
-    steps = [*([SEARCH] if question else []), *([node] if node else [])]
     before = json.loads(live.path) if live is not None and live.path else []
     path = json.dumps([*before, *steps][-PATH_STEPS:]) if steps else (live and live.path)
     kept = question.strip()[:QUESTION_MAX] if question else (live and live.question)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from routing.customers import orders
 from routing.selfservice import deflection
 from routing.store.models import Customer, Order
@@ -72,3 +74,57 @@ async def test_session_outcomes_and_deflection_count(db: Db) -> None:
         fresh = await deflection.step(s, quiet, check, IDLE, language="zh_Hans")
         assert fresh.answers == 0 and fresh.language == "zh_Hans"
         assert not await deflection.tried_selfservice(s, quiet, check, IDLE)
+
+
+async def _step_as_the_bot(db: Db, c: Customer, at: datetime, **kw: object) -> deflection.Live:
+    from routing.store import direct, sqlite_driver
+
+    # As bot/handlers/customer/selfservice.py records a step: a direct transaction.
+    with sqlite_driver.inline():
+        async with direct.transaction(db.engine) as tx:
+            return await deflection.step(tx, c, at, IDLE, language="en", **kw)  # type: ignore[arg-type]
+
+
+async def test_steps_recorded_as_the_bot_does(db: Db, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first step starts the session, later ones add to it, a step after the quiet time
+    starts another; on PostgreSQL a first step is one round trip (the look for a live
+    session and the start are one statement) and a later one two."""
+    from sqlalchemy import select
+
+    from routing.store.models import SelfServiceSession
+
+    async with db.sessions() as s, s.begin():
+        c = _customer("C1", 10)
+        s.add(c)
+    trips: list[str] = []
+    if db.backend == "postgresql":
+        import asyncpg
+
+        for name in ("execute", "fetch", "fetchrow", "transaction"):
+            real = getattr(asyncpg.connection.Connection, name)
+
+            def counting(self: object, *a: object, _real: object = real, _n: str = name,
+                         **kw: object) -> object:  # fmt: skip
+                trips.append(_n)
+                return _real(self, *a, **kw)  # type: ignore[operator]
+
+            monkeypatch.setattr(asyncpg.connection.Connection, name, counting)
+    first = await _step_as_the_bot(db, c, NOW, node="menu")
+    assert (first.answers, first.searches, first.path) == (0, 0, '["menu"]')
+    assert trips == ([] if db.backend == "sqlite" else ["fetch"])
+    trips.clear()
+    second = await _step_as_the_bot(
+        db, c, NOW + timedelta(minutes=1), answered=True, searched=True, question=" where? "
+    )
+    assert second.id == first.id
+    assert (second.answers, second.searches, second.question) == (1, 1, "where?")
+    assert second.path == '["menu", "?"]'
+    assert trips == ([] if db.backend == "sqlite" else ["fetch", "execute"])
+    later = await _step_as_the_bot(db, c, NOW + timedelta(hours=2), node="faq")
+    assert later.id != first.id and (later.answers, later.path) == (0, '["faq"]')
+    async with db.sessions() as s:
+        rows = (await s.execute(
+            select(SelfServiceSession.id, SelfServiceSession.outcome, SelfServiceSession.answers)
+            .order_by(SelfServiceSession.id)
+        )).all()  # fmt: skip
+    assert [tuple(r) for r in rows] == [(first.id, deflection.EXPIRED, 1), (later.id, None, 0)]
