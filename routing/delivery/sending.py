@@ -7,10 +7,9 @@ calls these to send them in order, each at least once and, with the relay guard,
 
 from __future__ import annotations
 
-from collections import namedtuple
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -151,10 +150,10 @@ def _head_to_agent() -> direct.Statement:
     """The first two unsent rows to an agent (``_HEAD``), each with what a relay's claim
     needs to know of its chat: the chat's state and its holder's Telegram chat; whether the
     holder's gate is held (a gate row for them queued within the grace, ``since``); and the
-    holder's first unsent briefing row (queued for them at the hand-over, ``assigned_at``).
-    Asked one after the other they were four statements per relayed message, each a round
-    trip on PostgreSQL (issue 19); joined they are one, read in one snapshot. The joined
-    facts are used only for a relay (a row with no agent)."""
+    id and time of the holder's first unsent briefing row (queued for them at the hand-over,
+    ``assigned_at``). Asked one after the other they were four statements per relayed
+    message, each a round trip on PostgreSQL (issue 19); joined they are one, read in one
+    snapshot. The joined facts are used only for a relay (a row with no agent)."""
     d, b, b2, gate = _TABLE, _TABLE.alias("b"), _TABLE.alias("b2"), _TABLE.alias("g")
     first_brief = (
         select(b2.c.id)
@@ -180,10 +179,12 @@ def _head_to_agent() -> direct.Statement:
             d,
             Conversation.status.label("c_status"),
             Conversation.agent_id.label("c_agent_id"),
-            Conversation.assigned_at.label("c_assigned_at"),
             Agent.telegram_id.label("c_telegram_id"),
             gate_held.label("c_gate_held"),
-            *(c.label(f"b_{c.name}") for c in b.c),
+            # The briefing's id and time only: the row itself is read when it is due, once
+            # per hand-over (a row's columns converted on every relay cost more than that).
+            b.c.id.label("b_id"),
+            b.c.next_at.label("b_next_at"),
         )
         .join(Conversation, Conversation.id == d.c.conversation_id)
         .outerjoin(Agent, Agent.id == Conversation.agent_id)
@@ -199,15 +200,7 @@ def _head_to_agent() -> direct.Statement:
 
 
 _HEAD_TO_AGENT = _head_to_agent()
-_ROW_KEYS = tuple(c.name for c in _TABLE.c)
-_Row = namedtuple("_Row", _ROW_KEYS)  # type: ignore[misc]  # a row of the table, as _HEAD's
-
-
-def _brief_of(row: Any) -> Any:
-    """The briefing row joined to a head row (``b_`` columns), or None."""
-    if row.b_id is None:
-        return None
-    return _Row(*(getattr(row, f"b_{k}") for k in _ROW_KEYS))
+_ROW = direct.Statement(select(_TABLE).where(_TABLE.c.id == bindparam("row_id")))
 
 
 _CLAIM = (
@@ -291,15 +284,15 @@ async def claim_head(
             await _RECHECK_LATER.execute(session, {"row_id": head.id, "v_at": recheck}, last=True)
             return Head(wait_until=recheck, gated=True)
         agent_id, holder_chat = holder, head.c_telegram_id
-        if status == ASSIGNED:
+        if status == ASSIGNED and head.b_id is not None:
             # The holder's briefing first, even if its rows were queued after this message
             # (PostgreSQL: the message's transaction took its id before the hand-over's).
-            brief = _brief_of(head)
-            if brief is not None:
-                if brief.next_at > now:
-                    return Head(wait_until=brief.next_at)
-                head, relay, chat_id = brief, False, brief.chat_id
-                more = True  # the relay that was at the head still waits behind it
+            if head.b_next_at > now:
+                return Head(wait_until=head.b_next_at)
+            brief = await _ROW.first(session, {"row_id": head.b_id})
+            assert brief is not None  # unsent rows are not deleted
+            head, relay, chat_id = brief, False, brief.chat_id
+            more = True  # the relay that was at the head still waits behind it
     if direction == TO_AGENT:
         if holder_chat is not None:
             chat_id = holder_chat
