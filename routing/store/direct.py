@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.util import find_tables
 from sqlalchemy.util import greenlet_spawn
 
@@ -67,11 +68,6 @@ class _Compiled:
     # The result columns that need converting (dates, booleans ...), by position.
     converted: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
     writes: bool = False  # an INSERT, UPDATE or DELETE
-    # A write's table, and every table the statement names (its own among them): what
-    # lane.py needs to know whether writes may run as one statement.
-    target: str | None = None
-    tables: frozenset[str] = frozenset()
-    inserts_values: bool = False  # an INSERT of given values (it reads no table)
 
 
 def _row_type(keys: list[str]) -> Callable[..., Any]:
@@ -101,13 +97,19 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
         row = _row_type([e.keyname for e in c._result_columns])
     converted = tuple((i, p) for i, p in enumerate(results or ()) if p is not None)
     writes = bool(c.isinsert or c.isupdate or c.isdelete)
-    target = cast(Any, statement).table.name if writes else None
-    named = find_tables(cast(ClauseElement, statement), include_crud=True)
-    tables = frozenset(t.name for t in named)
     return _Compiled(
-        expanded.statement, names, tuple(bind_procs), fixed, results, row, converted, writes,
-        target, tables, bool(c.isinsert) and tables == {target},
-    )  # fmt: skip
+        expanded.statement, names, tuple(bind_procs), fixed, results, row, converted, writes
+    )
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The tables a statement touches: what lane.py needs to know whether writes may run as
+    one statement."""
+
+    target: str | None  # a write's table
+    named: frozenset[str]  # every table the statement names, its target among them
+    inserts_values: bool  # an INSERT of given values (it reads no table)
 
 
 def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
@@ -283,6 +285,7 @@ class Statement:
         self._builder = per_dialect
         self._built: dict[str, Executable] = {}
         self._by_dialect: dict[str, _Compiled] = {}
+        self._tables: dict[str, Tables] = {}
 
     def statement_for(self, dialect: Dialect) -> Executable:
         if self._statement is not None:
@@ -299,6 +302,20 @@ class Statement:
         if found is None:
             statement = self.statement_for(dialect)
             found = self._by_dialect[dialect.name] = _compile(statement, dialect)
+        return found
+
+    def tables(self, dialect: Dialect) -> Tables:
+        """Asked only when writes may be combined (lane.py, PostgreSQL): walking a statement
+        costs more than compiling it, so not for every statement."""
+        found = self._tables.get(dialect.name)
+        if found is None:
+            statement = self.statement_for(dialect)
+            writes = self.compiled(dialect).writes
+            target = cast(Any, statement).table.name if writes else None
+            named = find_tables(cast(ClauseElement, statement), include_crud=True)
+            tables = frozenset(t.name for t in named)
+            inserts = isinstance(statement, Insert) and tables == {target}
+            found = self._tables[dialect.name] = Tables(target, tables, inserts)
         return found
 
     def values(self, c: _Compiled, params: Mapping[str, Any]) -> tuple[Any, ...]:

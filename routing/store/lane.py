@@ -25,6 +25,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from routing.store import direct, sqlite_driver
@@ -78,7 +79,7 @@ async def write_all(engine: AsyncEngine, steps: Sequence[Step]) -> list[int]:
     batch = [(p.compiled(dialect).sql, p.values(p.compiled(dialect), v)) for p, v in steps]
     together = None
     if dialect.driver == "asyncpg" and len(steps) > 1:
-        together = one_statement([p.compiled(dialect) for p, _ in steps])
+        together = one_statement(steps, dialect)
         if together is not None:
             batch = [(together, tuple(v for _, values in batch for v in values))]
     inline_sqlite = dialect.driver == "aiosqlite" and sqlite_driver.is_inline()
@@ -111,7 +112,7 @@ async def write_all(engine: AsyncEngine, steps: Sequence[Step]) -> list[int]:
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
-def one_statement(compiled: Sequence[direct._Compiled]) -> str | None:
+def one_statement(steps: Sequence[Step], dialect: Dialect) -> str | None:
     """PostgreSQL: the writes as one statement of data-modifying CTEs, or None when they
     must run one after the other in a transaction.
 
@@ -122,12 +123,14 @@ def one_statement(compiled: Sequence[direct._Compiled]) -> str | None:
     see another's effect: no part writes a table another part names, except inserts of
     given values into the same table (each adds its own row); none returns rows (only the
     counts are asked); and every ``$n`` in the SQL is a parameter (renumbered below)."""
-    for i, c in enumerate(compiled):
-        if not c.writes or c.results is not None or c.target is None:
-            return None
-        for j, other in enumerate(compiled):
-            shared = i != j and c.target in other.tables
-            if shared and not (c.inserts_values and other.inserts_values):
+    compiled = [p.compiled(dialect) for p, _ in steps]
+    if any(not c.writes or c.results is not None for c in compiled):
+        return None
+    tables = [p.tables(dialect) for p, _ in steps]
+    for i, t in enumerate(tables):
+        for j, other in enumerate(tables):
+            shared = i != j and t.target in other.named
+            if shared and not (t.inserts_values and other.inserts_values):
                 return None
     return _combined(tuple(c.sql for c in compiled), tuple(len(c.names) for c in compiled))
 

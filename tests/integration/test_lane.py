@@ -213,7 +213,7 @@ def test_only_writes_that_cannot_see_each_other_are_one_statement() -> None:
     d = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
 
     def one(*ps: lane.Prepared) -> str | None:
-        return lane.one_statement([p.compiled(d) for p in ps])
+        return lane.one_statement([(p, {}) for p in ps], d)
 
     sql = one(_SENT_LANE, _LINK_LANE, _LINK_LANE, _LAST_INBOUND_LANE)
     assert sql is not None and sql.startswith("WITH w0 AS (UPDATE deliveries")
