@@ -136,6 +136,11 @@ class Deliverer:
         self.router: Router | None = None
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self._users: dict[tuple[int, str], int] = {}
+        # Head reads per destination while a drain of it is under way: how many began, and
+        # the number of the latest that completed. A kick that waited for the lock reads
+        # nothing if one that began after it was asked for has completed (_drain).
+        self._reads: dict[tuple[int, str], int] = {}
+        self._read: dict[tuple[int, str], int] = {}
         self._timers: dict[int, tuple[datetime, asyncio.Task[None]]] = {}
         self.turns = ChatTurns(time.monotonic)
         self._sending: set[asyncio.Future[bool]] = set()
@@ -227,12 +232,20 @@ class Deliverer:
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] = self._users.get(key, 0) + 1
         self._idle.clear()
+        asked = self._reads.get(key, 0)
         try:
             # Inline (routing/store/sqlite_driver.py) wherever the drain was started from: a
             # kick inherits it from its handler, but the sweep and retry timers started
             # outside any update, and their claims went through the driver's thread.
             with sqlite_driver.inline():
                 async with lock:
+                    if wait and self._read.get(key, 0) > asked:
+                        # A kick comes after its caller's commit: a head read that began
+                        # since saw the caller's rows, and its drain went on while there
+                        # were more, or left them to a timer, a hand-over or the sweep
+                        # exactly as this read would. A burst of relays to one chat was a
+                        # claim each plus an empty read each (issue 19).
+                        return
                     while True:
                         dest = self._dest.get(key)
                         if dest is not None and (self.turns.busy(dest) or self.turns.wait(dest)):
@@ -240,10 +253,12 @@ class Deliverer:
                             return
                         # A transaction of direct statements, no session (routing/store/direct.py):
                         # every relay claims its row here.
+                        n = self._reads[key] = self._reads.get(key, 0) + 1
                         async with direct.transaction(self.engine) as tx:
                             head = await sending.claim_head(
                                 tx, conv_id, direction, now=self.now(), lease=self.lease
                             )
+                        self._read[key] = n
                         if head.claimed is None:
                             if head.wait_until is not None and not head.gated:
                                 self._schedule(conv_id, head.wait_until)
@@ -262,6 +277,8 @@ class Deliverer:
             if not self._users[key]:
                 del self._users[key]
                 self._locks.pop(key, None)
+                self._reads.pop(key, None)
+                self._read.pop(key, None)
                 if key not in self._timers_keys():
                     self._dest.pop(key, None)
                 if not self._users:

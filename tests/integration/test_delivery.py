@@ -409,3 +409,42 @@ async def test_a_header_names_the_chat_only_when_the_agent_switches_between_chat
     assert view.index(headers[0]) < view.index(f"copy {vera_3}") < view.index(f"copy {vera_4}")
     assert view.index(f"copy {vera_4}") < view.index(headers[1]) < view.index(f"copy {walt_2}")
     assert vera_2 in copies(h, ANN, VIPC)
+
+
+async def test_kicks_that_waited_for_a_drain_read_nothing_it_read_for_them(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five rows for one chat, each kicked (as five relays in a burst are): the first kick's
+    drain sends all five in order; the four that waited for it read nothing, since a head
+    read that began after they were asked for saw their rows. Before, each read the head
+    once more and found it empty: a statement per relay, a round trip on PostgreSQL."""
+    from routing.delivery import enqueue, sending
+    from routing.store.models import TO_CUSTOMER, Conversation
+
+    await _open_and_claim(h)
+    # Messages in Ann's chat (known to the fake; not fed to the bot: queued here directly).
+    lines = [h.api.user_message(ANN, f"line {i}")["message_id"] for i in range(6)]
+    async with h.db.sessions() as s, s.begin():
+        conv = (await s.scalars(select(Conversation))).one()
+        for m in lines[:5]:
+            await enqueue.to_customer(s, conv.id, VIPC, from_chat_id=ANN, message_id=m,
+                                      now=h.clock())  # fmt: skip
+    reads: list[str] = []
+    real = sending.claim_head
+
+    async def counted(*a: Any, **kw: Any) -> sending.Head:
+        head = await real(*a, **kw)
+        reads.append("claimed" if head.claimed else "nothing")
+        return head
+
+    monkeypatch.setattr(sending, "claim_head", counted)
+    deliverer: Deliverer = h.dp["delivery"]
+    await asyncio.gather(*(deliverer.kick(conv.id, TO_CUSTOMER) for _ in range(5)))
+    assert copies(h, VIPC, ANN) == lines[:5]
+    assert reads == ["claimed"] * 5
+    # A kick after the drain has ended reads again (it may be for a row queued since).
+    async with h.db.sessions() as s, s.begin():
+        await enqueue.to_customer(s, conv.id, VIPC, from_chat_id=ANN, message_id=lines[5],
+                                  now=h.clock())  # fmt: skip
+    await deliverer.kick(conv.id, TO_CUSTOMER)
+    assert copies(h, VIPC, ANN) == lines and reads[-1] == "claimed"
