@@ -89,32 +89,7 @@ def to_agent_after(stored: Any) -> Any:
     only if ``stored`` (the CTE of the message's transcript row) has a row. The same row
     ``_QUEUE`` writes: ``v_conv``, ``v_from``, ``v_ids`` and ``v_next`` (also its
     ``created_at``) are its parameters."""
-    d = Delivery
-    return (
-        insert(d)
-        .from_select(
-            ["conversation_id", "direction", "agent_id", "chat_id", "kind", "from_chat_id",
-             "message_ids", "media_group_id", "link_kind", "status", "attempts", "next_at",
-             "created_at"],
-            select(
-                bindparam("v_conv", type_=d.conversation_id.type),
-                literal(TO_AGENT, type_=d.direction.type),
-                literal(None, type_=d.agent_id.type),
-                literal(None, type_=d.chat_id.type),
-                literal(KIND_COPY, type_=d.kind.type),
-                bindparam("v_from", type_=d.from_chat_id.type),
-                bindparam("v_ids", type_=d.message_ids.type),
-                literal(None, type_=d.media_group_id.type),
-                literal(LINK_RELAY, type_=d.link_kind.type),
-                literal(DELIVERY_PENDING, type_=d.status.type),
-                literal(0, type_=d.attempts.type),
-                bindparam("v_next", type_=d.next_at.type),
-                bindparam("v_next", type_=d.created_at.type),
-            ).where(exists(select(stored.c.id))),
-        )
-        .returning(d.id)
-        .cte("queued")
-    )  # fmt: skip
+    return _queued_after(stored, TO_AGENT, None, LINK_RELAY)
 
 
 def to_customer_after(stored: Any) -> Any:
@@ -122,6 +97,12 @@ def to_customer_after(stored: Any) -> Any:
     of one statement (bot/handlers/agent.py composes it), queued only if ``stored`` (the CTE
     of the message's transcript row) has a row. Parameters: ``v_conv``, ``v_to`` (the
     customer's chat), ``v_from``, ``v_ids`` and ``v_next`` (also its ``created_at``)."""
+    return _queued_after(stored, TO_CUSTOMER, "v_to", None)
+
+
+def _queued_after(stored: Any, direction: str, chat: str | None, link_kind: str | None) -> Any:
+    # The row _copy queues for one message (``chat``: the parameter of its chat, or None),
+    # from a SELECT that has a row only if ``stored`` has one.
     d = Delivery
     return (
         insert(d)
@@ -131,14 +112,15 @@ def to_customer_after(stored: Any) -> Any:
              "created_at"],
             select(
                 bindparam("v_conv", type_=d.conversation_id.type),
-                literal(TO_CUSTOMER, type_=d.direction.type),
+                literal(direction, type_=d.direction.type),
                 literal(None, type_=d.agent_id.type),
-                bindparam("v_to", type_=d.chat_id.type),
+                literal(None, type_=d.chat_id.type) if chat is None
+                else bindparam(chat, type_=d.chat_id.type),
                 literal(KIND_COPY, type_=d.kind.type),
                 bindparam("v_from", type_=d.from_chat_id.type),
                 bindparam("v_ids", type_=d.message_ids.type),
                 literal(None, type_=d.media_group_id.type),
-                literal(None, type_=d.link_kind.type),
+                literal(link_kind, type_=d.link_kind.type),
                 literal(DELIVERY_PENDING, type_=d.status.type),
                 literal(0, type_=d.attempts.type),
                 bindparam("v_next", type_=d.next_at.type),

@@ -7,7 +7,17 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Table,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -208,6 +218,37 @@ def _written(conv: Conversation, **values: Any) -> None:
             set_committed_value(conv, name, value)
 
 
+def _stored_once(
+    pg: Any, chat: Any, sender: str, agent: str | None, where: ColumnElement[bool] | None
+) -> Any:
+    # The transcript row _ADD_ONCE writes, into the chat of the CTE ``chat`` (``agent``: the
+    # parameter of the sender's agent id, or None), as a CTE returning its id if stored.
+    m = Message
+    rows = select(
+        chat.c.id,
+        literal(sender, type_=m.sender.type),
+        literal(None, type_=m.agent_id.type) if agent is None
+        else bindparam(agent, type_=m.agent_id.type),
+        bindparam("v_type", type_=m.content_type.type),
+        bindparam("v_text", type_=m.text.type),
+        bindparam("v_file", type_=m.file_id.type),
+        bindparam("v_chat", type_=m.chat_id.type),
+        bindparam("v_message", type_=m.message_id.type),
+        bindparam("v_at", type_=m.created_at.type),
+    )  # fmt: skip
+    return (
+        pg.insert(m)
+        .from_select(
+            ["conversation_id", "sender", "agent_id", "content_type", "text", "file_id",
+             "chat_id", "message_id", "created_at"],
+            rows if where is None else rows.where(where),
+        )
+        .on_conflict_do_nothing()
+        .returning(m.id)
+        .cte("stored")
+    )  # fmt: skip
+
+
 def customer_message_parts(pg: Any, open_chat: Any) -> tuple[Any, Any]:
     """PostgreSQL: :func:`add_message_once` of a customer's message as two parts of one
     statement (data-modifying CTEs; the bot's relay composes them, bot/handlers/customer/
@@ -215,28 +256,8 @@ def customer_message_parts(pg: Any, open_chat: Any) -> tuple[Any, Any]:
     open chat's id) if that is the chat ``v_conv`` and only once (``uq_messages_source``,
     as ``_ADD_ONCE``), and the chat's "customer spoke" mark (``_CUSTOMER_SPOKE``), made only
     if the row was stored. ``pg`` is ``sqlalchemy.dialects.postgresql``."""
-    m = Message
-    stored = (
-        pg.insert(m)
-        .from_select(
-            ["conversation_id", "sender", "agent_id", "content_type", "text", "file_id",
-             "chat_id", "message_id", "created_at"],
-            select(
-                open_chat.c.id,
-                literal("customer", type_=m.sender.type),
-                literal(None, type_=m.agent_id.type),
-                bindparam("v_type", type_=m.content_type.type),
-                bindparam("v_text", type_=m.text.type),
-                bindparam("v_file", type_=m.file_id.type),
-                bindparam("v_chat", type_=m.chat_id.type),
-                bindparam("v_message", type_=m.message_id.type),
-                bindparam("v_at", type_=m.created_at.type),
-            ).where(open_chat.c.id == bindparam("v_conv", type_=m.conversation_id.type)),
-        )
-        .on_conflict_do_nothing()
-        .returning(m.id)
-        .cte("stored")
-    )  # fmt: skip
+    conv = bindparam("v_conv", type_=Message.conversation_id.type)
+    stored = _stored_once(pg, open_chat, "customer", None, open_chat.c.id == conv)
     spoke = (
         update(Conversation)
         .where(Conversation.id == bindparam("v_conv"), exists(select(stored.c.id)))
@@ -260,28 +281,7 @@ def agent_message_parts(pg: Any, target: Any) -> tuple[Any, ...]:
     and the link of the agent's message to the chat (kind ``sent``: replying to it later
     addresses the chat). Parameters: ``v_conv``, ``v_agent``, ``v_type``, ``v_text``,
     ``v_file``, ``v_chat`` (the agent's chat), ``v_message``, ``v_at``."""
-    m = Message
-    stored = (
-        pg.insert(m)
-        .from_select(
-            ["conversation_id", "sender", "agent_id", "content_type", "text", "file_id",
-             "chat_id", "message_id", "created_at"],
-            select(
-                target.c.id,
-                literal("agent", type_=m.sender.type),
-                bindparam("v_agent", type_=m.agent_id.type),
-                bindparam("v_type", type_=m.content_type.type),
-                bindparam("v_text", type_=m.text.type),
-                bindparam("v_file", type_=m.file_id.type),
-                bindparam("v_chat", type_=m.chat_id.type),
-                bindparam("v_message", type_=m.message_id.type),
-                bindparam("v_at", type_=m.created_at.type),
-            ),
-        )
-        .on_conflict_do_nothing()
-        .returning(m.id)
-        .cte("stored")
-    )  # fmt: skip
+    stored = _stored_once(pg, target, "agent", "v_agent", None)
     was_stored = exists(select(stored.c.id))
     spoke = (
         update(Conversation)
