@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiogram import Bot
@@ -61,11 +61,51 @@ class Notices:
         manager: bool,
     ) -> None:
         """Tell an agent of a waiting chat, with a Claim button (``manager``: theirs)."""
+        await self.page_all(session, [(agent, manager)], conv, customer, preview)
+
+    async def page_all(
+        self,
+        session: AsyncSession,
+        pages: Sequence[tuple[Agent, bool]],
+        conv: Conversation,
+        customer: Customer,
+        preview: str | None,
+    ) -> None:
+        """:meth:`page` each of ``pages`` (an agent, and whether the chat is their account's).
+
+        The pages go out together, each into its own agent's chat at that chat's pace, and
+        the ones that went out are linked in one short transaction. One after the other, a
+        VIP's chat paged to three agents waited for three sends and wrote three links before
+        the VIP was answered (issue 19)."""
         # Paged while handling the customer's update: speak the desk's language, not theirs.
         with for_agents():
-            note = texts.agent.notification(conv, customer, preview, manager)
+            notes = [
+                (agent, texts.agent.notification(conv, customer, preview, manager))
+                for agent, manager in pages
+            ]
             claim = keyboards.claim(conv.id)
-        await self.announce(session, agent, conv.id, note, claim, what="page agent")
+        sent = await asyncio.gather(
+            *(self._notice(agent.telegram_id, note, claim, "page agent") for agent, note in notes)
+        )
+        links = [
+            (agent.telegram_id, message.message_id)
+            for (agent, _), message in zip(notes, sent, strict=True)
+            if message is not None
+        ]
+        if links:
+            engine = session.bind
+            assert isinstance(engine, AsyncEngine)
+            await conversations.links_now(engine, links, conv.id, "notification")
+
+    async def _notice(
+        self, chat_id: int, text: str, markup: InlineKeyboardMarkup, what: str
+    ) -> SentMessage | None:
+        """:meth:`send_in_turn`, or None (logged) when Telegram refused it."""
+        try:
+            return await self.send_in_turn(chat_id, text, markup)
+        except TelegramAPIError as exc:
+            log.warning("could not %s %s: %s", what, chat_id, exc)
+            return None
 
     async def announce(
         self,
@@ -79,10 +119,8 @@ class Notices:
     ) -> SentMessage | None:
         """Send an agent a notice about a chat and link it as the chat's notification (the
         hand-over rewrites it when anyone takes the chat). None if it could not be sent."""
-        try:
-            sent = await self.send_in_turn(agent.telegram_id, text, markup)
-        except TelegramAPIError as exc:
-            log.warning("could not %s %s: %s", what, agent.telegram_id, exc)
+        sent = await self._notice(agent.telegram_id, text, markup, what)
+        if sent is None:
             return None
         # Its own short transaction on the driver's connection (routing/store/lane.py).
         engine = session.bind

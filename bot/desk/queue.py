@@ -73,10 +73,8 @@ class QueueDesk:
         if plan.offer_mode:
             await self.route(session)
             return plan.serving
-        for agent_id in plan.page:
-            agent = new.agents[agent_id]
-            manager = agent_id == plan.manager
-            await self.notices.page(session, agent, conv, customer, preview, manager)
+        pages = [(new.agents[a], a == plan.manager) for a in plan.page]
+        await self.notices.page_all(session, pages, conv, customer, preview)
         return plan.serving
 
     async def announce_waiting(self, session: AsyncSession, agent: Agent) -> int:
@@ -208,12 +206,9 @@ class QueueDesk:
             preview = await self.notices.preview(session, conv.id)
         manager_id = manager.id if manager is not None else None
         online = [s for _, s in slots.values()]
-        for agent_id in assignment.page_targets(
-            Chat.of(conv), online, self.now(), manager=manager_id
-        ):
-            agent = slots[agent_id][0]
-            is_manager = agent_id == manager_id
-            await self.notices.page(session, agent, conv, customer, preview, is_manager)
+        targets = assignment.page_targets(Chat.of(conv), online, self.now(), manager=manager_id)
+        pages = [(slots[a][0], a == manager_id) for a in targets]
+        await self.notices.page_all(session, pages, conv, customer, preview)
 
     async def transfer_back(
         self, session: AsyncSession, agent: Agent, conv: Conversation, customer: Customer,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from html import escape
 
 from aiogram import Bot
@@ -359,6 +360,18 @@ class TopicNotices(Notices):
             with for_agents():
                 text = texts.topics.for_manager(mention(agent))
             await self.view.post_in_topic(session, customer.id, text)
+
+    async def page_all(
+        self,
+        session: AsyncSession,
+        pages: Sequence[tuple[Agent, bool]],
+        conv: Conversation,
+        customer: Customer,
+        preview: str | None,
+    ) -> None:
+        # At most one post (the manager's mention): nothing to send together.
+        for agent, manager in pages:
+            await self.page(session, agent, conv, customer, preview, manager)
 
     async def announce(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -429,6 +430,16 @@ async def link_now(
 ) -> None:
     """:func:`link` in a transaction of its own on the driver's connection (after a send)."""
     await lane.write_all(engine, [link_step(chat_id, message_id, conversation_id, kind)])
+
+
+async def links_now(
+    engine: AsyncEngine, links: Sequence[tuple[int, int]], conversation_id: int, kind: str
+) -> None:
+    """:func:`link_now` for several sent messages (``links``: chat and message ids) of one
+    conversation, in one transaction (on PostgreSQL one statement, lane.one_statement)."""
+    await lane.write_all(
+        engine, [link_step(chat, message, conversation_id, kind) for chat, message in links]
+    )
 
 
 _LINK_LANE = lane.Prepared(
