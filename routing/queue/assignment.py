@@ -60,7 +60,8 @@ class People:
     # The CRM names an account manager (whether or not any agent answers to it): then the
     # sticky agent is never looked at.
     has_manager: bool = False
-    # That manager, when they are a registered agent (routing.store.managers.manager_of).
+    # That manager, when they are a registered agent (routing.store.managers): only an
+    # online one matters here, so a caller may leave an offline one out.
     manager: int | None = None
     # The agent who served them last within ``queue.sticky_days`` (None: nobody, or off).
     last_agent: int | None = None

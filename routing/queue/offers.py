@@ -101,7 +101,10 @@ async def plan_new_chat(
     reservation. When the estimate says "right away" or "nobody is online" (what the customer
     was just told), the position sweep speaks up only when that changes."""
     slots = await online_slots(session)
-    manager = await managers.manager_of(session, customer.account_manager)
+    # Only an online manager changes the plan (the reservation, the first page): looked for
+    # among the online agents just read, by the one rule, rather than read again. A name no
+    # agent answers to cost a read of every active agent.
+    manager = managers.find_manager((a for a, _ in slots.values()), customer.account_manager)
     people = await _people(session, conv, customer, policy, now, manager)
     plan = assignment.plan(
         assignment.Waiting.of(conv),

@@ -9,6 +9,7 @@ whoever claims the chat settles every page that went out."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,3 +92,51 @@ async def test_pages_go_out_together_and_are_linked_in_one_write(
         links = (await s.execute(select(MessageLink.chat_id, MessageLink.message_id,
                                         MessageLink.kind))).all()  # fmt: skip
     assert sorted(links) == [(901, 5901, "notification"), (903, 5903, "notification")]
+
+
+async def test_a_vip_chat_reads_the_agents_once(db: Db, policy: Policy, tmp_path: Any) -> None:
+    """The plan for a new chat finds the account manager among the online agents it has
+    just read (an offline manager changes nothing): before, a second read of the agents, and
+    a read of every active agent when the CRM's name matched nobody."""
+    if db.backend != "sqlite":
+        pytest.skip("counted with SQLite's trace of the statements it runs")
+    from sqlalchemy import event
+
+    from routing.store.db import make_engine, make_sessionmaker
+
+    async with db.sessions() as s, s.begin():
+        s.add_all([
+            Agent(telegram_id=t, name=f"Agent {t}", role="agent", max_chats=3, online=True,
+                  active=True, created_at=NOW)
+            for t in AGENTS
+        ])  # fmt: skip
+        for name, manager in (("Vera", "Agent 902"), ("Val", "nobody we know")):
+            s.add(Customer(external_id=name, name=name, tier="VIP", telegram_id=len(name),
+                           account_manager=manager, created_at=NOW, updated_at=NOW))  # fmt: skip
+    engine = make_engine(db.url)
+    seen: list[str] = []
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _trace(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.driver_connection._conn.set_trace_callback(seen.append)
+
+    try:
+        sessions = make_sessionmaker(engine)
+        bot = _TogetherBot(1)
+        bot.all_asked.set()
+        desk = Desk(bot, policy, lambda: NOW)  # type: ignore[arg-type]
+        for name in ("Vera", "Val"):
+            async with sessions() as s, s.begin():
+                customer = (
+                    await s.execute(select(Customer).where(Customer.name == name))
+                ).scalar_one()
+                conv, _ = await open_conversation(s, customer, policy, ORIGIN_REQUEST, NOW)
+            seen.clear()
+            async with sessions() as s:
+                await desk.page(s, conv, customer, "hello")
+            reads = [q for q in seen if re.search(r"\sFROM agents\b", q)]
+            assert len(reads) == 1, reads
+        # Vera's manager is online: her chat waits for him alone, and he is told it is his.
+        assert bot.in_flight[0] == 902
+    finally:
+        await engine.dispose()
