@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -22,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.util import await_only
 
 import migrations
-from routing.store import sqlite_driver
+from routing.store import pg_pool, sqlite_driver
 
 log = logging.getLogger(__name__)
 
@@ -134,15 +133,11 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
         idle_since = record.info.get("idle_since")
         if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
             return  # new, or in steady use
-        try:
-            dialect.do_ping(dbapi_conn)
-        except Exception as error:
-            dbapi_error = getattr(dialect.loaded_dbapi, "Error", ())
-            if isinstance(error, dbapi_error) and dialect.is_disconnect(error, dbapi_conn, None):
-                # The pool discards this connection and checks out another (SQLAlchemy's
-                # documented pessimistic disconnect handling).
-                raise DisconnectionError() from error
-            raise
+        if pg_pool.taking_now():
+            # Taken on the loop, where nothing may wait: the taker pings (direct.checkout).
+            record.info[pg_pool.PING_DUE] = True
+            return
+        pg_pool.ping(dialect, dbapi_conn)
 
 
 class _InlineClosingSession(AsyncSession):

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple, NoReturn, TypeVar, cast
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, InvalidRequestError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql import ClauseElement, Executable
@@ -44,7 +44,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.util import find_tables
 from sqlalchemy.util import greenlet_spawn
 
-from routing.store import sqlite_driver
+from routing.store import pg_pool, sqlite_driver
 from routing.store.db import BUSY_TIMEOUT_MS
 
 _M = TypeVar("_M")
@@ -222,24 +222,46 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[Tx]:
             # The database failed under it (a constraint at COMMIT, a lost connection):
             # whatever state it is in, it is closed rather than handed to the next user.
             raw.invalidate()
-        await checkin(raw, inline_sqlite and clean)
+        await checkin(engine, raw, inline_sqlite, clean)
 
 
 async def checkout(engine: AsyncEngine, inline_sqlite: bool) -> Any:
-    """A pooled connection: inline on SQLite when one is idle (sqlite_driver.checkout_now),
-    else through the pool in a greenlet, as SQLAlchemy takes its own."""
+    """A pooled connection: on the loop when one is idle (SQLite inline:
+    sqlite_driver.checkout_now; PostgreSQL: pg_pool.checkout_now), else through the pool in
+    a greenlet, as SQLAlchemy takes its own."""
     if inline_sqlite:
         raw = sqlite_driver.checkout_now(engine.sync_engine)
         if raw is not None:
             return raw
+    elif engine.dialect.driver == "asyncpg":
+        raw = pg_pool.checkout_now(engine.sync_engine)
+        if raw is not None:
+            if not pg_pool.ping_due(raw):
+                return raw
+            # It sat idle (db._ping_when_idle): pinged here, where waiting is allowed.
+            try:
+                await greenlet_spawn(pg_pool.ping, engine.dialect, raw.dbapi_connection)
+            except DisconnectionError:
+                # The server went away: this one is discarded, another taken the usual way.
+                await greenlet_spawn(raw.invalidate)
+                await greenlet_spawn(raw.close)
+            except BaseException:
+                await greenlet_spawn(raw.close)
+                raise
+            else:
+                return raw
     return await engine.raw_connection()
 
 
-async def checkin(raw: Any, inline_sqlite: bool) -> None:
+async def checkin(engine: AsyncEngine, raw: Any, inline_sqlite: bool, clean: bool) -> None:
     """Back to the pool, whose reset may call the driver: in a greenlet, as SQLAlchemy does
-    for its own connections, unless the inline driver's reset runs on this thread."""
-    if inline_sqlite and sqlite_driver.checkin_now(raw):
-        return
+    for its own connections, unless the reset needs nothing of the database (a connection
+    whose statements all went well, taken on the loop: sqlite_driver, pg_pool)."""
+    if clean:
+        if inline_sqlite and sqlite_driver.checkin_now(raw):
+            return
+        if engine.dialect.driver == "asyncpg" and pg_pool.checkin_now(raw):
+            return
     await greenlet_spawn(raw.close)
 
 
@@ -429,7 +451,7 @@ class Statement:
             raw.invalidate()
             raise_translated(error, c.sql, values, dialect, adapted)
         finally:
-            await checkin(raw, inline_sqlite and clean)
+            await checkin(engine, raw, inline_sqlite, clean)
         return self._rows(c, fetched)
 
     async def rows(

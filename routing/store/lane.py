@@ -104,7 +104,7 @@ async def write_all(engine: AsyncEngine, steps: Sequence[Step]) -> list[int]:
             direct.raise_translated(error, sql, values, dialect, adapted)
         raise
     finally:
-        await direct.checkin(raw, inline_sqlite and clean)
+        await direct.checkin(engine, raw, inline_sqlite, clean)
 
 
 # --- PostgreSQL: several writes as one statement -------------------------------------------
