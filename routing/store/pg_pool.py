@@ -8,7 +8,7 @@ of quiet, and a connection whose work ran on asyncpg directly has no SQLAlchemy 
 to roll back). Yet each greenlet costs more than the pool's bookkeeping: a new greenlet gets
 a frame stack of its own, which CPython 3.11 maps from the kernel and unmaps again when the
 greenlet ends (an ``mmap`` and a ``munmap``: about 9 microseconds here). The hot path's
-direct statements (routing/store/direct.py, lane.py) made about eight a update that way
+direct statements (routing/store/direct.py, lane.py) made about eight an update that way
 (issue 19).
 
 So they take such a connection here, and fall back to ``AsyncEngine.raw_connection`` (and a

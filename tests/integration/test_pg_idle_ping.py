@@ -99,7 +99,7 @@ async def test_direct_statements_take_an_idle_connection_without_a_greenlet(
 ) -> None:
     """The hot path's direct statements take and return an idle pooled connection on the
     loop (routing/store/pg_pool.py): a greenlet each way cost an mmap and a munmap of a
-    fresh frame stack, about eight a update (issue 19). A connection that sat idle is
+    fresh frame stack, about eight an update (issue 19). A connection that sat idle is
     still pinged first, and one the server dropped meanwhile is replaced unseen."""
     engine = store_db.make_engine(pg.url)
     other = store_db.make_engine(pg.url)
