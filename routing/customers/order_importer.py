@@ -30,6 +30,7 @@ from routing.customers.import_rows import (
     parse_order_row,
 )
 from routing.policy.root import Policy
+from routing.store.base import sqlite_text
 
 __all__ = [
     "OrderImporter",
@@ -115,7 +116,7 @@ class OrderImporter(Importer[OrderRow]):
                     upsert=f"INSERT INTO orders ({names}) VALUES ({', '.join(marks)}) {conflict}",
                 )
             # A stored ordered_at as ``UtcDateTime`` reads it, for SQLite text that is not in
-            # the form ``_sqlite_time`` writes (a row stored by other means): "unchanged"
+            # the form ``sqlite_text`` writes (a row stored by other means): "unchanged"
             # still means the same instant, as when the look-up went through SQLAlchemy.
             self._read_time = (
                 _result_processor(conn.dialect) or _same if self.dialect == "sqlite" else _same
@@ -134,7 +135,7 @@ class OrderImporter(Importer[OrderRow]):
         sql = self._statements(conn)
         sqlite = self.dialect == "sqlite"
         # key -> (order_id, external_id, amount_cents, ordered_at, category, status) as stored:
-        # ordered_at is the driver's value (SQLite: text, see ``_sqlite_time``).
+        # ordered_at is the driver's value (SQLite: text, see ``sqlite_text``).
         stored: dict[str, Any] = {}
         if not self.dry_run:
             found = await self._look_up(conn, sql.stored, list({r.order_id for r in rows}))
@@ -164,7 +165,7 @@ class OrderImporter(Importer[OrderRow]):
         self.report.ok += new
         if self.dry_run:
             return
-        db_time = _sqlite_time if sqlite else _same
+        db_time = sqlite_text if sqlite else _same
         read_time = self._read_time
         assert read_time is not None  # set with the statements
         upserts: list[tuple[Any, ...]] = []
@@ -240,20 +241,6 @@ def _fold(before: OrderRow, r: OrderRow) -> OrderRow:
         status = before.status
         cleared |= before.cleared & {"status"}
     return replace(r, category=category, status=status, cleared=frozenset(cleared))
-
-
-def _sqlite_time(value: datetime) -> str:
-    """What ``UtcDateTime`` binds on SQLite for an aware UTC datetime (SQLAlchemy's DATETIME
-    storage format), a few times cheaper than its bind processing; tested to be equal."""
-    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031 - 1.2 us; an f-string 3.8
-        value.year,
-        value.month,
-        value.day,
-        value.hour,
-        value.minute,
-        value.second,
-        value.microsecond,
-    )
 
 
 def _same(value: Any) -> Any:

@@ -56,6 +56,7 @@ from routing.scoring.facts import (
 )
 from routing.scoring.fast_grade import FastGrader
 from routing.scoring.model import Decision, Grade
+from routing.store.base import sqlite_text
 from routing.store.bulk import bulk_settings
 from routing.store.models import Customer, ScoringRun
 
@@ -304,7 +305,7 @@ def _db_time(value: datetime, dialect_name: str) -> Any:
     """What ``UtcDateTime`` would bind: naive UTC text on SQLite, aware UTC elsewhere."""
     value = value.astimezone(UTC)
     if dialect_name == "sqlite":
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return sqlite_text(value)
     return value
 
 

@@ -68,6 +68,8 @@ class _Compiled:
     # The result columns that need converting (dates, booleans ...), by position.
     converted: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
     writes: bool = False  # an INSERT, UPDATE or DELETE
+    # The bind values that need processing, by position (most need none).
+    bound: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
 
 
 def _row_type(keys: list[str]) -> Callable[..., Any]:
@@ -97,8 +99,9 @@ def _compile(statement: Executable, dialect: Dialect) -> _Compiled:
         row = _row_type([e.keyname for e in c._result_columns])
     converted = tuple((i, p) for i, p in enumerate(results or ()) if p is not None)
     writes = bool(c.isinsert or c.isupdate or c.isdelete)
+    bound = tuple((i, p) for i, p in enumerate(bind_procs) if p is not None)
     return _Compiled(
-        expanded.statement, names, tuple(bind_procs), fixed, results, row, converted, writes
+        expanded.statement, names, tuple(bind_procs), fixed, results, row, converted, writes, bound
     )
 
 
@@ -341,8 +344,11 @@ class Statement:
         return found
 
     def values(self, c: _Compiled, params: Mapping[str, Any]) -> tuple[Any, ...]:
-        given = [params[n] if n in params else c.fixed[n] for n in c.names]
-        return tuple(p(v) if p is not None else v for v, p in zip(given, c.binds, strict=True))
+        fixed = c.fixed
+        given = [params[n] if n in params else fixed[n] for n in c.names]
+        for i, p in c.bound:  # only the values that need it, as for result columns
+            given[i] = p(given[i])
+        return tuple(given)
 
     # --- running it ---------------------------------------------------------------------
     async def execute(

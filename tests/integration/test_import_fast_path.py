@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import gc
 import random
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, text
-from sqlalchemy.dialects import sqlite
 
-from routing.customers import order_importer
 from routing.customers.import_rows import order_fast_path, parse_order_row
 from routing.customers.importer import ImportReport, import_customers, import_orders
 from routing.customers.order_importer import OrderImporter
@@ -166,21 +163,6 @@ async def test_import_with_and_without_the_fast_path_stores_and_reports_the_same
     assert with_fast == without
     assert with_fast[1]  # something was stored
     assert any(r[5] for r in with_fast[0])  # and some rows were rejected
-
-
-def test_sqlite_time_is_what_sqlalchemy_binds() -> None:
-    dialect = sqlite.dialect()
-    column_type = Order.__table__.c.ordered_at.type
-    # The dialect's implementation: UtcDateTime's processing, then SQLite DATETIME's text.
-    bind = column_type.dialect_impl(dialect).bind_processor(dialect)
-    assert bind is not None
-    rng = random.Random(1)
-    samples = [datetime(5, 1, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)]
-    start = datetime(1900, 1, 1, tzinfo=UTC)
-    for _ in range(2000):
-        samples.append(start + timedelta(microseconds=rng.randrange(10**17)))
-    for value in samples:
-        assert order_importer._sqlite_time(value) == bind(value)
 
 
 async def test_stored_time_in_another_form_still_counts_unchanged(
