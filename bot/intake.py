@@ -58,7 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.http.metrics import metrics
 from routing.clock import Clock, utcnow
-from routing.store import inbox, sqlite_driver
+from routing.store import inbox, lane, sqlite_driver
 from routing.store.inbox import RawUpdate
 
 log = logging.getLogger(__name__)
@@ -324,7 +324,10 @@ class Intake:
         while True:
             started = time.perf_counter()
             try:
-                await self.dp.feed_update(self.bot, update)
+                # What the handlers leave to the done mark (inbox.leave_to_mark): this
+                # attempt's, dropped with it if it fails.
+                with inbox.writes_with_mark() as with_mark:
+                    await self.dp.feed_update(self.bot, update)
                 metrics().update(kind, "handled", time.perf_counter() - started)
                 break
             except Exception as exc:
@@ -355,7 +358,7 @@ class Intake:
                     exc_info=None if transient or attempts > 1 else exc,
                 )
                 await asyncio.sleep(delay)
-        await self._finish(row.update_id)
+        await self._finish(row.update_id, writes=with_mark.steps)
 
     async def _count_failure(self, update_id: int, exc: BaseException) -> int:
         try:
@@ -366,15 +369,25 @@ class Intake:
             log.warning("could not record a failure of update %s: %s", update_id, one_line(db_exc))
             return 1
 
-    async def _finish(self, update_id: int, *, quarantine: str | None = None) -> None:
+    async def _finish(
+        self,
+        update_id: int,
+        *,
+        quarantine: str | None = None,
+        writes: Sequence[lane.Step] = (),
+    ) -> None:
         backoff = Backoff(self.retry_first, 10.0)
-        for _ in range(6):
+        for attempt in range(6):
             try:
                 # Inline (routing/store/sqlite_driver.py): on SQLite the mark's BEGIN,
                 # UPDATE and COMMIT run on the loop thread, not four trips to the driver's.
                 with sqlite_driver.inline():
+                    if attempt and writes and await self._is_done(update_id):
+                        # The failed attempt's commit landed after all (its error came
+                        # after it): the writes are in, and must not go in twice.
+                        return
                     if quarantine is None:
-                        await self._marks.mark(update_id, self.now())
+                        await self._marks.mark(update_id, self.now(), writes)
                     else:
                         async with self.sessions() as s, s.begin():
                             await inbox.quarantine(s, update_id, quarantine, self.now())
@@ -390,6 +403,10 @@ class Intake:
         # Still pending: handled again on the next start, where its effects' own guards
         # (one transcript row per Telegram message) keep it from acting twice.
         log.warning("update %s left pending", update_id)
+
+    async def _is_done(self, update_id: int) -> bool:
+        async with self.sessions() as s:
+            return await inbox.is_done(s, update_id)
 
     # --- polling -----------------------------------------------------------------------
     async def poll(self, allowed_updates: list[str] | None = None) -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from routing.store import direct
+from routing.store import direct, lane
 from routing.store.models import Customer, SelfServiceSession
 
 RESOLVED = "resolved"
@@ -191,10 +192,63 @@ async def step(
         live = row
     else:
         live = await _LIVE.first(session, {"customer_id": customer.id})
+    ended, write = _plan(live, customer, now, idle, language, answered, searched, steps, question)
+    if ended is not None:
+        await _END_QUIET.execute(session, ended[1])
+    statement, values = write
+    if statement is _START:
+        sid = await _START.scalar(session, values, last=True)
+        return Live(int(sid), language, values["v_answers"], values["v_searches"],
+                    values["v_path"], values["v_question"])  # fmt: skip
+    await _STEP.execute(session, values, last=True)
+    assert live is not None
+    return Live(live.id, live.language, values["v_answers"], values["v_searches"],
+                values["v_path"], values["v_question"])  # fmt: skip
+
+
+async def step_writes(
+    engine: AsyncEngine,
+    customer: Customer,
+    now: datetime,
+    idle: timedelta,
+    *,
+    language: str | None,
+    answered: bool = False,
+    searched: bool = False,
+    node: str | None = None,
+    question: str | None = None,
+) -> list[lane.Step]:
+    """:func:`step`'s writes, for the caller to make later (the inbox commits them with the
+    update's done mark: routing/store/inbox.py ``leave_to_mark``), after reading the live
+    session outside any transaction. Only for a step that is the update's last write: a
+    second step before they are made would not see them."""
+    steps = [*([SEARCH] if question else []), *([node] if node else [])]
+    found = await _LIVE.read(engine, {"customer_id": customer.id})
+    ended, write = _plan(
+        found[0] if found else None, customer, now, idle, language, answered, searched, steps,
+        question,
+    )  # fmt: skip
+    return [ended, write] if ended is not None else [write]
+
+
+def _plan(
+    live: Any,
+    customer: Customer,
+    now: datetime,
+    idle: timedelta,
+    language: str | None,
+    answered: bool,
+    searched: bool,
+    steps: list[str],
+    question: str | None,
+) -> tuple[lane.Step | None, lane.Step]:
+    """A step's writes given the live session read (a ``_LIVE`` row, or None): the quiet
+    session's end if it went quiet, and the session's update or a new session's start."""
+    ended: lane.Step | None = None
     if live is not None and live.last_at < now - idle:
         # Quiet too long: it ended when it went quiet, and this step starts a new one.
         outcome = EXPIRED if live.answers else ABANDONED
-        await _END_QUIET.execute(session, {"sid": live.id, "v_outcome": outcome})
+        ended = (_END_QUIET, {"sid": live.id, "v_outcome": outcome})
         live = None
     before = json.loads(live.path) if live is not None and live.path else []
     path = json.dumps([*before, *steps][-PATH_STEPS:]) if steps else (live and live.path)
@@ -204,14 +258,9 @@ async def step(
     values = {"v_at": now, "v_answers": answers, "v_searches": searches, "v_path": path,
               "v_question": kept}  # fmt: skip
     if live is None:
-        sid = await _START.scalar(
-            session,
-            {"v_customer": customer.id, "v_tier": customer.tier, "v_language": language, **values},
-            last=True,
-        )
-        return Live(int(sid), language, answers, searches, path, kept)
-    await _STEP.execute(session, {"sid": live.id, **values}, last=True)
-    return Live(live.id, live.language, answers, searches, path, kept)
+        start = {"v_customer": customer.id, "v_tier": customer.tier, "v_language": language}
+        return ended, (_START, {**start, **values})
+    return ended, (_STEP, {"sid": live.id, **values})
 
 
 async def end(

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import BigInteger, Table, any_, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from routing.store import direct, lane
@@ -41,6 +45,8 @@ _CHAT_KINDS = (
     "removed_chat_boost",
 )
 _INBOX = cast(Table, InboundUpdate.__table__)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,66 +198,168 @@ async def mark_done(engine: AsyncEngine, update_id: int, now: datetime) -> None:
     await lane.write(engine, _MARK_DONE_LANE, {"done_id": update_id, "done_at": now})
 
 
+# --- writes that go with the done mark ------------------------------------------------------
+
+
+@dataclass
+class WithMark:
+    """Writes a handler leaves to its update's done mark (see :func:`leave_to_mark`)."""
+
+    steps: list[lane.Step] = field(default_factory=list)
+    open: bool = True
+
+
+_WITH_MARK: ContextVar[WithMark | None] = ContextVar("contactbot_with_mark", default=None)
+
+
+@contextmanager
+def writes_with_mark() -> Iterator[WithMark]:
+    """Around one attempt at handling an update (bot/intake.py): what the handlers leave to
+    the done mark collects here. A failed attempt's writes are dropped with it."""
+    collected = WithMark()
+    token = _WITH_MARK.set(collected)
+    try:
+        yield collected
+    finally:
+        collected.open = False  # a task the handler spawned cannot add to a finished one
+        _WITH_MARK.reset(token)
+
+
+def leave_to_mark(steps: Sequence[lane.Step]) -> bool:
+    """Leave ``steps`` to the done mark of the update being handled: they are committed in
+    the mark's transaction, with the marks of the updates that finish together (a group
+    commit), not in a transaction of their own. False when no update is being handled
+    through the inbox here (the caller writes them itself).
+
+    Only for a handler's last write, which nothing after it in the update reads (it is not
+    visible before the mark), such as a self-service step's record (issue 19: on SQLite its
+    own transaction was a sixth of a self-service answer's CPU). The next update of the
+    same chat starts after the mark, so it sees them; a crash before the mark loses them
+    with the mark, and the update, handled again, writes them once."""
+    collected = _WITH_MARK.get()
+    if collected is None or not collected.open:
+        return False
+    collected.steps.extend(steps)
+    return True
+
+
+def collecting() -> bool:
+    """Whether :func:`leave_to_mark` would take writes here."""
+    collected = _WITH_MARK.get()
+    return collected is not None and collected.open
+
+
+@dataclass(eq=False)
+class _Mark:
+    update_id: int
+    at: datetime
+    writes: tuple[lane.Step, ...]
+    done: asyncio.Future[None]
+
+
+def _refused(error: BaseException) -> bool:
+    """The database refused a statement's values (a constraint, a bad value), as opposed to
+    being away or busy: retrying the same write cannot succeed."""
+    return isinstance(error, IntegrityError | DataError)
+
+
 class DoneMarks:
     """Done marks of updates that finish together, written in one transaction (a group
-    commit); on PostgreSQL in one statement.
+    commit); on PostgreSQL in one statement. The writes handlers left to them
+    (:func:`leave_to_mark`) go in the same transaction, each update's before its mark.
 
     Each caller returns once its own mark is committed, exactly as with :func:`mark_done`,
     and fails with the batch if it fails (the caller retries). One write is in flight at a
     time: marks that come while it is wait for it and go together in the next, so under
     load the batches grow with the round trip instead of each loop turn paying one (on
     PostgreSQL single marks were half a statement per update; bench/RESULTS.md, issue 19).
-    Alone, a mark waits one loop turn at most."""
+    Alone, a mark waits one loop turn at most.
+
+    A write the database refuses (a constraint) does not hold up the others: the batch is
+    then written update by update, and the refused update's writes are dropped with a
+    warning while its mark is still made (they are bookkeeping; its answers were sent)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._batch: list[tuple[int, datetime]] = []
-        self._written: asyncio.Future[None] | None = None
+        self._batch: list[_Mark] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def mark(self, update_id: int, now: datetime) -> None:
-        if self._written is None:
-            loop = asyncio.get_running_loop()
-            self._written = loop.create_future()
-            if self._writer is None or self._writer.done():
-                # Runs on the loop's next turn: marks added until then join this batch. The
-                # task copies the caller's context (sqlite_driver.inline, as for mark_done).
-                self._writer = loop.create_task(self._write_all())
-        written = self._written
-        self._batch.append((update_id, now))
+    async def mark(self, update_id: int, now: datetime, writes: Sequence[lane.Step] = ()) -> None:
+        loop = asyncio.get_running_loop()
+        one = _Mark(update_id, now, tuple(writes), loop.create_future())
+        self._batch.append(one)
+        if self._writer is None or self._writer.done():
+            # Runs on the loop's next turn: marks added until then join this batch. The
+            # task copies the caller's context (sqlite_driver.inline, as for mark_done).
+            self._writer = loop.create_task(self._write_all())
         # Shielded: a caller cancelled while waiting does not cancel the others' write.
-        await asyncio.shield(written)
+        await asyncio.shield(one.done)
 
     async def _write_all(self) -> None:
         # Until no batch waits: the one gathered while the last write was in flight goes
         # next (nothing awaits between this check and the task's end, so none is missed).
-        while self._written is not None:
-            batch, written = self._batch, self._written
-            self._batch, self._written = [], None
+        while self._batch:
+            batch, self._batch = self._batch, []
             try:
                 await self._write(batch)
             except BaseException as error:
-                written.set_exception(error)
-                written.exception()  # retrieved: every caller sees it, none may be left to
+                _fail(batch, error)
                 if not isinstance(error, Exception):
                     # Cancelled (shutdown): the batch gathered meanwhile fails too, so
                     # none of its callers waits for a writer that is gone.
-                    if self._written is not None:
-                        self._written.set_exception(error)
-                        self._written.exception()
-                        self._batch, self._written = [], None
+                    _fail(self._batch, error)
+                    self._batch = []
                     raise
-            else:
-                written.set_result(None)
 
-    async def _write(self, batch: list[tuple[int, datetime]]) -> None:
-        steps: list[lane.Step]
-        if len(batch) > 1 and self.engine.dialect.name == "postgresql":
-            at = max(at for _, at in batch)
-            steps = [(_MARK_DONE_MANY, {"done_ids": [i for i, _ in batch], "done_at": at})]
+    async def _write(self, batch: list[_Mark]) -> None:
+        try:
+            await lane.write_all(self.engine, self._steps(batch))
+        except Exception as error:
+            if not (_refused(error) and any(m.writes for m in batch)):
+                raise
+            for one in batch:  # whose write was refused: each update on its own
+                await self._alone(one)
+            return
+        for one in batch:
+            one.done.set_result(None)
+
+    async def _alone(self, one: _Mark) -> None:
+        try:
+            try:
+                await lane.write_all(self.engine, self._steps([one]))
+            except Exception as error:
+                if not (_refused(error) and one.writes):
+                    raise
+                log.warning(
+                    "update %s: its handler's writes were refused and are dropped: %s",
+                    one.update_id,
+                    " ".join(str(error).split())[:300],
+                )
+                await lane.write_all(
+                    self.engine, self._steps([_Mark(one.update_id, one.at, (), one.done)])
+                )
+        except Exception as error:
+            _fail([one], error)
         else:
-            steps = [(_MARK_DONE_LANE, {"done_id": i, "done_at": at}) for i, at in batch]
-        await lane.write_all(self.engine, steps)
+            one.done.set_result(None)
+
+    def _steps(self, batch: list[_Mark]) -> list[lane.Step]:
+        writes = [w for one in batch for w in one.writes]
+        if len(batch) > 1 and self.engine.dialect.name == "postgresql":
+            at = max(one.at for one in batch)
+            ids = [one.update_id for one in batch]
+            return [*writes, (_MARK_DONE_MANY, {"done_ids": ids, "done_at": at})]
+        marks: list[lane.Step] = [
+            (_MARK_DONE_LANE, {"done_id": one.update_id, "done_at": one.at}) for one in batch
+        ]
+        return [*writes, *marks]
+
+
+def _fail(batch: list[_Mark], error: BaseException) -> None:
+    for one in batch:
+        if not one.done.done():
+            one.done.set_exception(error)
+            one.done.exception()  # retrieved: a caller that went away must not be reported
 
 
 @dataclass(frozen=True)
