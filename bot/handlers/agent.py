@@ -425,24 +425,81 @@ async def _nowhere(
         await message.answer(texts.agent.not_reachable())
 
 
+def _still_theirs() -> direct.Statement:
+    # The chat the agent's chats were read for, still theirs, and no case of it waiting for
+    # its first answer (that acknowledgement is the session transaction's).
+    conv = bindparam("v_conv", type_=Conversation.id.type)
+    return direct.Statement(
+        select(Conversation.id).where(
+            Conversation.id == conv,
+            Conversation.agent_id == bindparam("v_agent", type_=Conversation.agent_id.type),
+            Conversation.status == ASSIGNED,
+            ~exists().where(cases.waiting_for_an_answer(conv)),
+        )
+    )
+
+
+_STILL_THEIRS = _still_theirs()
+
+
+async def _relay_direct(
+    message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock,
+    content: Content, target: conversations.Target,
+) -> bool:  # fmt: skip
+    """Other databases (SQLite): the usual agent message as :func:`_relay_alone_pg` decides
+    it, in a direct transaction (routing/store/direct.py) instead of the session's and its
+    greenlets (a fifth of a relayed answer's CPU; issue 19). False: nothing was written."""
+    conv, customer = target.conversation, target.customer
+    assert conv is not None and customer is not None and customer.telegram_id is not None
+    engine = session.bind
+    assert isinstance(engine, AsyncEngine)
+    async with direct.transaction(engine) as tx:
+        if await _STILL_THEIRS.scalar(tx, {"v_conv": conv.id, "v_agent": agent.id}) is None:
+            return False
+        new = await conversations.add_message_once(
+            tx,
+            conv,
+            sender="agent",
+            agent_id=agent.id,
+            content_type=content.content_type,
+            text=content.text,
+            file_id=content.file_id,
+            chat_id=message.chat.id,
+            message_id=message.message_id,
+            now=clock(),
+        )
+        if not new:
+            return False
+        await enqueue.to_customer(
+            tx,
+            conv.id,
+            customer.telegram_id,
+            from_chat_id=message.chat.id,
+            message_id=message.message_id,
+            now=desk.now(),
+        )
+        await conversations.link(
+            tx, agent.telegram_id, message.message_id, conv.id, conversations.LINK_SENT
+        )
+    return True
+
+
 async def relay(
     message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock
 ) -> Conversation | None:
     """An agent's message goes to exactly one customer, or nowhere with a question back.
     Returns the chat it went to (also when a redelivery finds it there already)."""
     content = content_of(message)
-    if (
-        direct.on_postgresql(session)
-        and message.media_group_id is None
-        and not session.in_transaction()
-    ):
-        # PostgreSQL: which chat, read with no transaction, then one statement that stores,
-        # queues and links the message (_relay_alone_pg) or writes nothing.
+    if message.media_group_id is None and not session.in_transaction():
+        # Which chat, read with no transaction, then the message stored, queued and linked
+        # in one statement (PostgreSQL, _relay_alone_pg) or a direct transaction (SQLite,
+        # _relay_direct), or nothing written and the session's transaction below decides.
         target, items = await _targets(session, agent, message)
         if not _deliverable(target):
             await _nowhere(message, target, items)
             return None
-        if await _relay_alone_pg(message, session, agent, desk, clock, content, target):
+        alone = _relay_alone_pg if direct.on_postgresql(session) else _relay_direct
+        if await alone(message, session, agent, desk, clock, content, target):
             assert target.conversation is not None
             await desk.kick(target.conversation.id, TO_CUSTOMER)
             return target.conversation

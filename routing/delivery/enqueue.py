@@ -133,7 +133,7 @@ def _queued_after(stored: Any, direction: str, chat: str | None, link_kind: str 
 
 
 async def _copy(
-    session: AsyncSession,
+    session: AsyncSession | direct.Tx,
     conversation_id: int,
     direction: str,
     *,
@@ -148,6 +148,7 @@ async def _copy(
 ) -> int:
     if media_group_id is not None:
         # Another part of an album whose row has not been claimed yet: join it.
+        assert isinstance(session, AsyncSession), "an album part is queued in a session"
         row = (
             await session.execute(
                 select(Delivery.id, Delivery.message_ids)
@@ -190,7 +191,7 @@ async def _copy(
 
 
 async def to_agent(
-    session: AsyncSession,
+    session: AsyncSession | direct.Tx,
     conversation_id: int,
     *,
     from_chat_id: int,
@@ -216,7 +217,7 @@ async def to_agent(
 
 
 async def to_customer(
-    session: AsyncSession,
+    session: AsyncSession | direct.Tx,
     conversation_id: int,
     chat_id: int,
     *,

@@ -331,7 +331,7 @@ def customer_spoke(conv: Conversation, now: datetime) -> None:
 
 
 async def add_message_once(
-    session: AsyncSession,
+    session: AsyncSession | direct.Tx,
     conv: Conversation,
     *,
     sender: str,
@@ -417,8 +417,9 @@ _NOTIFICATIONS = select(MessageLink).where(
 
 
 async def link(
-    session: AsyncSession, chat_id: int, message_id: int, conversation_id: int, kind: str
-) -> None:
+    session: AsyncSession | direct.Tx, chat_id: int, message_id: int, conversation_id: int,
+    kind: str,
+) -> None:  # fmt: skip
     # A prebuilt Core INSERT on the session's driver connection (direct.py): nothing reads the
     # row back as an object in the same session, and an agent's every relay writes one.
     _, params = link_step(chat_id, message_id, conversation_id, kind)

@@ -5,7 +5,8 @@ not nine (issue 19); with the claim's one read and the send's one mark, relaying
 opens no transaction at all. Each part runs only if the one before it did: nothing is
 written for a chat that is no longer the sender's, for a message stored before (a
 redelivery), or (agents) while a case of the chat waits for its first answer; the
-transaction path then decides as it always did."""
+transaction path then decides as it always did. SQLite: the same statements in a direct
+transaction, no session transaction (and none of its greenlets) either way."""
 
 from __future__ import annotations
 
@@ -87,6 +88,45 @@ async def test_a_relayed_message_opens_no_transaction(
     else:
         assert conv.first_response_at == NOW and conv.last_agent_at == NOW
         assert links.count("sent") == 2  # replying to them later addresses the chat
+    assert statuses == ["sent", "sent"]
+
+
+@pytest.mark.parametrize(("sender", "to"), [(700, 900), (900, 700)], ids=["customer", "agent"])
+async def test_sqlite_a_relayed_message_takes_no_session_transaction(
+    sqlite_db: Db, policy: Policy, monkeypatch: pytest.MonkeyPatch, sender: int, to: int
+) -> None:
+    """SQLite: the same statements in a direct transaction (``_relay_direct`` each way), not
+    the session's with its greenlets; the claim and the send's mark take none either."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    db = sqlite_db
+    await _seed_live_chat(db, policy)
+    begun: list[int] = []
+    real = AsyncSession.begin
+
+    def counting(self: AsyncSession) -> object:
+        begun.append(1)
+        return real(self)
+
+    async with FakeBotAPI() as api:
+        bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
+        dp = make_dispatcher(db.sessions, policy, bot, clock=lambda: NOW)
+        intake = Intake(dp, bot, db.sessions, lambda: NOW)
+        await intake.accept([{"update_id": 1, "message": api.user_message(sender, "hello")}])
+        await intake.wait_idle()
+        await api.wait_idle(quiet=0.3)
+        await intake.accept([{"update_id": 2, "message": api.user_message(sender, "again")}])
+        monkeypatch.setattr(AsyncSession, "begin", counting)
+        await intake.wait_idle()
+        await api.wait_idle(quiet=0.3)
+        await bot.session.close()
+        assert len(api.calls_of("copyMessage", chat_id=to)) == 2
+    assert begun == []
+    assert await _count(db, Message) == 2
+    async with db.sessions() as s:
+        links = list(await s.scalars(select(MessageLink.kind)))
+        statuses = list(await s.scalars(select(Delivery.status)))
+    assert links.count("sent") == (2 if sender == 900 else 0)
     assert statuses == ["sent", "sent"]
 
 
