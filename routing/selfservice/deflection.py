@@ -74,6 +74,10 @@ class Live:
     question: str | None
 
 
+# step_writes' ``live`` when the caller has not read the session.
+UNREAD: Any = object()
+
+
 # A step runs for most customer messages (every search, menu and answer): its statements are
 # prebuilt and run on the session's driver connection (routing/store/direct.py); through the
 # ORM (load the instance, change it, flush) it cost more than the rest of the update.
@@ -217,16 +221,22 @@ async def step_writes(
     searched: bool = False,
     node: str | None = None,
     question: str | None = None,
+    live: Any = UNREAD,
 ) -> list[lane.Step]:
     """:func:`step`'s writes, for the caller to make later (the inbox commits them with the
     update's done mark: routing/store/inbox.py ``leave_to_mark``), after reading the live
     session outside any transaction. Only for a step that is the update's last write: a
-    second step before they are made would not see them."""
+    second step before they are made would not see them.
+
+    ``live``: the customer's session not ended as the update's lookup read it (a
+    ``LiveSelfService`` or None; routing/store/update_lookup.py), when nothing since can
+    have changed it; else it is read here."""
     steps = [*([SEARCH] if question else []), *([node] if node else [])]
-    found = await _LIVE.read(engine, {"customer_id": customer.id})
+    if live is UNREAD:
+        found = await _LIVE.read(engine, {"customer_id": customer.id})
+        live = found[0] if found else None
     ended, write = _plan(
-        found[0] if found else None, customer, now, idle, language, answered, searched, steps,
-        question,
+        live, customer, now, idle, language, answered, searched, steps, question
     )  # fmt: skip
     return [ended, write] if ended is not None else [write]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -23,9 +23,23 @@ from routing.store.models import (
     Conversation,
     Customer,
     InboundUpdate,
+    SelfServiceSession,
     Survey,
     open_chat_of,
 )
+
+
+class LiveSelfService(NamedTuple):
+    """The customer's latest self-service session not ended, as a step reads it
+    (routing/selfservice/deflection.py)."""
+
+    id: int
+    last_at: datetime
+    language: str | None
+    answers: int
+    searches: int
+    path: str | None
+    question: str | None
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,9 @@ class Lookup:
     # The survey whose follow-up question the customer's next text answers, if any
     # (asked since ``comment_since``); surveys/feedback.py ``awaiting_comment`` is the rule.
     awaiting_survey: int | None = None
+    # The customer's self-service session not ended (None: none; only when customer is set):
+    # a self-service step reads it here instead of in a statement of its own (issue 19).
+    selfservice: LiveSelfService | None = None
 
 
 def awaiting_comment_where(customer_id: Any, since: Any) -> tuple[ColumnElement[bool], ...]:
@@ -53,6 +70,13 @@ def awaiting_comment_where(customer_id: Any, since: Any) -> tuple[ColumnElement[
 _AGENT_KEYS, _AGENT_COLS = direct.columns(Agent, "a")
 _CUSTOMER_KEYS, _CUSTOMER_COLS = direct.columns(Customer, "c")
 _CONV_KEYS, _CONV_COLS = direct.columns(Conversation, "v")
+_S = SelfServiceSession
+_LIVE_COLS = [
+    c.label(f"s{i}")
+    for i, c in enumerate(
+        (_S.id, _S.last_at, _S.language, _S.answers, _S.searches, _S.path, _S.question)
+    )
+]
 
 
 def _lookup_statements() -> tuple[direct.Statement, direct.Statement]:
@@ -81,8 +105,18 @@ def _lookup_statements() -> tuple[direct.Statement, direct.Statement]:
         .scalar_subquery()
         .label("awaiting_survey")
     )
+    # The latest session not ended (deflection's rule for the live one; whether it went
+    # quiet is the step's to decide).
+    live = (
+        select(_S.id)
+        .where(_S.customer_id == Customer.id, _S.outcome.is_(None))
+        .order_by(_S.id.desc())
+        .limit(1)
+        .correlate(Customer)  # not the session the outer join finds by this id
+        .scalar_subquery()
+    )
     full = (
-        select(seen, awaiting, *_AGENT_COLS, *_CUSTOMER_COLS, *_CONV_COLS)
+        select(seen, awaiting, *_AGENT_COLS, *_CUSTOMER_COLS, *_CONV_COLS, *_LIVE_COLS)
         .select_from(sender)
         .outerjoin(Agent, and_(Agent.telegram_id == sender.c.tid, Agent.active.is_(True)))
         .outerjoin(Customer, Customer.telegram_id == sender.c.tid)
@@ -90,6 +124,7 @@ def _lookup_statements() -> tuple[direct.Statement, direct.Statement]:
             Conversation,
             open_chat_of(Customer.id),
         )
+        .outerjoin(_S, _S.id == live)
     )
     return direct.Statement(select(seen)), direct.Statement(full)
 
@@ -120,13 +155,16 @@ async def lookup(
     if telegram_id is None:
         return Lookup(bool(row[0]), None, None)
     a, c = 2 + len(_AGENT_KEYS), 2 + len(_AGENT_KEYS) + len(_CUSTOMER_KEYS)
+    v = c + len(_CONV_KEYS)
+    live = row[v:]
     # Attaching begins no transaction: the handlers begin theirs as after any other read.
     return Lookup(
         bool(row[0]),
         direct.attach(session, Agent, _AGENT_KEYS, row[2:a]),
         direct.attach(session, Customer, _CUSTOMER_KEYS, row[a:c]),
-        direct.attach(session, Conversation, _CONV_KEYS, row[c:]),
+        direct.attach(session, Conversation, _CONV_KEYS, row[c:v]),
         row[1],
+        None if live[0] is None else LiveSelfService(*live),
     )
 
 

@@ -137,3 +137,33 @@ async def test_outside_a_transaction_the_rows_join_the_session_as_loaded(
     async with db.sessions() as s:
         stored = await s.scalar(select(Customer.name).where(Customer.telegram_id == 700))
     assert stored == "Ann B."
+
+
+async def test_lookup_reads_the_customers_self_service_session_not_ended(db: Db) -> None:
+    """The latest session not ended, as a self-service step reads it (it decides whether it
+    went quiet); none for an agent, an unknown sender, or a customer whose sessions ended."""
+    from routing.selfservice import deflection
+
+    await _seed(db)
+    idle = timedelta(minutes=30)
+    async with db.sessions() as s, s.begin():
+        ann = (await s.execute(select(Customer).where(Customer.external_id == "C1"))).scalar_one()
+        big = (await s.execute(select(Customer).where(Customer.external_id == "C2"))).scalar_one()
+        await deflection.step(s, ann, NOW - timedelta(hours=2), idle, language="en", node="a")
+        assert await deflection.end(s, ann, deflection.RESOLVED, NOW - timedelta(hours=2), idle)
+        first = await deflection.step(
+            s, ann, NOW, idle, language="de", searched=True, question="where?"
+        )
+        await deflection.step(s, big, NOW, idle, language="en", node="b")
+        assert await deflection.end(s, big, deflection.HANDOFF, NOW, idle)
+    with sqlite_driver.inline():
+        async with db.sessions() as s:
+            found = await lookup(s, 20, 700, SINCE)
+            assert found.selfservice is not None
+            live = found.selfservice
+            assert (live.id, live.last_at, live.language) == (first.id, NOW, "de")
+            assert (live.answers, live.searches, live.question) == (0, 1, "where?")
+            assert live.path == first.path
+            assert (await lookup(s, 21, 7_000_000_001, SINCE)).selfservice is None  # ended
+            assert (await lookup(s, 22, 900, SINCE)).selfservice is None  # an agent
+            assert (await lookup(s, 23, 12345, SINCE)).selfservice is None  # nobody known

@@ -241,3 +241,36 @@ async def test_a_mark_retried_after_its_commit_landed_writes_nothing_twice(
         ss = (await s.scalars(select(SelfServiceSession))).all()
     assert len(ss) == 1 and ss[0].searches == 1
     assert await _done(db) == {1}
+
+
+async def test_a_known_customers_step_reads_nothing_of_its_own(
+    db: Db, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: the step takes the session the update's lookup read (no statement of its
+    own), and a second text of the same customer adds to the session the first started."""
+    if db.backend != "sqlite":
+        pytest.skip("the step goes with the mark on SQLite")
+    async with db.sessions() as s, s.begin():
+        s.add(Customer(external_id="K1", telegram_id=702, tier="C", created_at=T, updated_at=T))
+    reads: list[int] = []
+    real = deflection._LIVE.read
+
+    async def counted(engine: Any, params: Any) -> Any:
+        reads.append(1)
+        return await real(engine, params)
+
+    monkeypatch.setattr(deflection._LIVE, "read", counted)
+    async with FakeBotAPI() as api:
+        bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
+        dp = make_dispatcher(db.sessions, policy, bot, clock=lambda: T)
+        intake = Intake(dp, bot, db.sessions, lambda: T)
+        for i, text in enumerate(("where is my order?", "and my refund?"), start=1):
+            await intake.accept([{"update_id": i, "message": api.user_message(702, text)}])
+            await intake.wait_idle()
+        await api.wait_idle(quiet=0.3)
+        await bot.session.close()
+        assert len(api.calls_of("sendMessage", chat_id=702)) == 2
+    assert reads == []
+    async with db.sessions() as s:
+        ss = (await s.scalars(select(SelfServiceSession))).all()
+    assert len(ss) == 1 and ss[0].searches == 2 and ss[0].question == "and my refund?"

@@ -19,6 +19,7 @@ from routing.policy.root import Policy
 from routing.policy.selfservice import SelfServicePolicy
 from routing.selfservice.knowledge import KnowledgeIndex
 from routing.store.models import Customer
+from routing.store.update_lookup import Lookup
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,9 @@ class CustomerContext:
     knowledge: KnowledgeIndex
     locale: str
     state: FSMContext
+    # What the update's lookup read (routing/store/update_lookup.py), about the sender as
+    # the update began; None where no lookup ran.
+    lookup: Lookup | None = None
 
     @property
     def selfservice(self) -> SelfServicePolicy:
@@ -84,5 +88,6 @@ class CustomerContextMiddleware(BaseMiddleware):
             knowledge=data["knowledge"],
             locale=data["locale"],
             state=data["state"],
+            lookup=data.get("lookup"),
         )
         return await handler(event, data)

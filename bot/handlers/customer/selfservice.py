@@ -126,9 +126,18 @@ async def step(
     engine = ctx.session.bind
     assert isinstance(engine, AsyncEngine)
     if last_write and engine.dialect.name == "sqlite" and inbox.collecting():
+        # The lookup read the customer's session as the update began; only this chat's
+        # updates change it, one at a time, and a last write comes before any change here.
+        found = ctx.lookup
+        live = (
+            found.selfservice
+            if found is not None and found.customer is not None
+            and found.customer.id == ctx.customer.id
+            else deflection.UNREAD
+        )  # fmt: skip
         writes = await deflection.step_writes(
             engine, ctx.customer, ctx.clock(), ctx.idle_timeout, language=ctx.locale,
-            answered=answered, searched=searched, node=node, question=question,
+            answered=answered, searched=searched, node=node, question=question, live=live,
         )  # fmt: skip
         if not inbox.leave_to_mark(writes):
             await lane.write_all(engine, writes)
