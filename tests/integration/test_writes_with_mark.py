@@ -246,10 +246,9 @@ async def test_a_mark_retried_after_its_commit_landed_writes_nothing_twice(
 async def test_a_known_customers_step_reads_nothing_of_its_own(
     db: Db, policy: Policy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLite: the step takes the session the update's lookup read (no statement of its
-    own), and a second text of the same customer adds to the session the first started."""
-    if db.backend != "sqlite":
-        pytest.skip("the step goes with the mark on SQLite")
+    """The step takes the session the update's lookup read (no read of its own; on
+    PostgreSQL its write is then one statement, no transaction), and a second text of the
+    same customer adds to the session the first started."""
     async with db.sessions() as s, s.begin():
         s.add(Customer(external_id="K1", telegram_id=702, tier="C", created_at=T, updated_at=T))
     reads: list[int] = []
@@ -260,6 +259,15 @@ async def test_a_known_customers_step_reads_nothing_of_its_own(
         return await real(engine, params)
 
     monkeypatch.setattr(deflection._LIVE, "read", counted)
+    monkeypatch.setattr(deflection._LIVE_OR_START, "first", counted)
+    transactions: list[str] = []
+    real_tx = direct.transaction
+
+    def counted_tx(engine: Any) -> Any:
+        transactions.append("direct")
+        return real_tx(engine)
+
+    monkeypatch.setattr(direct, "transaction", counted_tx)
     async with FakeBotAPI() as api:
         bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
         dp = make_dispatcher(db.sessions, policy, bot, clock=lambda: T)
@@ -270,7 +278,7 @@ async def test_a_known_customers_step_reads_nothing_of_its_own(
         await api.wait_idle(quiet=0.3)
         await bot.session.close()
         assert len(api.calls_of("sendMessage", chat_id=702)) == 2
-    assert reads == []
+    assert reads == [] and transactions == []
     async with db.sessions() as s:
         ss = (await s.scalars(select(SelfServiceSession))).all()
     assert len(ss) == 1 and ss[0].searches == 2 and ss[0].question == "and my refund?"

@@ -116,30 +116,31 @@ async def step(
     """Record a self-service step (a menu shown, an answer given, a search made); the node
     shown and the text searched for are what an agent is shown at a hand-off.
 
-    ``last_write``: the handler only sends after it (nothing in this update reads the
-    session again). On SQLite the step's writes then go with the update's done mark, in
-    its group commit (routing/store/inbox.py ``leave_to_mark``), instead of a transaction
-    of their own: a sixth of a self-service answer's CPU (issue 19). PostgreSQL keeps its
-    one statement (a first step is one round trip already)."""
+    ``last_write``: the handler only sends after it, and nothing in this update touched the
+    session before (it is the update's only step). The session is then the one the
+    update's lookup read, not read again (only this chat's updates change it, one at a
+    time), and on SQLite the step's writes go with the update's done mark, in its group
+    commit (routing/store/inbox.py ``leave_to_mark``), not a transaction of their own: a
+    sixth of a self-service answer's CPU (issue 19). On PostgreSQL they are one statement,
+    as a first step always was (the look for a live session and the start in one)."""
     # Direct statements, no session (routing/store/direct.py): most customer messages
     # record a step.
     engine = ctx.session.bind
     assert isinstance(engine, AsyncEngine)
-    if last_write and engine.dialect.name == "sqlite" and inbox.collecting():
-        # The lookup read the customer's session as the update began; only this chat's
-        # updates change it, one at a time, and a last write comes before any change here.
-        found = ctx.lookup
-        live = (
-            found.selfservice
-            if found is not None and found.customer is not None
-            and found.customer.id == ctx.customer.id
-            else deflection.UNREAD
-        )  # fmt: skip
+    found = ctx.lookup
+    live = (
+        found.selfservice
+        if last_write and found is not None and found.customer is not None
+        and found.customer.id == ctx.customer.id
+        else deflection.UNREAD
+    )  # fmt: skip
+    with_mark = last_write and engine.dialect.name == "sqlite" and inbox.collecting()
+    if with_mark or live is not deflection.UNREAD:
         writes = await deflection.step_writes(
             engine, ctx.customer, ctx.clock(), ctx.idle_timeout, language=ctx.locale,
             answered=answered, searched=searched, node=node, question=question, live=live,
         )  # fmt: skip
-        if not inbox.leave_to_mark(writes):
+        if not (with_mark and inbox.leave_to_mark(writes)):
             await lane.write_all(engine, writes)
         return
     async with direct.transaction(engine) as tx:
