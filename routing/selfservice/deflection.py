@@ -223,10 +223,10 @@ async def step_writes(
     question: str | None = None,
     live: Any = UNREAD,
 ) -> list[lane.Step]:
-    """:func:`step`'s writes, for the caller to make later (the inbox commits them with the
-    update's done mark: routing/store/inbox.py ``leave_to_mark``), after reading the live
-    session outside any transaction. Only for a step that is the update's last write: a
-    second step before they are made would not see them.
+    """:func:`step`'s writes, for the caller to make (on SQLite the inbox commits them with
+    the update's done mark: routing/store/inbox.py ``leave_to_mark``; on PostgreSQL they are
+    one statement), after reading the live session outside any transaction. Only for a step
+    that is the update's last write: a second step before they are made would not see them.
 
     ``live``: the customer's session not ended as the update's lookup read it (a
     ``LiveSelfService`` or None; routing/store/update_lookup.py), when nothing since can
