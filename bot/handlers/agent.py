@@ -7,7 +7,7 @@ bot/handlers/fallback.py, which calls :func:`relay` and :func:`help_text` here.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiogram import Router
@@ -442,6 +442,30 @@ def _still_theirs() -> direct.Statement:
 _STILL_THEIRS = _still_theirs()
 
 
+async def _transcribe(
+    on: AsyncSession | direct.Tx,
+    conv: Conversation,
+    agent: Agent,
+    message: Message,
+    content: Content,
+    now: datetime,
+) -> bool:
+    """The agent's Telegram message into the chat's transcript, unless it is there already
+    (False: a redelivered update)."""
+    return await conversations.add_message_once(
+        on,
+        conv,
+        sender="agent",
+        agent_id=agent.id,
+        content_type=content.content_type,
+        text=content.text,
+        file_id=content.file_id,
+        chat_id=message.chat.id,
+        message_id=message.message_id,
+        now=now,
+    )
+
+
 async def _relay_direct(
     message: Message, session: AsyncSession, agent: Agent, desk: Desk, clock: Clock,
     content: Content, target: conversations.Target,
@@ -456,18 +480,7 @@ async def _relay_direct(
     async with direct.transaction(engine) as tx:
         if await _STILL_THEIRS.scalar(tx, {"v_conv": conv.id, "v_agent": agent.id}) is None:
             return False
-        new = await conversations.add_message_once(
-            tx,
-            conv,
-            sender="agent",
-            agent_id=agent.id,
-            content_type=content.content_type,
-            text=content.text,
-            file_id=content.file_id,
-            chat_id=message.chat.id,
-            message_id=message.message_id,
-            now=clock(),
-        )
+        new = await _transcribe(tx, conv, agent, message, content, clock())
         if not new:
             return False
         await enqueue.to_customer(
@@ -511,18 +524,7 @@ async def relay(
             new = False
         else:
             assert conv is not None
-            new = await conversations.add_message_once(
-                session,
-                conv,
-                sender="agent",
-                agent_id=agent.id,
-                content_type=content.content_type,
-                text=content.text,
-                file_id=content.file_id,
-                chat_id=message.chat.id,
-                message_id=message.message_id,
-                now=clock(),
-            )
+            new = await _transcribe(session, conv, agent, message, content, clock())
         if new:
             assert conv is not None and customer is not None and customer.telegram_id is not None
             # The transcript row and its delivery in one transaction: sent in order, retried

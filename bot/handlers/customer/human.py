@@ -8,6 +8,7 @@ self-service, always) and within its business hours.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from aiogram import F, Router
@@ -198,6 +199,28 @@ async def _relay_alone_pg(
     return True
 
 
+async def _transcribe(
+    on: AsyncSession | direct.Tx,
+    conv: Conversation,
+    message: Message,
+    content: Content,
+    now: datetime,
+) -> bool:
+    """The customer's Telegram message into the chat's transcript, unless it is there
+    already (False: a redelivered update; it was queued for the agent with it)."""
+    return await conversations.add_message_once(
+        on,
+        conv,
+        sender="customer",
+        content_type=content.content_type,
+        text=content.text,
+        file_id=content.file_id,
+        chat_id=message.chat.id,
+        message_id=message.message_id,
+        now=now,
+    )
+
+
 async def _relay_direct(
     message: Message, ctx: CustomerContext, content: Content, conv: Conversation
 ) -> bool:
@@ -211,17 +234,7 @@ async def _relay_direct(
     async with direct.transaction(engine) as tx:
         if await _OPEN_CHAT_NOW.scalar(tx, {"customer_id": ctx.customer.id}) != conv.id:
             return False
-        new = await conversations.add_message_once(
-            tx,
-            conv,
-            sender="customer",
-            content_type=content.content_type,
-            text=content.text,
-            file_id=content.file_id,
-            chat_id=message.chat.id,
-            message_id=message.message_id,
-            now=ctx.clock(),
-        )
+        new = await _transcribe(tx, conv, message, content, ctx.clock())
         if not new:
             return False
         await enqueue.to_agent(
@@ -270,17 +283,7 @@ async def _store(
             return None, False, False
         # False: this Telegram message is in the transcript already (a redelivered update);
         # it was queued for the agent with it.
-        new = await conversations.add_message_once(
-            session,
-            conv,
-            sender="customer",
-            content_type=content.content_type,
-            text=content.text,
-            file_id=content.file_id,
-            chat_id=message.chat.id,
-            message_id=message.message_id,
-            now=ctx.clock(),
-        )
+        new = await _transcribe(session, conv, message, content, ctx.clock())
         if new:
             # For whoever holds the chat when it is sent: a queued chat's messages are the
             # hand-over's backlog, whatever the order of the claim and this commit.
