@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from routing.store import direct, lane
@@ -104,21 +105,72 @@ _STEP = direct.Statement(
         question=bindparam("v_question"),
     )
 )
-_START = direct.Statement(
-    insert(_T)
-    .values(
-        customer_id=bindparam("v_customer"),
-        tier=bindparam("v_tier"),
-        language=bindparam("v_language"),
-        started_at=bindparam("v_at", type_=_T.started_at.type),
-        last_at=bindparam("v_at", type_=_T.last_at.type),
-        answers=bindparam("v_answers"),
-        searches=bindparam("v_searches"),
-        path=bindparam("v_path"),
-        question=bindparam("v_question"),
-    )
-    .returning(_T.id)
+_START_VALUES = insert(_T).values(
+    customer_id=bindparam("v_customer"),
+    tier=bindparam("v_tier"),
+    language=bindparam("v_language"),
+    started_at=bindparam("v_at", type_=_T.started_at.type),
+    last_at=bindparam("v_at", type_=_T.last_at.type),
+    answers=bindparam("v_answers"),
+    searches=bindparam("v_searches"),
+    path=bindparam("v_path"),
+    question=bindparam("v_question"),
 )
+_START = direct.Statement(_START_VALUES.returning(_T.id))
+# The start as a step's write leaves it (_plan): no row returned, so on PostgreSQL it may be
+# one statement with the writes beside it (routing/store/lane.py one_statement).
+_START_WRITE = direct.Statement(_START_VALUES.inline())
+
+# PostgreSQL: the steps of several customers (updates that finish together) as one statement
+# each, their values given as arrays (routing/store/inbox.py gathers them with the done marks).
+_ARRAY = postgresql.ARRAY
+_STEPS = (
+    func.unnest(
+        bindparam("sid", type_=_ARRAY(_T.id.type)),
+        bindparam("v_at", type_=_ARRAY(_T.last_at.type)),
+        bindparam("v_answers", type_=_ARRAY(_T.answers.type)),
+        bindparam("v_searches", type_=_ARRAY(_T.searches.type)),
+        bindparam("v_path", type_=_ARRAY(_T.path.type)),
+        bindparam("v_question", type_=_ARRAY(_T.question.type)),
+    )
+    .table_valued("sid", "at", "answers", "searches", "path", "question")
+    .render_derived(name="v")
+)
+_STARTS = (
+    func.unnest(
+        bindparam("v_customer", type_=_ARRAY(_T.customer_id.type)),
+        bindparam("v_tier", type_=_ARRAY(_T.tier.type)),
+        bindparam("v_language", type_=_ARRAY(_T.language.type)),
+        bindparam("v_at", type_=_ARRAY(_T.last_at.type)),
+        bindparam("v_answers", type_=_ARRAY(_T.answers.type)),
+        bindparam("v_searches", type_=_ARRAY(_T.searches.type)),
+        bindparam("v_path", type_=_ARRAY(_T.path.type)),
+        bindparam("v_question", type_=_ARRAY(_T.question.type)),
+    )
+    .table_valued("customer", "tier", "language", "at", "answers", "searches", "path", "question")
+    .render_derived(name="v")
+)
+_STEP_MANY = direct.Statement(
+    update(_T)
+    .where(_T.id == _STEPS.c.sid)
+    .values(
+        last_at=_STEPS.c.at,
+        answers=_STEPS.c.answers,
+        searches=_STEPS.c.searches,
+        path=_STEPS.c.path,
+        question=_STEPS.c.question,
+    )
+)
+# The columns a start writes, and where each comes from in _STARTS (``at`` twice).
+_START_COLUMNS = ("customer_id", "tier", "language", "started_at", "last_at", "answers",
+                  "searches", "path", "question")  # fmt: skip
+_START_FROM = ("customer", "tier", "language", "at", "at", "answers", "searches", "path",
+               "question")  # fmt: skip
+_START_MANY = direct.Statement(
+    insert(_T).from_select(_START_COLUMNS, select(*(_STARTS.c[n] for n in _START_FROM)))
+)
+lane.batch_as(_STEP, _STEP_MANY, key="sid")
+lane.batch_as(_START_WRITE, _START_MANY)
 
 
 def _live_or_start() -> direct.Statement:
@@ -200,7 +252,7 @@ async def step(
     if ended is not None:
         await _END_QUIET.execute(session, ended[1])
     statement, values = write
-    if statement is _START:
+    if statement is _START_WRITE:
         sid = await _START.scalar(session, values, last=True)
         return Live(int(sid), language, values["v_answers"], values["v_searches"],
                     values["v_path"], values["v_question"])  # fmt: skip
@@ -223,10 +275,12 @@ async def step_writes(
     question: str | None = None,
     live: Any = UNREAD,
 ) -> list[lane.Step]:
-    """:func:`step`'s writes, for the caller to make (on SQLite the inbox commits them with
-    the update's done mark: routing/store/inbox.py ``leave_to_mark``; on PostgreSQL they are
-    one statement), after reading the live session outside any transaction. Only for a step
-    that is the update's last write: a second step before they are made would not see them.
+    """:func:`step`'s writes, for the caller to make (the inbox commits them with the
+    update's done mark: routing/store/inbox.py ``leave_to_mark``; on PostgreSQL one write,
+    a step or a start, then joins the marks' one statement, as one of the ``_STEP_MANY`` or
+    ``_START_MANY`` rows), after reading the live session outside any transaction. Only for
+    a step that is the update's last write: a second step before they are made would not
+    see them.
 
     ``live``: the customer's session not ended as the update's lookup read it (a
     ``LiveSelfService`` or None; routing/store/update_lookup.py), when nothing since can
@@ -269,7 +323,7 @@ def _plan(
               "v_question": kept}  # fmt: skip
     if live is None:
         start = {"v_customer": customer.id, "v_tier": customer.tier, "v_language": language}
-        return ended, (_START, {**start, **values})
+        return ended, (_START_WRITE, {**start, **values})
     return ended, (_STEP, {"sid": live.id, **values})
 
 

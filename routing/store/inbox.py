@@ -345,6 +345,11 @@ class DoneMarks:
 
     def _steps(self, batch: list[_Mark]) -> list[lane.Step]:
         writes = [w for one in batch for w in one.writes]
+        if self.engine.dialect.name == "postgresql" and all(len(m.writes) < 2 for m in batch):
+            # The updates are of different chats, their writes independent: several rows'
+            # writes of one statement become one statement (lane.gathered), and with the
+            # marks one statement in all (lane.one_statement), not a transaction of each.
+            writes = lane.gathered(writes)
         if len(batch) > 1 and self.engine.dialect.name == "postgresql":
             at = max(one.at for one in batch)
             ids = [one.update_id for one in batch]

@@ -23,6 +23,7 @@ import functools
 import re
 import sqlite3
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -127,10 +128,16 @@ def one_statement(steps: Sequence[Step], dialect: Dialect) -> str | None:
     if any(not c.writes or c.results is not None for c in compiled):
         return None
     tables = [p.tables(dialect) for p, _ in steps]
+    keyed = [p in _KEYED for p, _ in steps]
     for i, t in enumerate(tables):
         for j, other in enumerate(tables):
             shared = i != j and t.target in other.named
-            if shared and not (t.inserts_values and other.inserts_values):
+            # An insert of values and an update of rows named by key (rows that existed
+            # before): neither can change what the other does, in either order.
+            apart = (t.inserts_values and (other.inserts_values or keyed[j])) or (
+                keyed[i] and other.inserts_values
+            )
+            if shared and not apart:
                 return None
     return _combined(tuple(c.sql for c in compiled), tuple(len(c.names) for c in compiled))
 
@@ -152,6 +159,64 @@ def _combined(sqls: tuple[str, ...], counts: tuple[int, ...]) -> str | None:
 
 def _shift(offset: int, m: re.Match[str]) -> str:
     return f"${int(m.group(1)) + offset}"
+
+
+# --- PostgreSQL: several rows' writes of one statement as one ------------------------------
+
+
+@dataclass(frozen=True)
+class _Many:
+    many: Prepared
+    key: str | None
+
+
+_MANY: dict[Prepared, _Many] = {}
+# Updates that change only the rows their key parameters name (one_statement).
+_KEYED: set[Prepared] = set()
+
+
+def batch_as(one: Prepared, many: Prepared, *, key: str | None = None) -> None:
+    """Declare ``many`` the form of ``one`` that makes several rows' writes in one statement:
+    the same bind parameters, each given as an array of the rows' values (PostgreSQL
+    ``unnest``). ``key``: for an update, the parameter naming the one row, existing before
+    the write, that each step changes (steps are gathered only while their keys differ: one
+    statement must not change a row twice); None for an insert of values."""
+    _MANY[one] = _Many(many, key)
+    if key is not None:
+        _KEYED.update((one, many))
+
+
+def gathered(steps: Sequence[Step]) -> list[Step]:
+    """The steps, with those of each statement declared by :func:`batch_as` made one step of
+    its many form, in the place of the first of them.
+
+    Only for steps that do not depend on one another, whose order among themselves does not
+    matter: the writes that updates of different chats left to their done marks
+    (routing/store/inbox.py). On PostgreSQL the marks' batch is then one statement (a
+    customer's self-service step is most updates' only write; issue 19)."""
+    groups: dict[Prepared, list[Mapping[str, Any]]] = {}
+    for prepared, values in steps:
+        if prepared in _MANY:
+            groups.setdefault(prepared, []).append(values)
+    together: dict[Prepared, Step | None] = {}
+    for prepared, rows in groups.items():
+        many = _MANY[prepared]
+        names = set(rows[0])
+        if len(rows) < 2 or any(set(r) != names for r in rows):
+            continue
+        if many.key is not None and len({r[many.key] for r in rows}) < len(rows):
+            continue  # one row twice: written one after the other
+        together[prepared] = (many.many, {n: [r[n] for r in rows] for n in names})
+    if not together:
+        return list(steps)
+    out: list[Step] = []
+    for prepared, values in steps:
+        if prepared not in together:
+            out.append((prepared, values))
+        elif (step := together[prepared]) is not None:
+            out.append(step)
+            together[prepared] = None  # its other rows are in it
+    return out
 
 
 def _count(status: str) -> int:

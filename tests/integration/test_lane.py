@@ -229,3 +229,32 @@ def test_only_writes_that_cannot_see_each_other_are_one_statement() -> None:
     )
     assert one(_SENT_LANE, reads_deliveries) is None  # it names the table the other writes
     assert one(_LINK_LANE, reads_deliveries) is not None
+
+
+def test_gathered_makes_one_step_of_several_rows_only_when_it_may() -> None:
+    from sqlalchemy.dialects import postgresql
+
+    from routing.selfservice import deflection
+
+    d = postgresql.asyncpg.dialect()  # type: ignore[attr-defined]
+    mark = (lane.Prepared(inbox._MARK_DONE), {"done_id": 1, "done_at": T})
+    step = deflection._STEP
+
+    def row(sid: int) -> lane.Step:
+        return step, {"sid": sid, "v_at": T, "v_answers": 1, "v_searches": 0, "v_path": None,
+                      "v_question": None}  # fmt: skip
+
+    together = lane.gathered([row(1), mark, row(2), row(3)])
+    assert [p for p, _ in together] == [deflection._STEP_MANY, mark[0]]
+    assert together[0][1]["sid"] == [1, 2, 3] and together[0][1]["v_answers"] == [1, 1, 1]
+    # One row twice: left as it was, in order (one statement must not change a row twice).
+    twice = [row(1), row(1)]
+    assert lane.gathered(twice) == twice
+    assert lane.gathered([row(1), mark]) == [row(1), mark]  # alone: its own form
+    # A keyed update and an insert of values into the same table cannot change what the
+    # other does: one statement. Two updates of one table may not be.
+    start = deflection._START_WRITE
+    assert lane.one_statement([(deflection._STEP_MANY, {}), (start, {}), mark], d) is not None
+    assert lane.one_statement([(deflection._STEP_MANY, {}), (deflection._START_MANY, {})], d)
+    assert lane.one_statement([(step, {}), (deflection._STEP_MANY, {})], d) is None
+    assert lane.one_statement([(step, {}), (deflection._END_QUIET, {})], d) is None

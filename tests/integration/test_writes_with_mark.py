@@ -115,8 +115,9 @@ async def test_writes_go_in_the_marks_transaction(db: Db, monkeypatch: pytest.Mo
         return people[i - 1].id in await _sessions_of(db)
 
     assert all(await asyncio.gather(*(one(i) for i in (1, 2, 3))))
-    # One transaction: three starts and the three marks (on PostgreSQL one statement).
-    assert calls == [3 + (1 if db.backend == "postgresql" else 3)]
+    # One transaction: three starts and the three marks (on PostgreSQL one statement: the
+    # starts as one part, the marks as another).
+    assert calls == [2 if db.backend == "postgresql" else 3 + 3]
     assert await _done(db) == {1, 2, 3}
     assert await _sessions_of(db) == {c.id: 1 for c in people}
 
@@ -178,8 +179,8 @@ async def _through_intake(
 async def test_a_self_service_answer_records_its_step_with_the_mark(
     db: Db, policy: Policy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """SQLite: a self-service text's step is no transaction of its own; its start is in the
-    transaction of the update's done mark. PostgreSQL keeps its one statement."""
+    """A self-service text's step is no transaction of its own; its start is in the
+    transaction of the update's done mark (on PostgreSQL, in the mark's one statement)."""
     transactions: list[str] = []
     real_tx = direct.transaction
 
@@ -206,11 +207,8 @@ async def test_a_self_service_answer_records_its_step_with_the_mark(
         ss = (await s.scalars(select(SelfServiceSession))).all()
     assert len(ss) == 1 and ss[0].searches == 1 and ss[0].question == "where is my order?"
     assert await _done(db) == {1}
-    if db.backend == "sqlite":
-        assert transactions == []
-        assert lanes == [["selfservice_sessions", "inbound_updates"]]
-    else:
-        assert transactions == ["direct"]
+    assert transactions == []
+    assert lanes == [["selfservice_sessions", "inbound_updates"]]
 
 
 async def test_a_mark_retried_after_its_commit_landed_writes_nothing_twice(
@@ -218,8 +216,6 @@ async def test_a_mark_retried_after_its_commit_landed_writes_nothing_twice(
 ) -> None:
     """The mark's commit went through but its caller saw an error (the connection dropped
     after COMMIT): the retry finds the update done and does not write the step again."""
-    if db.backend != "sqlite":
-        pytest.skip("the step goes with the mark on SQLite")
     real = inbox.DoneMarks.mark
     failed: list[int] = []
 
@@ -282,3 +278,57 @@ async def test_a_known_customers_step_reads_nothing_of_its_own(
     async with db.sessions() as s:
         ss = (await s.scalars(select(SelfServiceSession))).all()
     assert len(ss) == 1 and ss[0].searches == 2 and ss[0].question == "and my refund?"
+
+
+async def test_pg_the_steps_of_updates_that_finish_together_are_one_statement_with_the_marks(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: the steps several customers' updates left to their marks (steps into live
+    sessions, first steps' starts) and the marks are one round trip, each row as it would
+    be written alone."""
+    if db.backend != "postgresql":
+        pytest.skip("PostgreSQL's round trips")
+    import asyncpg
+
+    await _pending(db, 1, 2, 3, 4, 5)
+    people = await _customers(db, 4)
+    # Two customers have a live session (their first step), two have none.
+    for c in people[:2]:
+        await lane.write_all(db.engine, await _step(db, c))
+    later = T + timedelta(minutes=1)
+    writes = []
+    for c, text in zip(people, ("refund?", None, "delivery?", None), strict=True):
+        found = await deflection.step_writes(
+            db.engine, c, later, IDLE, language="en", searched=text is not None,
+            node=None if text else "orders", question=text,
+        )  # fmt: skip
+        writes.append(found)
+    assert [len(w) for w in writes] == [1, 1, 1, 1]
+    trips: list[str] = []
+    for name in ("execute", "fetchrow", "fetch", "transaction"):
+        real = getattr(asyncpg.connection.Connection, name)
+
+        def counting(self: object, *a: object, _real: object = real, _n: str = name,
+                     **kw: object) -> object:  # fmt: skip
+            trips.append(_n)
+            return _real(self, *a, **kw)  # type: ignore[operator]
+
+        monkeypatch.setattr(asyncpg.connection.Connection, name, counting)
+    marks = inbox.DoneMarks(db.engine)
+    await asyncio.gather(*(marks.mark(i + 1, later, w) for i, w in enumerate(writes)),
+                         marks.mark(5, later))  # fmt: skip
+    assert trips == ["fetchrow"]
+    monkeypatch.undo()
+    assert await _done(db) == {1, 2, 3, 4, 5}
+    async with db.sessions() as s:
+        rows = {
+            r.customer_id: r
+            for r in (await s.scalars(select(SelfServiceSession))).all()
+        }  # fmt: skip
+    assert len(rows) == 4  # the live ones stepped into, not started again
+    first, second, third, fourth = (rows[c.id] for c in people)
+    assert (first.searches, first.question, first.path) == (1, "refund?", '["menu", "?"]')
+    assert (second.searches, second.path, second.last_at) == (0, '["menu", "orders"]', later)
+    assert (third.started_at, third.searches, third.question) == (later, 1, "delivery?")
+    assert (fourth.started_at, fourth.path, fourth.tier) == (later, '["orders"]', "C")
+    assert all(r.outcome is None and r.language == "en" for r in rows.values())

@@ -119,10 +119,11 @@ async def step(
     ``last_write``: the handler only sends after it, and nothing in this update touched the
     session before (it is the update's only step). The session is then the one the
     update's lookup read, not read again (only this chat's updates change it, one at a
-    time), and on SQLite the step's writes go with the update's done mark, in its group
-    commit (routing/store/inbox.py ``leave_to_mark``), not a transaction of their own: a
-    sixth of a self-service answer's CPU (issue 19). On PostgreSQL they are one statement,
-    as a first step always was (the look for a live session and the start in one)."""
+    time), and the step's writes go with the update's done mark (routing/store/inbox.py
+    ``leave_to_mark``), not a transaction of their own: on SQLite in the marks' group
+    commit (its own transaction was a sixth of a self-service answer's CPU), on PostgreSQL
+    in the marks' one statement, the steps of the updates that finish together as one
+    part of it (its own statement was a round trip in most updates; issue 19)."""
     # Direct statements, no session (routing/store/direct.py): most customer messages
     # record a step.
     engine = ctx.session.bind
@@ -134,12 +135,16 @@ async def step(
         and found.customer.id == ctx.customer.id
         else deflection.UNREAD
     )  # fmt: skip
-    with_mark = last_write and engine.dialect.name == "sqlite" and inbox.collecting()
+    with_mark = last_write and inbox.collecting()
     if with_mark or live is not deflection.UNREAD:
         writes = await deflection.step_writes(
             engine, ctx.customer, ctx.clock(), ctx.idle_timeout, language=ctx.locale,
             answered=answered, searched=searched, node=node, question=question, live=live,
         )  # fmt: skip
+        # PostgreSQL: one write (a step, or a first step's start) joins the marks' one
+        # statement; a quiet session's end and the new start are a transaction of their own.
+        if engine.dialect.name != "sqlite" and len(writes) > 1:
+            with_mark = False
         if not (with_mark and inbox.leave_to_mark(writes)):
             await lane.write_all(engine, writes)
         return
