@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, exists, func, select, update
+from sqlalchemy import Select, Table, bindparam, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.delivery.enqueue import KIND_GATE, _ids
@@ -146,7 +146,7 @@ _AGENT_CHAT = select(Agent.telegram_id).where(Agent.id == bindparam("agent_id"))
 _HEAD_D, _AGENT_CHAT_D = direct.Statement(_HEAD), direct.Statement(_AGENT_CHAT)
 
 
-def _head_to_agent() -> direct.Statement:
+def _head_to_agent() -> Select[Any]:
     """The first two unsent rows to an agent (``_HEAD``), each with what a relay's claim
     needs to know of its chat: the chat's state and its holder's Telegram chat; whether the
     holder's gate is held (a gate row for them queued within the grace, ``since``); and the
@@ -174,7 +174,7 @@ def _head_to_agent() -> direct.Statement:
         gate.c.agent_id == Conversation.agent_id,
         gate.c.created_at > bindparam("since", type_=Delivery.created_at.type),
     )
-    return direct.Statement(
+    return (
         select(
             d,
             Conversation.status.label("c_status"),
@@ -199,7 +199,64 @@ def _head_to_agent() -> direct.Statement:
     )
 
 
-_HEAD_TO_AGENT = _head_to_agent()
+_HEAD_TO_AGENT = direct.Statement(_head_to_agent())
+
+
+def _claim_first(head: Select[Any], *, to_agent: bool) -> direct.Statement:
+    """PostgreSQL: ``head``'s rows, the first claimed in the same statement when it may go
+    now with nothing else to decide (``won``: its attempts, NULL when not claimed).
+
+    A claim was two round trips, the read and the conditional UPDATE, on every relayed
+    message (issue 19). One statement decides the common case: a row to a customer due
+    now; a customer's message due now for the agent who holds the chat, with their gate
+    open and no briefing of theirs queued. Any other head (a wait, a gate, a briefing, a
+    row to a named agent, a closed chat) is decided by :func:`claim_head` from the rows this
+    returned, as before. The UPDATE is conditional on the status and time it read, as
+    ``_CLAIM``: under a concurrent claim PostgreSQL rechecks them on the row's newest version
+    and the loser claims nothing. When it claims nothing it changed nothing (a read)."""
+    h = head.cte("h")
+    first = select(func.min(h.c.id)).scalar_subquery()
+    due = [
+        _TABLE.c.id == h.c.id,
+        h.c.id == first,
+        _TABLE.c.status == h.c.status,
+        _TABLE.c.next_at == h.c.next_at,
+        h.c.next_at <= bindparam("now", type_=Delivery.next_at.type),
+    ]
+    if to_agent:
+        due += [
+            h.c.agent_id.is_(None),
+            h.c.c_status == ASSIGNED,
+            h.c.c_agent_id.is_not(None),
+            h.c.c_telegram_id.is_not(None),
+            ~h.c.c_gate_held,
+            h.c.b_id.is_(None),
+        ]
+        chat = h.c.c_telegram_id
+    else:
+        due.append(h.c.chat_id.is_not(None))
+        chat = h.c.chat_id
+    claimed = (
+        update(_TABLE)
+        .where(*due)
+        .values(
+            status=DELIVERY_SENDING,
+            next_at=bindparam("lease_until", type_=Delivery.next_at.type),
+            attempts=_TABLE.c.attempts + 1,
+            chat_id=chat,
+        )
+        .returning(_TABLE.c.id.label("won_id"), _TABLE.c.attempts.label("won"))
+        .cte("c")
+    )
+    return direct.Statement(
+        select(h, claimed.c.won)
+        .select_from(h.outerjoin(claimed, claimed.c.won_id == h.c.id))
+        .order_by(h.c.id)
+    )
+
+
+_CLAIM_FIRST_TO_AGENT = _claim_first(_head_to_agent(), to_agent=True)
+_CLAIM_FIRST = _claim_first(_HEAD, to_agent=False)
 _ROW = direct.Statement(select(_TABLE).where(_TABLE.c.id == bindparam("row_id")))
 
 
@@ -248,12 +305,21 @@ async def claim_head(
 
     ``now`` is real time (the queue's timers run on it, not on the bot's clock).
     """
-    params = {"conversation_id": conversation_id}
+    params: dict[str, object] = {"conversation_id": conversation_id}
     if direction == TO_AGENT:
-        since = now - timedelta(seconds=GATE_GRACE_SECONDS)
-        first_two = await _HEAD_TO_AGENT.rows(session, {**params, "since": since})
+        params["since"] = now - timedelta(seconds=GATE_GRACE_SECONDS)
     else:
-        first_two = await _HEAD_D.rows(session, {**params, "direction": direction})
+        params["direction"] = direction
+    if isinstance(session, direct.Tx) and session.pg is not None:
+        fused = _CLAIM_FIRST_TO_AGENT if direction == TO_AGENT else _CLAIM_FIRST
+        params.update(now=now, lease_until=now + timedelta(seconds=lease))
+        first_two = await fused.rows(session, params, alone=True)
+        if first_two and first_two[0].won is not None:
+            return _claimed_first(first_two, conversation_id, direction)
+    elif direction == TO_AGENT:
+        first_two = await _HEAD_TO_AGENT.rows(session, params)
+    else:
+        first_two = await _HEAD_D.rows(session, params)
     if not first_two:
         return Head()
     head = first_two[0]
@@ -334,6 +400,34 @@ async def claim_head(
             relay=relay,
         ),
         more=more,
+    )
+
+
+def _claimed_first(rows: list[Any], conversation_id: int, direction: str) -> Head:
+    """The head :func:`_claim_first` claimed: to the customer's chat, or to the holder."""
+    head = rows[0]
+    relay = direction == TO_AGENT
+    if relay:
+        agent_id, chat_id = head.c_agent_id, head.c_telegram_id
+    else:
+        agent_id, chat_id = head.agent_id, head.chat_id
+    return Head(
+        Claimed(
+            id=head.id,
+            conversation_id=conversation_id,
+            direction=direction,
+            agent_id=agent_id,
+            chat_id=chat_id,
+            kind=head.kind,
+            from_chat_id=head.from_chat_id,
+            message_ids=_ids(head.message_ids),
+            text=head.text,
+            link_kind=head.link_kind,
+            attempts=int(head.won),
+            created_at=head.created_at,
+            relay=relay,
+        ),
+        more=len(rows) > 1,
     )
 
 

@@ -149,12 +149,12 @@ class Tx:
     pg_tx: Any = None  # asyncpg's transaction, once a write began it
     finished: bool = False  # a ``last`` statement ran: nothing may follow
 
-    async def before(self, c: _Compiled, last: bool) -> None:
+    async def before(self, c: _Compiled, last: bool, alone: bool = False) -> None:
         """PostgreSQL: begin when the first write needs it (see the class)."""
         if self.finished:
             raise RuntimeError("a statement after the one marked last in this transaction")
         self.finished = last
-        if c.writes and self.pg_tx is None and not last:
+        if c.writes and self.pg_tx is None and not (last or alone):
             self.pg_tx = self.pg.transaction()
             await self.pg_tx.start()
 
@@ -352,17 +352,25 @@ class Statement:
 
     # --- running it ---------------------------------------------------------------------
     async def execute(
-        self, on: AsyncSession | Tx, params: Mapping[str, Any], *, last: bool = False
+        self,
+        on: AsyncSession | Tx,
+        params: Mapping[str, Any],
+        *,
+        last: bool = False,
+        alone: bool = False,
     ) -> Done:
         """Run in the session's transaction, or in a :func:`transaction` of its own.
 
         ``last``: the caller runs nothing after it in this :class:`Tx` (on PostgreSQL, a
-        write with nothing begun then needs no transaction); a session ignores it."""
+        write with nothing begun then needs no transaction); a session ignores it.
+        ``alone``: a write that is atomic by itself and, when the caller goes on after it,
+        changed nothing (a conditional claim that did not claim): on PostgreSQL it runs
+        like a read, before anything is begun, when nothing was."""
         if isinstance(on, Tx):
             if on.sqlite is not None:
                 return self._on_sqlite(on.dialect, on.sqlite, params)
             if on.pg is not None:
-                await on.before(self.compiled(on.dialect), last)
+                await on.before(self.compiled(on.dialect), last, alone)
                 return await self._on_asyncpg(on.dialect, on.pg, params)
             assert on.conn is not None
             statement = self.statement_for(on.dialect)
@@ -461,9 +469,14 @@ class Statement:
         return self._rows(c, fetched)
 
     async def rows(
-        self, on: AsyncSession | Tx, params: Mapping[str, Any], *, last: bool = False
+        self,
+        on: AsyncSession | Tx,
+        params: Mapping[str, Any],
+        *,
+        last: bool = False,
+        alone: bool = False,
     ) -> list[Any]:
-        return (await self.execute(on, params, last=last)).rows
+        return (await self.execute(on, params, last=last, alone=alone)).rows
 
     async def first(
         self, on: AsyncSession | Tx, params: Mapping[str, Any], *, last: bool = False
