@@ -83,13 +83,16 @@ _QUEUE = direct.Statement(
 )
 
 
-def to_agent_after(stored: Any) -> Any:
+def to_agent_after(stored: Any, *, its_chat: bool = False) -> Any:
     """PostgreSQL: :func:`to_agent` of a message that is not part of an album, as a part of
     one statement (a data-modifying CTE; bot/handlers/customer/human.py composes it): queued
     only if ``stored`` (the CTE of the message's transcript row) has a row. The same row
     ``_QUEUE`` writes: ``v_conv``, ``v_from``, ``v_ids`` and ``v_next`` (also its
-    ``created_at``) are its parameters."""
-    return _queued_after(stored, TO_AGENT, None, LINK_RELAY)
+    ``created_at``) are its parameters. ``its_chat``: the chat is the transcript row's
+    (``stored.c.conversation_id``: a chat opened in the same statement), not ``v_conv``."""
+    return _queued_after(
+        stored, TO_AGENT, None, LINK_RELAY, conv=stored.c.conversation_id if its_chat else None
+    )
 
 
 def to_customer_after(stored: Any) -> Any:
@@ -100,7 +103,9 @@ def to_customer_after(stored: Any) -> Any:
     return _queued_after(stored, TO_CUSTOMER, "v_to", None)
 
 
-def _queued_after(stored: Any, direction: str, chat: str | None, link_kind: str | None) -> Any:
+def _queued_after(
+    stored: Any, direction: str, chat: str | None, link_kind: str | None, *, conv: Any = None
+) -> Any:
     # The row _copy queues for one message (``chat``: the parameter of its chat, or None),
     # from a SELECT that has a row only if ``stored`` has one.
     d = Delivery
@@ -111,7 +116,7 @@ def _queued_after(stored: Any, direction: str, chat: str | None, link_kind: str 
              "message_ids", "media_group_id", "link_kind", "status", "attempts", "next_at",
              "created_at"],
             select(
-                bindparam("v_conv", type_=d.conversation_id.type),
+                bindparam("v_conv", type_=d.conversation_id.type) if conv is None else conv,
                 literal(direction, type_=d.direction.type),
                 literal(None, type_=d.agent_id.type),
                 literal(None, type_=d.chat_id.type) if chat is None

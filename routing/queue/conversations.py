@@ -64,11 +64,13 @@ _CONV_KEYS, _CONV_COLS = direct.columns(Conversation, "v")
 _CUSTOMER_KEYS, _CUSTOMER_COLS = direct.columns(Customer, "c")
 
 
-def _insert_open(d: Any) -> Any:
+def _insert_open(d: Any, *, spoke: bool = False) -> Any:
     # ON CONFLICT DO NOTHING on the unique open index: no row when the customer has an open
     # chat, instead of a savepoint around an INSERT that may fail. RETURNING every column:
-    # the new chat becomes the session's instance without reading it back.
+    # the new chat becomes the session's instance without reading it back. ``spoke``: opened
+    # by the customer's message, stored with it (opening_parts): "the customer spoke" then.
     table = cast(Table, Conversation.__table__)
+    values: dict[str, Any] = {"last_customer_at": _AT} if spoke else {}
     return (
         d.insert(Conversation)
         .values(
@@ -79,6 +81,7 @@ def _insert_open(d: Any) -> Any:
             origin=bindparam("v_origin"),
             queued_at=bindparam("v_at", type_=Conversation.queued_at.type),
             queue_key=bindparam("v_key", type_=Conversation.queue_key.type),
+            **values,
         )
         .on_conflict_do_nothing()
         .returning(*(table.c[p.columns[0].name] for p in sa_inspect(Conversation).column_attrs))
@@ -86,6 +89,20 @@ def _insert_open(d: Any) -> Any:
 
 
 _OPEN_NEW = direct.Statement(per_dialect=_insert_open)
+
+
+def open_params(
+    customer: Customer, policy: Policy, origin: str, now: datetime, priority_boost: int = 0
+) -> dict[str, Any]:
+    """The values a chat is opened with (``_OPEN_NEW``, :func:`opening_parts`)."""
+    rank = effective_rank(policy.rank(customer.tier), priority_boost)
+    return {
+        "v_customer": customer.id, "v_tier": customer.tier, "v_rank": rank,
+        "v_origin": origin, "v_at": now,
+        # Virtual arrival (routing.queue.priority): the queue's order, fixed at open like
+        # the tier.
+        "v_key": queue_key_at(rank, now, policy.queue.aging_outrank_seconds),
+    }  # fmt: skip
 
 
 async def open_conversation(
@@ -103,24 +120,24 @@ async def open_conversation(
     does not reorder the queue under the agents' feet. ``priority_boost`` queues it as if
     the customer's tier were that many ranks higher (service recovery).
     """
-    rank = effective_rank(policy.rank(customer.tier), priority_boost)
     opened = await _OPEN_NEW.first(
-        session,
-        {"v_customer": customer.id, "v_tier": customer.tier, "v_rank": rank,
-         "v_origin": origin, "v_at": now,
-         # Virtual arrival (routing.queue.priority): the queue's order, fixed at open like
-         # the tier.
-         "v_key": queue_key_at(rank, now, policy.queue.aging_outrank_seconds)},
-    )  # fmt: skip
+        session, open_params(customer, policy, origin, now, priority_boost)
+    )
     if opened is None:
         # One is open already (the unique open index), maybe opened by a concurrent update.
         existing = await open_for_customer(session, customer.id)
         if existing is None:  # pragma: no cover - the index guarantees one exists
             raise RuntimeError(f"customer {customer.id}: no chat opened and none open")
         return existing, False
-    conv = direct.attach(session, Conversation, _CONV_KEYS, opened)
+    return attach_opened(session, opened), True
+
+
+def attach_opened(session: AsyncSession, row: Any) -> Conversation:
+    """A chat just opened (``_OPEN_NEW``'s row, or a row that begins with its columns, as
+    :func:`opening_parts`' statement returns) as the session's instance."""
+    conv = direct.attach(session, Conversation, _CONV_KEYS, row[: len(_CONV_KEYS)])
     assert conv is not None
-    return conv, True
+    return conv
 
 
 async def add_message(
@@ -245,9 +262,22 @@ def _stored_once(
             rows if where is None else rows.where(where),
         )
         .on_conflict_do_nothing()
-        .returning(m.id)
+        .returning(m.id, m.conversation_id)
         .cte("stored")
     )  # fmt: skip
+
+
+def opening_parts(pg: Any) -> tuple[Any, Any]:
+    """PostgreSQL: :func:`open_conversation` of a chat the customer's message opens, and
+    :func:`add_message_once` of that message, as parts of one statement (data-modifying
+    CTEs; bot/handlers/customer/human.py composes them): the chat, opened only if the
+    customer has none open (the unique open index) and marked "the customer spoke"; and
+    the transcript row, stored into it only once (``uq_messages_source``). Parameters:
+    :func:`open_params`' and ``v_type``, ``v_text``, ``v_file``, ``v_chat``, ``v_message``
+    (``v_at`` is the message's time too). The transcript row's CTE returns its chat's id
+    (``conversation_id``) with its own."""
+    opened = _insert_open(pg, spoke=True).cte("opened")
+    return opened, _stored_once(pg, opened, "customer", None, None)
 
 
 def customer_message_parts(pg: Any, open_chat: Any) -> tuple[Any, Any]:

@@ -174,6 +174,47 @@ def _relay_alone(pg: Any) -> Any:
 _RELAY_ALONE = direct.Statement(per_dialect=_relay_alone)
 
 
+def _open_alone(pg: Any) -> Any:
+    # PostgreSQL: a chat opened by the customer's message, the message stored into it and
+    # queued for the agent, in one statement (see _store); no row if one is open already.
+    opened, stored = conversations.opening_parts(pg)
+    queued = enqueue.to_agent_after(stored, its_chat=True)
+    return select(
+        *opened.c,
+        select(stored.c.id).scalar_subquery().label("stored"),
+        select(queued.c.id).scalar_subquery().label("queued"),
+    ).select_from(opened)
+
+
+_OPEN_ALONE = direct.Statement(per_dialect=_open_alone)
+
+
+async def _open_alone_pg(
+    message: Message, ctx: CustomerContext, content: Content
+) -> Conversation | None:
+    """PostgreSQL: a human-first customer's message with no chat open (the lookup found
+    none; not part of an album) opens one, is stored into it and queued for whoever will
+    hold it, in one statement, one round trip and atomic by itself, where the transaction
+    was seven (BEGIN, the open chat read again, the chat, the transcript row, the chat's
+    mark, the queued row, COMMIT: a VIP's first message; issue 19). None: a chat is open
+    after all (opened since the lookup); nothing was written and the transaction decides.
+    The chat becomes the session's instance as loaded."""
+    now = ctx.clock()
+    params = {
+        **conversations.open_params(ctx.customer, ctx.policy, conversations.ORIGIN_VIP, now),
+        "v_type": content.content_type, "v_text": content.text, "v_file": content.file_id,
+        "v_chat": message.chat.id, "v_message": message.message_id,
+        "v_from": message.chat.id, "v_ids": json.dumps([message.message_id]),
+        "v_next": ctx.desk.now(),
+    }  # fmt: skip
+    engine = ctx.session.bind
+    assert isinstance(engine, AsyncEngine)
+    rows = await _OPEN_ALONE.read(engine, params)
+    if not rows:
+        return None
+    return conversations.attach_opened(ctx.session, rows[0])
+
+
 async def _relay_alone_pg(
     message: Message, ctx: CustomerContext, content: Content, conv: Conversation
 ) -> bool:
@@ -258,15 +299,19 @@ async def _store(
     """Add the message to the customer's open chat (opening one for a human-first tier) and
     queue it for the agent, in one transaction: (chat, newly opened, already stored)."""
     session, customer = ctx.session, ctx.customer
+    alone = message.media_group_id is None and not session.in_transaction()
     if (
         open_conversation is not None
-        and message.media_group_id is None
-        and not session.in_transaction()
+        and alone
         and await (_relay_alone_pg if direct.on_postgresql(session) else _relay_direct)(
             message, ctx, content, open_conversation
         )
     ):
         return open_conversation, False, False
+    if open_conversation is None and human_first and alone and direct.on_postgresql(session):
+        opened = await _open_alone_pg(message, ctx, content)
+        if opened is not None:
+            return opened, True, False
     async with session.begin():
         conv_id = await _OPEN_CHAT_NOW.scalar(session, {"customer_id": customer.id})
         conv: Conversation | None = None
