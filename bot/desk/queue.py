@@ -27,7 +27,7 @@ from routing.delivery import enqueue
 from routing.policy.root import Policy
 from routing.queue import agents, assignment, claims, conversations, estimate, offers, sla
 from routing.queue.eligibility import AgentSlot, Chat, online_slots
-from routing.store import cluster, inbox
+from routing.store import cluster, direct, inbox
 from routing.store.models import OPEN_STATUSES, QUEUED, Agent, Conversation, Customer, QueueOffer
 
 if TYPE_CHECKING:
@@ -67,8 +67,16 @@ class QueueDesk:
         it names (the reserved one alone during a window), or offer it in offer mode.
 
         Returns how many online agents serve its tier (0: nobody is there)."""
-        async with session.begin():
+        if direct.on_postgresql(session) and not session.in_transaction():
+            # Its reads need no transaction (under READ COMMITTED each statement of one reads
+            # a snapshot of its own anyway) and its one write is atomic by itself: BEGIN and
+            # COMMIT were two of a VIP chat's round trips (issue 19).
             new = await offers.plan_new_chat(session, conv, customer, self.policy, self.now())
+            if session.in_transaction():  # a read through the session began one after all
+                await session.commit()
+        else:
+            async with session.begin():
+                new = await offers.plan_new_chat(session, conv, customer, self.policy, self.now())
         plan = new.plan
         if plan.offer_mode:
             await self.route(session)

@@ -244,7 +244,8 @@ _AHEAD = direct.Statement(
 async def position(session: AsyncSession, conv: Conversation) -> int:
     """1-based place of a waiting conversation in the queue."""
     params = {"key": conv.queue_key, "at": conv.queued_at, "conv_id": conv.id}
-    return int(await _AHEAD.scalar(session, params)) + 1
+    (row,) = await _AHEAD.rows_now(session, params)  # outside a transaction it begins none
+    return int(row[0]) + 1
 
 
 async def rekey_legacy(session: AsyncSession, policy: Policy) -> int:

@@ -199,7 +199,8 @@ async def online_slots(session: AsyncSession) -> dict[int, tuple[Agent, AgentSlo
     """Every online active agent with their current load, by id."""
     out: dict[int, tuple[Agent, AgentSlot]] = {}
     k = len(_AGENT_KEYS)
-    for row in await _ONLINE_SLOTS.rows(session, {}):
+    # Outside a transaction it begins none (PostgreSQL: a VIP's page plans outside one).
+    for row in await _ONLINE_SLOTS.rows_now(session, {}):
         a = direct.attach(session, Agent, _AGENT_KEYS, row[:k])
         assert a is not None
         n, at = row[k], row[k + 1]

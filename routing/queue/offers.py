@@ -11,15 +11,27 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Integer, bindparam, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
 from routing.policy.root import Policy
 from routing.queue import assignment, estimate
 from routing.queue.claims import position, queue_order
 from routing.queue.eligibility import Chat, online_slots, pick_agent, reserved_for_other
-from routing.store import direct, managers
+from routing.store import direct, lane, managers
 from routing.store.models import QUEUED, Agent, Conversation, Customer, QueueOffer
+
+_LAST_AGENT = direct.Statement(
+    select(Conversation.agent_id)
+    .where(
+        Conversation.customer_id == bindparam("customer_id"),
+        Conversation.id != bindparam("conv_id"),
+        Conversation.agent_id.is_not(None),
+        Conversation.queued_at >= bindparam("since", type_=Conversation.queued_at.type),
+    )
+    .order_by(Conversation.queued_at.desc(), Conversation.id.desc())
+    .limit(1)
+)
 
 
 async def _last_agent(
@@ -28,19 +40,12 @@ async def _last_agent(
     """The agent who served this customer within ``sticky_days`` (another chat), if any."""
     if policy.queue.sticky_days <= 0:
         return None
-    return (
-        await session.execute(
-            select(Conversation.agent_id)
-            .where(
-                Conversation.customer_id == customer.id,
-                Conversation.id != conv.id,
-                Conversation.agent_id.is_not(None),
-                Conversation.queued_at >= now - timedelta(days=policy.queue.sticky_days),
-            )
-            .order_by(Conversation.queued_at.desc(), Conversation.id.desc())
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+    since = now - timedelta(days=policy.queue.sticky_days)
+    # Outside a transaction it begins none (PostgreSQL: a VIP's page plans outside one).
+    rows = await _LAST_AGENT.rows_now(
+        session, {"customer_id": customer.id, "conv_id": conv.id, "since": since}
+    )
+    return rows[0].agent_id if rows else None
 
 
 async def _people(
@@ -160,7 +165,13 @@ async def _record_new(session: AsyncSession, conv: Conversation, plan: assignmen
         **values,
     }
     statement = _SET_RESERVED_TOLD if told else _SET_RESERVED
-    await statement.execute(session, {"conv_id": conv.id, **values})
+    params = {"conv_id": conv.id, **values}
+    if session.in_transaction():
+        await statement.execute(session, params)
+    else:  # one statement, atomic by itself (PostgreSQL: a VIP's page plans outside one)
+        engine = session.bind
+        assert isinstance(engine, AsyncEngine)
+        await lane.write(engine, statement, params)
     for key, value in values.items():
         set_committed_value(conv, key, value)
 

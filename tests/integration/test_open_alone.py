@@ -82,11 +82,24 @@ async def test_a_vips_first_message_opens_the_chat_in_one_statement(
         return await real_read(*a, **kw)
 
     monkeypatch.setattr(human._OPEN_ALONE, "read", read)
+    import asyncpg
+
+    begun: list[int] = []
+    real_tx = asyncpg.connection.Connection.transaction
+
+    def counting_tx(self: asyncpg.Connection, **kw: object) -> object:
+        begun.append(1)
+        return real_tx(self, **kw)  # type: ignore[arg-type]
+
     async with FakeBotAPI() as api:
         bot = Bot(DEFAULT_TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(api.url)))
         dp = make_dispatcher(db.sessions, policy, bot, clock=lambda: NOW)
         intake = Intake(dp, bot, db.sessions, lambda: NOW)
         await intake.accept([{"update_id": 1, "message": api.user_message(VIP, "help me")}])
+        # Stored in the inbox (a transaction per getUpdates batch), then handled: the chat
+        # opened, its plan made and recorded, the agent paged, with no transaction at all
+        # (the plan's reads need none, each write is one statement).
+        monkeypatch.setattr(asyncpg.connection.Connection, "transaction", counting_tx)
         await intake.wait_idle()
         await api.wait_idle(quiet=0.3)
         await bot.session.close()
@@ -94,6 +107,7 @@ async def test_a_vips_first_message_opens_the_chat_in_one_statement(
         told = api.calls_of("sendMessage", chat_id=VIP)
     # The opening's one statement; the transaction's read of the open chat never ran.
     assert ran == ["open alone"]
+    assert begun == []
     assert paged and told  # the agent is paged and the customer told, as before
     async with db.sessions() as s:
         conv = (await s.scalars(select(Conversation))).one()
