@@ -235,7 +235,10 @@ def leave_to_mark(steps: Sequence[lane.Step]) -> bool:
     visible before the mark), such as a self-service step's record (issue 19: on SQLite its
     own transaction was a sixth of a self-service answer's CPU). The next update of the
     same chat starts after the mark, so it sees them; a crash before the mark loses them
-    with the mark, and the update, handled again, writes them once."""
+    with the mark, and the update, handled again, writes them once. The writes of updates
+    that finish together (different chats) must not depend on one another: PostgreSQL
+    makes several rows of one statement as one part of the marks' statement
+    (lane.gathered), in no particular order among them."""
     collected = _WITH_MARK.get()
     if collected is None or not collected.open:
         return False
