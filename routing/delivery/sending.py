@@ -383,23 +383,34 @@ async def claim_head(
     )
     if won is None:  # another sender took it first
         return Head(wait_until=now + timedelta(seconds=lease))
-    return Head(
-        Claimed(
-            id=head.id,
-            conversation_id=conversation_id,
-            direction=direction,
-            agent_id=agent_id,
-            chat_id=chat_id,
-            kind=head.kind,
-            from_chat_id=head.from_chat_id,
-            message_ids=_ids(head.message_ids),
-            text=head.text,
-            link_kind=head.link_kind,
-            attempts=int(won),
-            created_at=head.created_at,
-            relay=relay,
-        ),
-        more=more,
+    claimed = _claimed(head, conversation_id, direction, agent_id, chat_id, int(won), relay)
+    return Head(claimed, more=more)
+
+
+def _claimed(
+    head: Any,
+    conversation_id: int,
+    direction: str,
+    agent_id: int | None,
+    chat_id: int,
+    attempts: int,
+    relay: bool,
+) -> Claimed:
+    """A claimed row (``head``, as read) with its destination resolved."""
+    return Claimed(
+        id=head.id,
+        conversation_id=conversation_id,
+        direction=direction,
+        agent_id=agent_id,
+        chat_id=chat_id,
+        kind=head.kind,
+        from_chat_id=head.from_chat_id,
+        message_ids=_ids(head.message_ids),
+        text=head.text,
+        link_kind=head.link_kind,
+        attempts=attempts,
+        created_at=head.created_at,
+        relay=relay,
     )
 
 
@@ -411,24 +422,8 @@ def _claimed_first(rows: list[Any], conversation_id: int, direction: str) -> Hea
         agent_id, chat_id = head.c_agent_id, head.c_telegram_id
     else:
         agent_id, chat_id = head.agent_id, head.chat_id
-    return Head(
-        Claimed(
-            id=head.id,
-            conversation_id=conversation_id,
-            direction=direction,
-            agent_id=agent_id,
-            chat_id=chat_id,
-            kind=head.kind,
-            from_chat_id=head.from_chat_id,
-            message_ids=_ids(head.message_ids),
-            text=head.text,
-            link_kind=head.link_kind,
-            attempts=int(head.won),
-            created_at=head.created_at,
-            relay=relay,
-        ),
-        more=len(rows) > 1,
-    )
+    claimed = _claimed(head, conversation_id, direction, agent_id, chat_id, int(head.won), relay)
+    return Head(claimed, more=len(rows) > 1)
 
 
 async def mark_sent(
