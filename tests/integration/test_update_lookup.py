@@ -3,6 +3,7 @@ backend."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from routing.policy.root import Policy
 from routing.queue.agents import add_agent
@@ -167,3 +169,94 @@ async def test_lookup_reads_the_customers_self_service_session_not_ended(db: Db)
             assert (await lookup(s, 21, 7_000_000_001, SINCE)).selfservice is None  # ended
             assert (await lookup(s, 22, 900, SINCE)).selfservice is None  # an agent
             assert (await lookup(s, 23, 12345, SINCE)).selfservice is None  # nobody known
+
+
+def _fields(found: Any) -> tuple[Any, ...]:
+    """What a handler reads of a lookup, as plain values (instances are per session)."""
+    return (
+        found.seen,
+        found.agent.name if found.agent else None,
+        found.customer.external_id if found.customer else None,
+        (found.conversation.id, found.conversation.status) if found.conversation else None,
+        found.awaiting_survey,
+        found.selfservice,
+    )
+
+
+async def test_lookups_asked_at_once_each_get_their_own_answer_in_one_statement(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the updates handled at the same time ask (each in its own session, outside any
+    transaction): every sender's answer is the one they get alone, a redelivery included,
+    and the survey window is each update's own. On PostgreSQL they are one statement
+    (routing/store/gather.py), where each was a round trip (issue 19)."""
+    await _seed(db)
+    async with db.sessions() as s, s.begin():
+        ann = (await s.execute(select(Customer).where(Customer.external_id == "C1"))).scalar_one()
+        s.add(Survey(kind="csat", customer_id=ann.id, status="answered", created_at=NOW,
+                     due_at=NOW, comment_state=SURVEY_COMMENT_ASKED,
+                     answered_at=NOW - timedelta(minutes=20)))  # fmt: skip
+    asks: list[tuple[int, int | None, datetime]] = [
+        (6, 900, SINCE),  # an agent
+        (7, 700, SINCE),  # a customer with an open chat and a survey awaiting a comment
+        (8, 7_000_000_001, SINCE),  # a 64-bit id, no chat
+        (9, 123, SINCE),  # nobody known
+        (10, 901, SINCE),  # a deactivated agent
+        (5, 700, SINCE),  # a redelivery
+        (11, None, SINCE),  # no sender (stored, not handled yet)
+        (12, 700, NOW - timedelta(minutes=5)),  # the survey's window has closed
+    ]
+
+    async def one(update_id: int, tid: int | None, since: datetime) -> tuple[Any, ...]:
+        async with db.sessions() as s:
+            found = await lookup(s, update_id, tid, since)
+            assert not s.in_transaction()
+            return _fields(found)
+
+    alone = [await one(*a) for a in asks]
+    fetched: list[str] = []
+    if db.backend == "postgresql":
+        import asyncpg
+
+        real = asyncpg.connection.Connection.fetch
+
+        async def counting(self: Any, sql: str, *args: Any, **kw: Any) -> Any:
+            fetched.append(sql)
+            return await real(self, sql, *args, **kw)
+
+        monkeypatch.setattr(asyncpg.connection.Connection, "fetch", counting)
+    together = await asyncio.gather(*(one(*a) for a in asks))
+    monkeypatch.undo()
+    assert together == alone
+    assert alone[1][3] is not None and alone[1][4] is not None  # the chat, the survey
+    assert alone[7][4] is None
+    assert [a[0] for a in alone] == [False, False, False, False, False, True, False, False]
+    if db.backend == "postgresql":
+        assert len(fetched) == 1 and "unnest" in fetched[0]
+
+
+async def test_lookups_asked_at_once_fail_together_when_the_database_fails(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed statement fails every lookup it was to answer (the inbox retries each
+    update), and the next lookups are asked afresh."""
+    if db.backend != "postgresql":
+        pytest.skip("lookups are asked together on PostgreSQL")
+    import asyncpg
+
+    await _seed(db)
+    real = asyncpg.connection.Connection.fetch
+
+    async def failing(self: Any, sql: str, *args: Any, **kw: Any) -> Any:
+        raise asyncpg.exceptions.ConnectionDoesNotExistError("gone")
+
+    async def one(update_id: int) -> Any:
+        async with db.sessions() as s:
+            return await lookup(s, update_id, 700, SINCE)
+
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", failing)
+    outcomes = await asyncio.gather(*(one(i) for i in (6, 7, 8)), return_exceptions=True)
+    assert all(isinstance(o, DBAPIError) for o in outcomes), outcomes
+    monkeypatch.setattr(asyncpg.connection.Connection, "fetch", real)
+    again = await asyncio.gather(*(one(i) for i in (6, 7, 8)))
+    assert all(f.customer is not None and f.customer.name == "Ann" for f in again)
