@@ -124,6 +124,8 @@ class Deliverer:
         self.bot = bot
         self.sessions = sessions
         self.engine: AsyncEngine = sessions.kw["bind"]  # the "sent" marks need no session
+        # The marks of sends that end together are one write (lane.Together).
+        self._marks = lane.Together(self.engine)
         self.clock = clock  # the bot's clock: assignments are stamped with it
         self.now = now  # real time: the queue's timers, backoff and leases run on it
         self.backoff = backoff
@@ -358,7 +360,7 @@ class Deliverer:
             steps += [conversations.link_step(chat, m, c.conversation_id, kind) for m in sent]
             if c.agent_id is not None:
                 steps.append(conversations.last_inbound_step(c.agent_id, c.conversation_id))
-        await lane.write_all(self.engine, steps)
+        await self._marks.write(steps)
 
     async def _call(self, c: Claimed, dest: Destination | None = None) -> list[int]:
         timeout = self.request_timeout

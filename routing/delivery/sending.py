@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, exists, func, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.delivery.enqueue import KIND_GATE, _ids
@@ -433,6 +434,28 @@ async def mark_sent(
 
 
 _SENT_LANE = lane.Prepared(_SENT)
+# PostgreSQL: the marks of sends that end together as one statement, their values given as
+# arrays (bot/delivery.py writes them through lane.Together).
+_SENT_ROWS = (
+    func.unnest(
+        bindparam("row_id", type_=ARRAY(_TABLE.c.id.type)),
+        bindparam("at", type_=ARRAY(Delivery.sent_at.type)),
+        bindparam("to_agent", type_=ARRAY(_TABLE.c.agent_id.type)),
+    )
+    .table_valued("row_id", "at", "to_agent")
+    .render_derived(name="v")
+)
+_SENT_MANY = lane.Prepared(
+    update(_TABLE)
+    .where(_TABLE.c.id == _SENT_ROWS.c.row_id)
+    .values(
+        status=DELIVERY_SENT,
+        sent_at=_SENT_ROWS.c.at,
+        agent_id=_SENT_ROWS.c.to_agent,
+        error=None,
+    )
+)
+lane.batch_as(_SENT_LANE, _SENT_MANY, key="row_id")
 
 
 def sent_step(row_id: int, *, now: datetime, agent_id: int | None) -> lane.Step:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -487,6 +488,42 @@ _LAST_INBOUND_LANE = lane.Prepared(
     .where(Agent.__table__.c.id == bindparam("agent_id"))
     .values(last_inbound_conversation_id=bindparam("conversation_id"))
 )
+
+
+# PostgreSQL: several sends' links and last chats as one statement each, their values given
+# as arrays (bot/delivery.py writes them through lane.Together).
+_LINK_TABLE = cast(Table, MessageLink.__table__)
+_LINK_ROWS = (
+    func.unnest(
+        bindparam("chat_id", type_=ARRAY(_LINK_TABLE.c.chat_id.type)),
+        bindparam("message_id", type_=ARRAY(_LINK_TABLE.c.message_id.type)),
+        bindparam("conversation_id", type_=ARRAY(_LINK_TABLE.c.conversation_id.type)),
+        bindparam("kind", type_=ARRAY(_LINK_TABLE.c.kind.type)),
+    )
+    .table_valued("chat_id", "message_id", "conversation_id", "kind")
+    .render_derived(name="v")
+)
+_LINK_MANY = lane.Prepared(
+    insert(_LINK_TABLE).from_select(
+        ["chat_id", "message_id", "conversation_id", "kind"], select(*_LINK_ROWS.c)
+    )
+)
+lane.batch_as(_LINK_LANE, _LINK_MANY)
+_AGENTS = cast(Table, Agent.__table__)
+_LAST_ROWS = (
+    func.unnest(
+        bindparam("agent_id", type_=ARRAY(_AGENTS.c.id.type)),
+        bindparam("conversation_id", type_=ARRAY(_AGENTS.c.last_inbound_conversation_id.type)),
+    )
+    .table_valued("agent_id", "conversation_id")
+    .render_derived(name="v")
+)
+_LAST_INBOUND_MANY = lane.Prepared(
+    update(_AGENTS)
+    .where(_AGENTS.c.id == _LAST_ROWS.c.agent_id)
+    .values(last_inbound_conversation_id=_LAST_ROWS.c.conversation_id)
+)
+lane.batch_as(_LAST_INBOUND_LANE, _LAST_INBOUND_MANY, key="agent_id")
 
 
 def link_step(chat_id: int, message_id: int, conversation_id: int, kind: str) -> lane.Step:

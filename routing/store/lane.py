@@ -20,6 +20,7 @@ ordinary ``engine.begin()``.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import sqlite3
 from collections.abc import Mapping, Sequence
@@ -29,8 +30,10 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from routing.store import direct, sqlite_driver
+from routing.store import direct, gather, sqlite_driver
 from routing.store.db import BUSY_TIMEOUT_MS
+
+log = logging.getLogger(__name__)
 
 # A statement with named bind parameters, compiled once per dialect with SQLAlchemy's bind
 # processors (so the values are stored exactly as SQLAlchemy would store them): the same
@@ -106,6 +109,47 @@ async def write_all(engine: AsyncEngine, steps: Sequence[Step]) -> list[int]:
         raise
     finally:
         await direct.checkin(engine, raw, inline_sqlite, clean)
+
+
+class Together:
+    """Writes of concurrent callers made together: those that come while one is in flight
+    go in one transaction, on PostgreSQL one statement (their steps :func:`gathered`, then
+    :func:`one_statement`). Each caller returns once its own steps are committed.
+
+    For writes that do not depend on one another: a send's mark, with its links, after
+    every relayed message (bot/delivery.py), of sends to different chats that end at about
+    the same time; on PostgreSQL each was a round trip of its own (issue 19). A batch the
+    database refuses is written again caller by caller, so a refused write fails only its
+    own caller."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._gather: gather.Gather[tuple[Step, ...], None] = gather.Gather(self._write)
+
+    async def write(self, steps: Sequence[Step]) -> None:
+        await self._gather.ask(tuple(steps))
+
+    async def _write(self, batches: Sequence[tuple[Step, ...]]) -> list[gather.Failed | None]:
+        if len(batches) > 1:
+            steps = [step for batch in batches for step in batch]
+            if self.engine.dialect.name == "postgresql":
+                steps = gathered(steps)
+            try:
+                await write_all(self.engine, steps)
+            except Exception as error:
+                # One caller's write refused, or the database away: each caller's own
+                # outcome is found below.
+                log.debug("%d writes failed together, each alone now: %s", len(batches), error)
+            else:
+                return [None] * len(batches)
+        answers: list[gather.Failed | None] = []
+        for batch in batches:
+            try:
+                await write_all(self.engine, batch)
+                answers.append(None)
+            except Exception as error:
+                answers.append(gather.Failed(error))
+        return answers
 
 
 # --- PostgreSQL: several writes as one statement -------------------------------------------
