@@ -199,8 +199,9 @@ async def online_slots(session: AsyncSession) -> dict[int, tuple[Agent, AgentSlo
     """Every online active agent with their current load, by id."""
     out: dict[int, tuple[Agent, AgentSlot]] = {}
     k = len(_AGENT_KEYS)
-    # Outside a transaction it begins none (PostgreSQL: a VIP's page plans outside one).
-    for row in await _ONLINE_SLOTS.rows_now(session, {}):
+    # Outside a transaction it begins none (PostgreSQL: a VIP's page plans outside one),
+    # and the chats planned at the same time share the read (direct.rows_shared).
+    for row in await _ONLINE_SLOTS.rows_shared(session, {}):
         a = direct.attach(session, Agent, _AGENT_KEYS, row[:k])
         assert a is not None
         n, at = row[k], row[k + 1]

@@ -84,8 +84,9 @@ _LATEST_CLOSED = direct.Statement(latest_closed())
 
 async def mean_handle_seconds(session: AsyncSession, policy: Policy) -> float:
     p = policy.queue.position
-    # Outside a transaction it begins none.
-    rows = await _LATEST_CLOSED.rows_now(session, {"window": p.handle_window})
+    # Outside a transaction it begins none; on PostgreSQL the chats planned at the same
+    # time share the read (direct.rows_shared).
+    rows = await _LATEST_CLOSED.rows_shared(session, {"window": p.handle_window})
     spans = [(c - a).total_seconds() for a, c in rows if a is not None and c is not None]
     spans = [s for s in spans if s >= 0]
     return sum(spans) / len(spans) if spans else p.default_handle_seconds

@@ -27,6 +27,7 @@ import functools
 import importlib
 import keyword
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.util import find_tables
 from sqlalchemy.util import greenlet_spawn
 
-from routing.store import pg_pool, sqlite_driver
+from routing.store import gather, pg_pool, sqlite_driver
 from routing.store.db import BUSY_TIMEOUT_MS
 
 _M = TypeVar("_M")
@@ -499,6 +500,36 @@ class Statement:
         engine = session.bind
         assert isinstance(engine, AsyncEngine)
         return await self.read(engine, params)
+
+    async def rows_shared(self, session: AsyncSession, params: Mapping[str, Any]) -> list[Any]:
+        """:meth:`rows_now`, where on PostgreSQL outside a transaction the callers asking
+        with the same parameters at the same time share one execution (gather.py: each
+        gets the rows of a statement begun after it asked). For reads every new chat's plan
+        makes with no parameter of the chat's: the online agents, the recent handle times
+        (issue 19: VIPs opening chats together each read them)."""
+        engine = session.bind
+        if session.in_transaction() or engine is None or engine.dialect.driver != "asyncpg":
+            return await self.rows_now(session, params)
+        assert isinstance(engine, AsyncEngine)
+        key = tuple(sorted(params.items()))
+        shared = _SHARED.get(engine.sync_engine, {}).get(self)
+        if shared is None:
+
+            async def run(keys: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+                found: dict[tuple[Any, ...], list[Any]] = {}
+                for k in keys:
+                    if k not in found:
+                        found[k] = await self.read(engine, dict(k))
+                return [list(found[k]) for k in keys]  # each caller its own list
+
+            shared = _SHARED.setdefault(engine.sync_engine, {})[self] = gather.Gather(run)
+        return await shared.ask(key)
+
+
+# Per engine and statement: the reads of rows_shared waiting on one database.
+_SHARED: weakref.WeakKeyDictionary[Any, dict[Statement, gather.Gather[Any, list[Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def on_postgresql(session: AsyncSession) -> bool:
