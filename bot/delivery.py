@@ -256,10 +256,7 @@ class Deliverer:
                         # A transaction of direct statements, no session (routing/store/direct.py):
                         # every relay claims its row here.
                         n = self._reads[key] = self._reads.get(key, 0) + 1
-                        async with direct.transaction(self.engine) as tx:
-                            head = await sending.claim_head(
-                                tx, conv_id, direction, now=self.now(), lease=self.lease
-                            )
+                        head = await self._claim(conv_id, direction)
                         self._read[key] = n
                         if head.claimed is None:
                             if head.wait_until is not None and not head.gated:
@@ -285,6 +282,23 @@ class Deliverer:
                     self._dest.pop(key, None)
                 if not self._users:
                     self._idle.set()
+
+    async def _claim(self, conv_id: int, direction: str) -> sending.Head:
+        now = self.now()
+        read = None
+        if self.engine.dialect.driver == "asyncpg":
+            # With the claims of other chats made at the same time: one statement, outside
+            # any transaction (sending.claim_first). Most heads are claimed by it.
+            read = await sending.claim_first(
+                self.engine, conv_id, direction, now=now, lease=self.lease
+            )
+            claimed = sending.claimed_now(read, conv_id, direction)
+            if claimed is not None:
+                return claimed
+        async with direct.transaction(self.engine) as tx:
+            return await sending.claim_head(
+                tx, conv_id, direction, now=now, lease=self.lease, read=read
+            )
 
     def _timers_keys(self) -> set[tuple[int, str]]:
         return {(c, d) for c in self._timers for d in (TO_AGENT, TO_CUSTOMER)}

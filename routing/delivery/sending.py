@@ -7,16 +7,18 @@ calls these to send them in order, each at least once and, with the relay guard,
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Select, Table, bindparam, exists, func, select, update
+from sqlalchemy import Select, Table, bindparam, exists, func, select, true, update
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from routing.delivery.enqueue import KIND_GATE, _ids
-from routing.store import direct, lane
+from routing.store import direct, gather, lane
 from routing.store.models import (
     ASSIGNED,
     CLOSED,
@@ -128,16 +130,22 @@ class Head:
 # reads them and updates by id, and loading instances into the session cost more than the
 # statement (issue 19).
 _TABLE = cast(Table, Delivery.__table__)
-_HEAD = (
-    select(_TABLE)
-    .where(
-        Delivery.conversation_id == bindparam("conversation_id"),
-        Delivery.direction == bindparam("direction"),
-        Delivery.status.in_((DELIVERY_PENDING, DELIVERY_SENDING)),
+
+
+def _head(conversation_id: Any, direction: Any) -> Select[Any]:
+    return (
+        select(_TABLE)
+        .where(
+            _TABLE.c.conversation_id == conversation_id,
+            _TABLE.c.direction == direction,
+            _TABLE.c.status.in_((DELIVERY_PENDING, DELIVERY_SENDING)),
+        )
+        .order_by(_TABLE.c.id)
+        .limit(2)
     )
-    .order_by(Delivery.id)
-    .limit(2)
-)
+
+
+_HEAD = _head(bindparam("conversation_id"), bindparam("direction"))
 
 
 # The agent's Telegram chat, for a row to a named agent (a briefing, a transfer's notes).
@@ -147,7 +155,7 @@ _AGENT_CHAT = select(Agent.telegram_id).where(Agent.id == bindparam("agent_id"))
 _HEAD_D, _AGENT_CHAT_D = direct.Statement(_HEAD), direct.Statement(_AGENT_CHAT)
 
 
-def _head_to_agent() -> Select[Any]:
+def _head_to_agent(conversation_id: Any = None, since: Any = None) -> Select[Any]:
     """The first two unsent rows to an agent (``_HEAD``), each with what a relay's claim
     needs to know of its chat: the chat's state and its holder's Telegram chat; whether the
     holder's gate is held (a gate row for them queued within the grace, ``since``); and the
@@ -169,11 +177,17 @@ def _head_to_agent() -> Select[Any]:
         .limit(1)
         .scalar_subquery()
     )
-    gate_held = exists().where(
-        gate.c.conversation_id == Conversation.id,
-        gate.c.kind == KIND_GATE,
-        gate.c.agent_id == Conversation.agent_id,
-        gate.c.created_at > bindparam("since", type_=Delivery.created_at.type),
+    gate_held = (
+        exists()
+        .where(
+            gate.c.conversation_id == Conversation.id,
+            gate.c.kind == KIND_GATE,
+            gate.c.agent_id == Conversation.agent_id,
+            gate.c.created_at
+            > (since if since is not None else bindparam("since", type_=Delivery.created_at.type)),
+        )
+        # ``since`` may be a column of the rows this is read for (_claim_first_many).
+        .correlate_except(gate)
     )
     return (
         select(
@@ -191,7 +205,8 @@ def _head_to_agent() -> Select[Any]:
         .outerjoin(Agent, Agent.id == Conversation.agent_id)
         .outerjoin(b, b.c.id == first_brief)
         .where(
-            d.c.conversation_id == bindparam("conversation_id"),
+            d.c.conversation_id
+            == (conversation_id if conversation_id is not None else bindparam("conversation_id")),
             d.c.direction == TO_AGENT,
             d.c.status.in_((DELIVERY_PENDING, DELIVERY_SENDING)),
         )
@@ -258,6 +273,162 @@ def _claim_first(head: Select[Any], *, to_agent: bool) -> direct.Statement:
 
 _CLAIM_FIRST_TO_AGENT = _claim_first(_head_to_agent(), to_agent=True)
 _CLAIM_FIRST = _claim_first(_HEAD, to_agent=False)
+
+
+def _claim_first_many(*, to_agent: bool) -> direct.Statement:
+    """:func:`_claim_first` for several destinations at once (PostgreSQL), their parameters
+    given as arrays: each destination's first two rows (numbered ``n`` by its place in the
+    arrays), its first claimed by the same rule. Relays to different chats that are claimed
+    at the same time are one statement, where each was a round trip and a commit of its own
+    (issue 19). The caller asks each destination at most once per statement: a row is
+    claimed by one part of it at most."""
+    side = "since" if to_agent else "direction"
+    side_type = Delivery.created_at.type if to_agent else _TABLE.c.direction.type
+    k = (
+        func.unnest(
+            bindparam("conversation_ids", type_=ARRAY(_TABLE.c.conversation_id.type)),
+            bindparam("sides", type_=ARRAY(side_type)),
+            bindparam("nows", type_=ARRAY(Delivery.next_at.type)),
+            bindparam("leases", type_=ARRAY(Delivery.next_at.type)),
+        )
+        .table_valued("conversation_id", side, "now", "lease_until", with_ordinality="n")
+        .render_derived(name="k")
+    )
+    rows = (
+        _head_to_agent(k.c.conversation_id, k.c[side])
+        if to_agent
+        else _head(k.c.conversation_id, k.c[side])
+    ).lateral("x")
+    h = (
+        select(k.c.n, k.c.now.label("k_now"), k.c.lease_until.label("k_lease"), rows)
+        .select_from(k.join(rows, true()))
+        .cte("h")
+    )
+    h2 = h.alias("h2")
+    first = select(func.min(h2.c.id)).where(h2.c.n == h.c.n).scalar_subquery()
+    due = [
+        _TABLE.c.id == h.c.id,
+        h.c.id == first,
+        _TABLE.c.status == h.c.status,
+        _TABLE.c.next_at == h.c.next_at,
+        h.c.next_at <= h.c.k_now,
+    ]
+    if to_agent:
+        due += [
+            h.c.agent_id.is_(None),
+            h.c.c_status == ASSIGNED,
+            h.c.c_agent_id.is_not(None),
+            h.c.c_telegram_id.is_not(None),
+            ~h.c.c_gate_held,
+            h.c.b_id.is_(None),
+        ]
+        chat = h.c.c_telegram_id
+    else:
+        due.append(h.c.chat_id.is_not(None))
+        chat = h.c.chat_id
+    claimed = (
+        update(_TABLE)
+        .where(*due)
+        .values(
+            status=DELIVERY_SENDING,
+            next_at=h.c.k_lease,
+            attempts=_TABLE.c.attempts + 1,
+            chat_id=chat,
+        )
+        .returning(_TABLE.c.id.label("won_id"), _TABLE.c.attempts.label("won"))
+        .cte("c")
+    )
+    return direct.Statement(
+        select(h, claimed.c.won)
+        .select_from(h.outerjoin(claimed, claimed.c.won_id == h.c.id))
+        .order_by(h.c.n, h.c.id)
+    )
+
+
+_CLAIM_MANY_TO_AGENT = _claim_first_many(to_agent=True)
+_CLAIM_MANY = _claim_first_many(to_agent=False)
+
+
+class _Ask(NamedTuple):
+    conversation_id: int
+    side: Any  # the direction, or for a relay to an agent the gate's grace (``since``)
+    now: datetime
+    lease_until: datetime
+
+
+def _claims(engine: AsyncEngine, to_agent: bool) -> gather.Gather[_Ask, list[Any]]:
+    """The claims waiting on ``engine``, one way: asked together (gather.py)."""
+    ways = _GATHERED.get(engine.sync_engine)
+    if ways is None:
+        ways = _GATHERED[engine.sync_engine] = {}
+    found = ways.get(to_agent)
+    if found is None:
+        many = _CLAIM_MANY_TO_AGENT if to_agent else _CLAIM_MANY
+
+        async def run(asks: Sequence[_Ask]) -> list[list[Any]]:
+            if len(asks) == 1 or len({a.conversation_id for a in asks}) < len(asks):
+                # Alone, or one destination twice (two drains of one process never claim
+                # one way of one chat at once; this is not that): one statement each.
+                return [await _claim_alone(engine, to_agent, a) for a in asks]
+            found_rows = await many.read(
+                engine,
+                {
+                    "conversation_ids": [a.conversation_id for a in asks],
+                    "sides": [a.side for a in asks],
+                    "nows": [a.now for a in asks],
+                    "leases": [a.lease_until for a in asks],
+                },
+            )
+            by_ask: list[list[Any]] = [[] for _ in asks]
+            for row in found_rows:
+                by_ask[row.n - 1].append(row)
+            return by_ask
+
+        found = ways[to_agent] = gather.Gather(run)
+    return found
+
+
+# Per engine: the claims waiting on one database, each way.
+_GATHERED: weakref.WeakKeyDictionary[Any, dict[bool, gather.Gather[_Ask, list[Any]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _claim_alone(engine: AsyncEngine, to_agent: bool, a: _Ask) -> list[Any]:
+    params: dict[str, object] = {
+        "conversation_id": a.conversation_id,
+        "since" if to_agent else "direction": a.side,
+        "now": a.now,
+        "lease_until": a.lease_until,
+    }
+    return await (_CLAIM_FIRST_TO_AGENT if to_agent else _CLAIM_FIRST).read(engine, params)
+
+
+def claimed_now(read: list[Any], conversation_id: int, direction: str) -> Head | None:
+    """The claim :func:`claim_first` made, if it made one."""
+    if read and read[0].won is not None:
+        return _claimed_first(read, conversation_id, direction)
+    return None
+
+
+async def claim_first(
+    engine: AsyncEngine,
+    conversation_id: int,
+    direction: str,
+    *,
+    now: datetime,
+    lease: float = LEASE_SECONDS,
+) -> list[Any]:
+    """PostgreSQL, outside any transaction: :func:`_claim_first`'s rows for one destination
+    (its first claimed when it may go now), asked together with the other destinations
+    claimed at the same time. Give them to :func:`claim_head` as ``read``: it returns the
+    claim, or decides any other head from them as it always did."""
+    to_agent = direction == TO_AGENT
+    side: Any = now - timedelta(seconds=GATE_GRACE_SECONDS) if to_agent else direction
+    ask = _Ask(conversation_id, side, now, now + timedelta(seconds=lease))
+    return await _claims(engine, to_agent).ask(ask)
+
+
 _ROW = direct.Statement(select(_TABLE).where(_TABLE.c.id == bindparam("row_id")))
 
 
@@ -301,17 +472,23 @@ async def claim_head(
     *,
     now: datetime,
     lease: float = LEASE_SECONDS,
+    read: list[Any] | None = None,
 ) -> Head:
     """Claim the first unsent row of one destination if it is due and may go now.
 
-    ``now`` is real time (the queue's timers run on it, not on the bot's clock).
+    ``now`` is real time (the queue's timers run on it, not on the bot's clock). ``read``:
+    the destination's rows as :func:`claim_first` read them at ``now`` (PostgreSQL).
     """
     params: dict[str, object] = {"conversation_id": conversation_id}
     if direction == TO_AGENT:
         params["since"] = now - timedelta(seconds=GATE_GRACE_SECONDS)
     else:
         params["direction"] = direction
-    if isinstance(session, direct.Tx) and session.pg is not None:
+    if read is not None:
+        first_two = read
+        if first_two and first_two[0].won is not None:
+            return _claimed_first(first_two, conversation_id, direction)
+    elif isinstance(session, direct.Tx) and session.pg is not None:
         fused = _CLAIM_FIRST_TO_AGENT if direction == TO_AGENT else _CLAIM_FIRST
         params.update(now=now, lease_until=now + timedelta(seconds=lease))
         first_two = await fused.rows(session, params, alone=True)

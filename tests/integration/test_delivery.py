@@ -430,15 +430,15 @@ async def test_kicks_that_waited_for_a_drain_read_nothing_it_read_for_them(
             await enqueue.to_customer(s, conv.id, VIPC, from_chat_id=ANN, message_id=m,
                                       now=h.clock())  # fmt: skip
     reads: list[str] = []
-    real = sending.claim_head
+    deliverer: Deliverer = h.dp["delivery"]
+    real = deliverer._claim  # every claim's read (PostgreSQL: with other chats' claims)
 
     async def counted(*a: Any, **kw: Any) -> sending.Head:
         head = await real(*a, **kw)
         reads.append("claimed" if head.claimed else "nothing")
         return head
 
-    monkeypatch.setattr(sending, "claim_head", counted)
-    deliverer: Deliverer = h.dp["delivery"]
+    monkeypatch.setattr(deliverer, "_claim", counted)
     await asyncio.gather(*(deliverer.kick(conv.id, TO_CUSTOMER) for _ in range(5)))
     assert copies(h, VIPC, ANN) == lines[:5]
     assert reads == ["claimed"] * 5
