@@ -125,7 +125,7 @@ class Deliverer:
         self.sessions = sessions
         self.engine: AsyncEngine = sessions.kw["bind"]  # the "sent" marks need no session
         # The marks of sends that end together are one write (lane.Together).
-        self._marks = lane.Together(self.engine)
+        self._marks = lane.together(self.engine)
         self.clock = clock  # the bot's clock: assignments are stamped with it
         self.now = now  # real time: the queue's timers, backoff and leases run on it
         self.backoff = backoff

@@ -468,9 +468,10 @@ async def links_now(
     engine: AsyncEngine, links: Sequence[tuple[int, int]], conversation_id: int, kind: str
 ) -> None:
     """:func:`link_now` for several sent messages (``links``: chat and message ids) of one
-    conversation, in one transaction (on PostgreSQL one statement, lane.one_statement)."""
-    await lane.write_all(
-        engine, [link_step(chat, message, conversation_id, kind) for chat, message in links]
+    conversation, in one transaction, with other chats' links made at the same time
+    (lane.together; on PostgreSQL one statement)."""
+    await lane.together(engine).write(
+        [link_step(chat, message, conversation_id, kind) for chat, message in links]
     )
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import Integer, bindparam, or_, select, update
+from sqlalchemy import Integer, Table, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -142,6 +144,35 @@ _SET_RESERVED_TOLD = direct.Statement(
     update(Conversation).where(Conversation.id == _CONV_ID).values(**_RESERVED, **_TOLD)
 )
 
+# PostgreSQL: the plans of chats opened at the same time as one statement, their values given
+# as arrays (lane.together).
+_CONVS = cast(Table, Conversation.__table__)
+_PLAN_COLUMNS = {
+    "reserved_agent_id": _CONVS.c.reserved_agent_id.type,
+    "reserved_until": Conversation.reserved_until.type,
+    "told_position": _CONVS.c.told_position.type,
+    "told_eta_bucket": _CONVS.c.told_eta_bucket.type,
+}
+
+
+def _plans(told: bool) -> direct.Statement:
+    names = list(_PLAN_COLUMNS)[: 4 if told else 2]
+    rows = (
+        func.unnest(
+            bindparam("conv_id", type_=ARRAY(_CONVS.c.id.type)),
+            *(bindparam(n, type_=ARRAY(_PLAN_COLUMNS[n])) for n in names),
+        )
+        .table_valued("conv_id", *names)
+        .render_derived(name="v")
+    )
+    return direct.Statement(
+        update(_CONVS).where(_CONVS.c.id == rows.c.conv_id).values({n: rows.c[n] for n in names})
+    )
+
+
+lane.batch_as(_SET_RESERVED, _plans(told=False), key="conv_id")
+lane.batch_as(_SET_RESERVED_TOLD, _plans(told=True), key="conv_id")
+
 
 async def _record_new(session: AsyncSession, conv: Conversation, plan: assignment.Plan) -> None:
     """Record a new chat's plan: its reservation, and when the estimate says
@@ -171,7 +202,8 @@ async def _record_new(session: AsyncSession, conv: Conversation, plan: assignmen
     else:  # one statement, atomic by itself (PostgreSQL: a VIP's page plans outside one)
         engine = session.bind
         assert isinstance(engine, AsyncEngine)
-        await lane.write(engine, statement, params)
+        # With the other plans and links written at the same time (one statement).
+        await lane.together(engine).write([(statement, params)])
     for key, value in values.items():
         set_committed_value(conv, key, value)
 

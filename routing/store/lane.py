@@ -23,6 +23,7 @@ import functools
 import logging
 import re
 import sqlite3
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,11 +117,11 @@ class Together:
     go in one transaction, on PostgreSQL one statement (their steps :func:`gathered`, then
     :func:`one_statement`). Each caller returns once its own steps are committed.
 
-    For writes that do not depend on one another: a send's mark, with its links, after
-    every relayed message (bot/delivery.py), of sends to different chats that end at about
-    the same time; on PostgreSQL each was a round trip of its own (issue 19). A batch the
-    database refuses is written again caller by caller, so a refused write fails only its
-    own caller."""
+    For writes that do not depend on one another (:func:`together` is the engine's one):
+    a send's mark with its links after every relayed message (bot/delivery.py), a page's
+    links, a new chat's plan; made at about the same time for different chats. On
+    PostgreSQL each was a round trip of its own (issue 19). A batch the database refuses is
+    written again caller by caller, so a refused write fails only its own caller."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -130,18 +131,28 @@ class Together:
         await self._gather.ask(tuple(steps))
 
     async def _write(self, batches: Sequence[tuple[Step, ...]]) -> list[gather.Failed | None]:
-        if len(batches) > 1:
-            steps = [step for batch in batches for step in batch]
-            if self.engine.dialect.name == "postgresql":
-                steps = gathered(steps)
-            try:
-                await write_all(self.engine, steps)
-            except Exception as error:
-                # One caller's write refused, or the database away: each caller's own
-                # outcome is found below.
-                log.debug("%d writes failed together, each alone now: %s", len(batches), error)
-            else:
-                return [None] * len(batches)
+        if len(batches) == 1:
+            return await self._each(batches)
+        if self.engine.dialect.name != "postgresql":
+            return await self._group(batches, [s for b in batches for s in b])
+        answers: list[gather.Failed | None] = []
+        for group in _apart(batches):
+            steps = gathered([s for b in group for s in b], one_row_too=True)
+            answers += await self._group(group, _canonical(steps, self.engine.dialect))
+        return answers
+
+    async def _group(
+        self, batches: Sequence[tuple[Step, ...]], steps: Sequence[Step]
+    ) -> list[gather.Failed | None]:
+        try:
+            await write_all(self.engine, steps)
+        except Exception as error:
+            # One caller's write refused, or the database away: each caller's own outcome.
+            log.debug("%d writes failed together, each alone now: %s", len(batches), error)
+            return await self._each(batches)
+        return [None] * len(batches)
+
+    async def _each(self, batches: Sequence[tuple[Step, ...]]) -> list[gather.Failed | None]:
         answers: list[gather.Failed | None] = []
         for batch in batches:
             try:
@@ -150,6 +161,48 @@ class Together:
             except Exception as error:
                 answers.append(gather.Failed(error))
         return answers
+
+
+def _apart(batches: Sequence[tuple[Step, ...]]) -> list[list[tuple[Step, ...]]]:
+    """The callers' steps in groups, in order, none changing a keyed row another of its
+    group changes: each group's steps gather into one statement (PostgreSQL), where one row
+    twice would make a transaction of a statement per step (five round trips for two sends
+    to one agent, where alone they were two)."""
+    groups: list[list[tuple[Step, ...]]] = [[]]
+    seen: set[tuple[Prepared, Any]] = set()
+    for batch in batches:
+        keys = {
+            (prepared, values[many.key])
+            for prepared, values in batch
+            if (many := _MANY.get(prepared)) is not None and many.key is not None
+        }
+        if keys & seen:
+            groups.append([])
+            seen = set()
+        groups[-1].append(batch)
+        seen |= keys
+    return groups
+
+
+def _canonical(steps: list[Step], dialect: Dialect) -> list[Step]:
+    """One statement's parts in the order their statements were declared (batch_as), so
+    that batches of the same statements are one SQL text, prepared once per connection;
+    as they were when they are not one statement (their order may then matter)."""
+    ordered = sorted(steps, key=lambda step: _ORDER.get(step[0], len(_ORDER)))
+    if ordered != steps and one_statement(ordered, dialect) is not None:
+        return ordered
+    return steps
+
+
+_TOGETHER: weakref.WeakKeyDictionary[Any, Together] = weakref.WeakKeyDictionary()
+
+
+def together(engine: AsyncEngine) -> Together:
+    """The engine's :class:`Together`: every such write waiting on one database."""
+    found = _TOGETHER.get(engine.sync_engine)
+    if found is None:
+        found = _TOGETHER[engine.sync_engine] = Together(engine)
+    return found
 
 
 # --- PostgreSQL: several writes as one statement -------------------------------------------
@@ -173,13 +226,18 @@ def one_statement(steps: Sequence[Step], dialect: Dialect) -> str | None:
         return None
     tables = [p.tables(dialect) for p, _ in steps]
     keyed = [p in _KEYED for p, _ in steps]
+    rows = [_rows_named(p, values) for p, values in steps]
     for i, t in enumerate(tables):
         for j, other in enumerate(tables):
             shared = i != j and t.target in other.named
             # An insert of values and an update of rows named by key (rows that existed
-            # before): neither can change what the other does, in either order.
-            apart = (t.inserts_values and (other.inserts_values or keyed[j])) or (
-                keyed[i] and other.inserts_values
+            # before): neither can change what the other does, in either order; nor can
+            # two updates of one table's rows named by different keys.
+            ri, rj = rows[i], rows[j]
+            apart = (
+                (t.inserts_values and (other.inserts_values or keyed[j]))
+                or (keyed[i] and other.inserts_values)
+                or (ri is not None and rj is not None and t.target == other.target and not ri & rj)
             )
             if shared and not apart:
                 return None
@@ -216,7 +274,19 @@ class _Many:
 
 _MANY: dict[Prepared, _Many] = {}
 # Updates that change only the rows their key parameters name (one_statement).
-_KEYED: set[Prepared] = set()
+_KEYED: dict[Prepared, str] = {}
+# The many forms in the order they were declared (Together's canonical order).
+_ORDER: dict[Prepared, int] = {}
+
+
+def _rows_named(prepared: Prepared, values: Mapping[str, Any]) -> frozenset[Any] | None:
+    """The keys of the rows a keyed update changes, or None (any other statement, or keys
+    not given)."""
+    key = _KEYED.get(prepared)
+    if key is None or key not in values:
+        return None
+    named = values[key]
+    return frozenset(named) if isinstance(named, list | tuple) else frozenset((named,))
 
 
 def batch_as(one: Prepared, many: Prepared, *, key: str | None = None) -> None:
@@ -226,18 +296,22 @@ def batch_as(one: Prepared, many: Prepared, *, key: str | None = None) -> None:
     the write, that each step changes (steps are gathered only while their keys differ: one
     statement must not change a row twice); None for an insert of values."""
     _MANY[one] = _Many(many, key)
+    _ORDER.setdefault(many, len(_ORDER))
     if key is not None:
-        _KEYED.update((one, many))
+        _KEYED.update({one: key, many: key})
 
 
-def gathered(steps: Sequence[Step]) -> list[Step]:
+def gathered(steps: Sequence[Step], *, one_row_too: bool = False) -> list[Step]:
     """The steps, with those of each statement declared by :func:`batch_as` made one step of
     its many form, in the place of the first of them.
 
     Only for steps that do not depend on one another, whose order among themselves does not
     matter: the writes that updates of different chats left to their done marks
     (routing/store/inbox.py). On PostgreSQL the marks' batch is then one statement (a
-    customer's self-service step is most updates' only write; issue 19)."""
+    customer's self-service step is most updates' only write; issue 19).
+
+    ``one_row_too``: a statement's one row in its many form as well, so that a batch's
+    statement is one of few shapes (each shape is prepared once per connection)."""
     groups: dict[Prepared, list[Mapping[str, Any]]] = {}
     for prepared, values in steps:
         if prepared in _MANY:
@@ -246,7 +320,7 @@ def gathered(steps: Sequence[Step]) -> list[Step]:
     for prepared, rows in groups.items():
         many = _MANY[prepared]
         names = set(rows[0])
-        if len(rows) < 2 or any(set(r) != names for r in rows):
+        if (len(rows) < 2 and not one_row_too) or any(set(r) != names for r in rows):
             continue
         if many.key is not None and len({r[many.key] for r in rows}) < len(rows):
             continue  # one row twice: written one after the other

@@ -257,4 +257,8 @@ def test_gathered_makes_one_step_of_several_rows_only_when_it_may() -> None:
     assert lane.one_statement([(deflection._STEP_MANY, {}), (start, {}), mark], d) is not None
     assert lane.one_statement([(deflection._STEP_MANY, {}), (deflection._START_MANY, {})], d)
     assert lane.one_statement([(step, {}), (deflection._STEP_MANY, {})], d) is None
+    # Two updates of one table's rows named by different keys cannot either; by one key
+    # (one row twice), they may.
+    assert lane.one_statement([row(1), (deflection._STEP_MANY, {"sid": [2, 3]})], d)
+    assert lane.one_statement([row(2), (deflection._STEP_MANY, {"sid": [2, 3]})], d) is None
     assert lane.one_statement([(step, {}), (deflection._END_QUIET, {})], d) is None

@@ -103,8 +103,10 @@ async def test_marks_made_together_store_what_each_alone_would(
     together = lane.Together(db.engine)
     await asyncio.gather(*(together.write(m) for m in marks))
     monkeypatch.undo()
-    if db.backend == "postgresql" and not same_agent:
-        assert trips == ["fetchrow"]  # one statement: the rows, the links, the last chats
+    if db.backend == "postgresql":
+        # One statement: the rows, the links, the last chats. With one agent's last chat
+        # twice, the later send's mark is a statement of its own after the others'.
+        assert trips == ["fetchrow", "fetchrow"] if same_agent else ["fetchrow"]
     deliveries, links, last = await _state(db)
     sent = {(convs[i], DELIVERY_SENT, SENT, agents[a]) for i, a in enumerate(who)}
     assert set(deliveries) >= sent
@@ -127,3 +129,60 @@ async def test_a_mark_the_database_refuses_fails_only_its_own_send(db: Db, polic
     deliveries, _links, _last = await _state(db)
     assert [d[1] for d in deliveries] == [DELIVERY_SENT, DELIVERY_PENDING, DELIVERY_SENT,
                                           DELIVERY_PENDING]  # fmt: skip
+
+
+async def test_plans_and_links_of_new_chats_made_at_once_are_one_write(
+    db: Db, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New chats' plans (their reservations, what their customers were told) and their
+    pages' links, made at the same time (lane.together): each stored as alone; on
+    PostgreSQL one statement."""
+    from routing.queue import offers
+    from routing.store.models import Conversation
+
+    agents, tgs, convs = await _rows(db, policy)
+    until = NOW + timedelta(minutes=2)
+    writes = [
+        [(offers._SET_RESERVED, {"conv_id": convs[0], "reserved_agent_id": agents[0],
+                                 "reserved_until": until})],
+        [(offers._SET_RESERVED_TOLD, {"conv_id": convs[1], "reserved_agent_id": None,
+                                      "reserved_until": None, "told_position": 1,
+                                      "told_eta_bucket": 0})],
+        [(offers._SET_RESERVED_TOLD, {"conv_id": convs[2], "reserved_agent_id": agents[1],
+                                      "reserved_until": until, "told_position": 2,
+                                      "told_eta_bucket": 0})],
+        [conversations.link_step(tgs[0], 77, convs[0], "notification"),
+         conversations.link_step(tgs[1], 78, convs[0], "notification")],
+    ]  # fmt: skip
+    trips: list[str] = []
+    if db.backend == "postgresql":
+        import asyncpg
+
+        for name in ("execute", "fetchrow", "fetch", "transaction"):
+            real = getattr(asyncpg.connection.Connection, name)
+
+            def counting(self: object, *a: object, _real: object = real, _n: str = name,
+                         **kw: object) -> object:  # fmt: skip
+                trips.append(_n)
+                return _real(self, *a, **kw)  # type: ignore[operator]
+
+            monkeypatch.setattr(asyncpg.connection.Connection, name, counting)
+    await asyncio.gather(*(lane.together(db.engine).write(w) for w in writes))
+    monkeypatch.undo()
+    if db.backend == "postgresql":
+        assert trips == ["fetchrow"]
+    async with db.sessions() as s:
+        plans = (await s.execute(select(Conversation.id, Conversation.reserved_agent_id,
+                                        Conversation.reserved_until, Conversation.told_position,
+                                        Conversation.told_eta_bucket)
+                                 .where(Conversation.id.in_(convs[:3]))
+                                 .order_by(Conversation.id))).all()  # fmt: skip
+        links = (await s.execute(select(MessageLink.chat_id, MessageLink.message_id)
+                                 .where(MessageLink.kind == "notification")
+                                 .order_by(MessageLink.message_id))).all()  # fmt: skip
+    assert [tuple(p) for p in plans] == [
+        (convs[0], agents[0], until, None, None),
+        (convs[1], None, None, 1, 0),
+        (convs[2], agents[1], until, 2, 0),
+    ]
+    assert [tuple(link) for link in links] == [(tgs[0], 77), (tgs[1], 78)]
