@@ -126,6 +126,11 @@ class Deliverer:
         self.engine: AsyncEngine = sessions.kw["bind"]  # the "sent" marks need no session
         # The marks of sends that end together are one write (lane.Together).
         self._marks = lane.together(self.engine)
+        # Sends to agents' chats, in order of a counter: (began, marked) of each chat's last,
+        # marked None until its mark is committed. A relay's claim reads whether a header is
+        # due; it still holds at the send if that chat's last send was marked before.
+        self._seq = 0
+        self._agent_sends: dict[int, tuple[int, int | None]] = {}
         self.clock = clock  # the bot's clock: assignments are stamped with it
         self.now = now  # real time: the queue's timers, backoff and leases run on it
         self.backoff = backoff
@@ -256,6 +261,9 @@ class Deliverer:
                         # A transaction of direct statements, no session (routing/store/direct.py):
                         # every relay claims its row here.
                         n = self._reads[key] = self._reads.get(key, 0) + 1
+                        # What the claim reads of a relay's holder is as of here.
+                        self._seq += 1
+                        read_at = self._seq
                         head = await self._claim(conv_id, direction)
                         self._read[key] = n
                         if head.claimed is None:
@@ -266,7 +274,7 @@ class Deliverer:
                         # Shielded: a handler cancelled by a drain must not cut a send off
                         # between Telegram's answer and its "sent" mark (it would be sent again
                         # when its lease ends); stop() waits for these.
-                        send = asyncio.ensure_future(self._send_in_turn(head.claimed))
+                        send = asyncio.ensure_future(self._send_in_turn(head.claimed, read_at))
                         self._sending.add(send)
                         send.add_done_callback(self._sending.discard)
                         if not await asyncio.shield(send) or not head.more:
@@ -306,7 +314,7 @@ class Deliverer:
     def _later_by(self, conv_id: int, seconds: float) -> None:
         self._schedule(conv_id, self.now() + timedelta(seconds=seconds))
 
-    async def _send_in_turn(self, c: Claimed) -> bool:
+    async def _send_in_turn(self, c: Claimed, read_at: int) -> bool:
         """Send a claimed row when its chat's turn comes; False if it was handed back to
         wait (the chat is busy for longer than a claim should be held)."""
         async with self.turns.turn(c.chat_id):
@@ -319,7 +327,7 @@ class Deliverer:
                 return False
             if wait:
                 await asyncio.sleep(wait)
-            await self._send(c)
+            await self._send(c, read_at)
         return True
 
     def _schedule(self, conv_id: int, at: datetime) -> None:
@@ -343,7 +351,7 @@ class Deliverer:
         await self.kick(conv_id)
 
     # --- one row ----------------------------------------------------------------------
-    async def _send(self, c: Claimed) -> None:
+    async def _send(self, c: Claimed, read_at: int) -> None:
         dest: Destination | None = None
         if self.router is not None:
             dest = await self.router.destination(c)
@@ -353,8 +361,13 @@ class Deliverer:
                     await sending.retry_at(s, c.id, at=at, error="topic not ready", counted=False)
                 self._schedule(c.conversation_id, at)
                 return
+        previous = self._agent_sends.get(c.chat_id)
+        if c.direction == TO_AGENT:
+            self._seq += 1
+            self._agent_sends[c.chat_id] = (self._seq, None)
         try:
-            if dest is None and c.relay and await self._switch_header(c):
+            fresh = previous is None or (previous[1] is not None and previous[1] < read_at)
+            if dest is None and c.relay and await self._switch_header(c, fresh):
                 self.turns.sent(c.chat_id)
                 if wait := self.turns.wait(c.chat_id):
                     await asyncio.sleep(wait)
@@ -375,6 +388,11 @@ class Deliverer:
             if c.agent_id is not None:
                 steps.append(conversations.last_inbound_step(c.agent_id, c.conversation_id))
         await self._marks.write(steps)
+        if c.direction == TO_AGENT:
+            # Done, its mark committed: a claim read after this sees it (_switch_header).
+            started = self._agent_sends[c.chat_id][0]
+            self._seq += 1
+            self._agent_sends[c.chat_id] = (started, self._seq)
 
     async def _call(self, c: Claimed, dest: Destination | None = None) -> list[int]:
         timeout = self.request_timeout
@@ -403,13 +421,22 @@ class Deliverer:
             await self.router.sent(c, dest, sent)
         return sent
 
-    async def _switch_header(self, c: Claimed) -> bool:
+    async def _switch_header(self, c: Claimed, fresh: bool = False) -> bool:
         """With several chats open, a header says whose messages follow (as relays did).
-        Returns whether one was sent."""
+        Returns whether one was sent.
+
+        ``fresh``: no send to the agent's chat by this process began or was still being
+        marked after the claim read the holder's state (``c.holder_state``), so it is what a
+        read now would find; then it decides, and no statement is needed (issue 19)."""
         if c.agent_id is None:
             return False
-        # One read in the usual case (no header); the names only when one is due.
-        if not await conversations.header_needed(self.engine, c.agent_id, c.conversation_id):
+        if fresh and c.holder_state is not None:
+            last_inbound, open_chats = c.holder_state
+            due = conversations.header_is_due(last_inbound, open_chats, c.conversation_id)
+        else:
+            due = await conversations.header_needed(self.engine, c.agent_id, c.conversation_id)
+        # The names are read only when a header is due.
+        if not due:
             return False
         async with self.sessions() as s, s.begin():
             conv = await s.get(Conversation, c.conversation_id)

@@ -31,6 +31,7 @@ from routing.store.models import (
     Agent,
     Conversation,
     Delivery,
+    open_chats_of,
 )
 
 # A claimed row belongs to its sender this long (longer than one API call may take).
@@ -105,6 +106,9 @@ class Claimed:
     attempts: int  # including this one
     created_at: datetime
     relay: bool  # a customer's message resolved to the holder (not a briefing row)
+    # A relay's holder as the claim read them: the chat whose message reached them last
+    # and how many chats they hold (whether a header is due, conversations.header_needed).
+    holder_state: tuple[int | None, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,10 @@ def _head_to_agent(conversation_id: Any = None, since: Any = None) -> Select[Any
             Conversation.agent_id.label("c_agent_id"),
             Agent.telegram_id.label("c_telegram_id"),
             gate_held.label("c_gate_held"),
+            # Whether a header is due before the relay (bot/delivery.py), read here rather
+            # than in a statement of its own before every relay to an agent (issue 19).
+            Agent.last_inbound_conversation_id.label("c_last_inbound"),
+            open_chats_of(Agent.id).label("c_open_chats"),
             # The briefing's id and time only: the row itself is read when it is due, once
             # per hand-over (a row's columns converted on every relay cost more than that).
             b.c.id.label("b_id"),
@@ -589,6 +597,7 @@ def _claimed(
         attempts=attempts,
         created_at=head.created_at,
         relay=relay,
+        holder_state=_holder_state(head) if relay else None,
     )
 
 
@@ -602,6 +611,13 @@ def _claimed_first(rows: list[Any], conversation_id: int, direction: str) -> Hea
         agent_id, chat_id = head.agent_id, head.chat_id
     claimed = _claimed(head, conversation_id, direction, agent_id, chat_id, int(head.won), relay)
     return Head(claimed, more=len(rows) > 1)
+
+
+def _holder_state(head: Any) -> tuple[int | None, int] | None:
+    """A relay's holder as its head row read them (``_head_to_agent``)."""
+    if getattr(head, "c_open_chats", None) is None:
+        return None
+    return head.c_last_inbound, int(head.c_open_chats)
 
 
 async def mark_sent(

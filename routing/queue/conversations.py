@@ -39,6 +39,7 @@ from routing.store.models import (
     MessageLink,
     Survey,
     open_chat_of,
+    open_chats_of,
 )
 
 # Why a conversation entered the human queue.
@@ -547,15 +548,17 @@ async def notifications(session: AsyncSession, conversation_id: int) -> list[Mes
     return list((await session.execute(_NOTIFICATIONS, params)).scalars())
 
 
-# Whether a relayed message needs a header first: the agent holds several chats and the
-# last one relayed to them was another. One row, read before every relay to an agent.
+def header_is_due(last_inbound: int | None, open_chats: int, conversation_id: int) -> bool:
+    """The rule: a header says whose messages follow when the agent holds several chats
+    (``open_chats``: models.open_chats_of) and the last message relayed to them was from
+    another."""
+    return open_chats > 1 and last_inbound != conversation_id
+
+
+# Whether a relayed message needs a header first, read before a relay to an agent whose
+# claim did not read it (bot/delivery.py).
 _HEADER_STATE = select(
-    Agent.last_inbound_conversation_id,
-    select(func.count())
-    .select_from(Conversation)
-    .where(Conversation.agent_id == Agent.id, Conversation.status == ASSIGNED)
-    .correlate(Agent)
-    .scalar_subquery(),
+    Agent.last_inbound_conversation_id, open_chats_of(Agent.id).correlate(Agent)
 ).where(Agent.id == bindparam("agent_id"))
 
 
@@ -571,7 +574,7 @@ async def header_needed(engine: AsyncEngine, agent_id: int, conversation_id: int
     if row is None:
         return False
     last, open_chats = row
-    return bool(open_chats > 1 and last != conversation_id)
+    return header_is_due(last, open_chats, conversation_id)
 
 
 # Read for every message an agent sends (which chat it is for): on the driver's connection,

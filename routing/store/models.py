@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -13,11 +13,14 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     and_,
     false,
+    func,
     literal_column,
+    select,
     text,
     true,
 )
@@ -200,6 +203,20 @@ def open_chat_of(customer_id: Any) -> ColumnElement[bool]:
         Conversation.customer_id == customer_id,
         Conversation.status != literal_column(f"'{CLOSED}'"),
         Conversation.status.in_(OPEN_STATUSES),
+    )
+
+
+def open_chats_of(agent_id: Any) -> Any:
+    """How many chats the agent ``agent_id`` (a column or a value) holds, as a scalar
+    subquery: with the last chat relayed to them it says whether a header is due
+    (routing/queue/conversations.py ``header_is_due``), read with a relay's claim
+    (routing/delivery/sending.py) or on its own."""
+    held = cast(Table, Conversation.__table__).alias("held")  # not a chat read beside it
+    return (
+        select(func.count())
+        .select_from(held)
+        .where(held.c.agent_id == agent_id, held.c.status == ASSIGNED)
+        .scalar_subquery()
     )
 
 

@@ -411,6 +411,75 @@ async def test_a_header_names_the_chat_only_when_the_agent_switches_between_chat
     assert vera_2 in copies(h, ANN, VIPC)
 
 
+async def test_a_relays_claim_decides_its_header_unless_a_send_to_the_agent_came_between(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relay's claim reads whether a header is due (the holder's last chat, how many they
+    hold), so the send needs no read of its own; but when another send to the agent was
+    marked after that claim read (two chats' relays claimed at once), the send reads it
+    afresh: each message still comes under its own chat's header exactly when the agent
+    switches chats."""
+    from routing.delivery import enqueue
+    from routing.queue import conversations
+    from routing.store.models import TO_AGENT, Conversation
+
+    other = VIPC + 1
+    async with h.db.sessions() as s, s.begin():
+        s.add(Customer(external_id="W", name="Walt", tier="VIP", telegram_id=other,
+                       created_at=T0, updated_at=T0))  # fmt: skip
+    await _open_and_claim(h)  # Vera's chat
+    walt_1 = h.api.user_message(other, "hi, Walt here")["message_id"]
+    await h.feed()
+    await h.say(ANN, "/next")
+    await _until(lambda: copies(h, ANN, other) == [walt_1])  # Walt's was relayed last
+    reads: list[int] = []
+    real = conversations.header_needed
+
+    async def counted(engine: Any, agent_id: int, conversation_id: int) -> bool:
+        reads.append(conversation_id)
+        return await real(engine, agent_id, conversation_id)
+
+    monkeypatch.setattr(conversations, "header_needed", counted)
+    async with h.db.sessions() as s:
+        chats = {c.customer_id: c.id for c in (await s.scalars(select(Conversation))).all()}
+        ids = {c.telegram_id: c.id for c in (await s.scalars(select(Customer))).all()}
+    vera_conv, walt_conv = chats[ids[VIPC]], chats[ids[other]]
+    start = len(h.api.calls)
+    vera_m = h.api.user_message(VIPC, "one more thing")["message_id"]
+    walt_m = h.api.user_message(other, "and me")["message_id"]
+    async with h.db.sessions() as s, s.begin():
+        await enqueue.to_agent(s, vera_conv, from_chat_id=VIPC, message_id=vera_m, now=h.clock())
+        await enqueue.to_agent(s, walt_conv, from_chat_id=other, message_id=walt_m,
+                               now=h.clock())  # fmt: skip
+    deliverer: Deliverer = h.dp["delivery"]
+    await asyncio.gather(deliverer.kick(vera_conv, TO_AGENT), deliverer.kick(walt_conv, TO_AGENT))
+    await _until(lambda: vera_m in copies(h, ANN, VIPC) and walt_m in copies(h, ANN, other))
+    # What Ann's chat received since: headers, and whose messages (by the chat copied from).
+    names = {VIPC: "Vera", other: "Walt"}
+    view = [
+        c.text or "" if c.method == "sendMessage" else names[c.params["from_chat_id"]]
+        for c in h.api.calls[start:]
+        if c.ok and c.chat_id == ANN and c.method in ("sendMessage", "copyMessage")
+    ]
+    assert sorted(v for v in view if v in ("Vera", "Walt")) == ["Vera", "Walt"], view
+    last = "Walt"
+    for i, line in enumerate(view):
+        if line in ("Vera", "Walt"):
+            switched = line != last
+            header = view[i - 1] if i else ""
+            assert header.startswith("— ") == switched, view
+            assert not switched or line in header, view
+            last = line
+    # Both claims read the agent before either was sent: the second send's read was stale,
+    # and it read afresh. The first's was not.
+    assert len(reads) == 1, reads
+    reads.clear()
+    later = h.api.user_message(VIPC, "later, alone")["message_id"]
+    await h.feed()
+    await _until(lambda: later in copies(h, ANN, VIPC))
+    assert reads == []  # decided by its claim's read
+
+
 async def test_kicks_that_waited_for_a_drain_read_nothing_it_read_for_them(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
