@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Integer, and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from routing.policy.root import Policy
@@ -241,10 +242,37 @@ _AHEAD = direct.Statement(
 )
 
 
+def _ahead_many() -> direct.Statement:
+    # PostgreSQL: several chats' places at once (chats queued at the same time), each
+    # counted as _AHEAD counts one.
+    k = (
+        func.unnest(
+            bindparam("key", type_=ARRAY(Conversation.queue_key.type)),
+            bindparam("at", type_=ARRAY(Conversation.queued_at.type)),
+            bindparam("conv_id", type_=ARRAY(Integer)),
+        )
+        .table_valued("key", "at", "conv_id", with_ordinality="n")
+        .render_derived(name="k")
+    )
+    ahead = (
+        select(func.count())
+        .select_from(Conversation)
+        .where(Conversation.status == QUEUED, _ahead_of_params(k.c.key, k.c.at, k.c.conv_id))
+        .correlate(k)
+        .scalar_subquery()
+    )
+    return direct.Statement(select(k.c.n, ahead).select_from(k).order_by(k.c.n))
+
+
+_AHEAD_MANY = _ahead_many()
+
+
 async def position(session: AsyncSession, conv: Conversation) -> int:
     """1-based place of a waiting conversation in the queue."""
     params = {"key": conv.queue_key, "at": conv.queued_at, "conv_id": conv.id}
-    (row,) = await _AHEAD.rows_now(session, params)  # outside a transaction it begins none
+    # Outside a transaction it begins none; on PostgreSQL the chats queued at the same time
+    # are counted together (direct.rows_gathered).
+    (row,) = await _AHEAD.rows_gathered(session, params, _AHEAD_MANY)
     return int(row[0]) + 1
 
 

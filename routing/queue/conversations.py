@@ -10,6 +10,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Table,
     bindparam,
     exists,
@@ -588,10 +589,31 @@ _AGENT_CHATS_D = direct.Statement(
 )
 
 
+def _agent_chats_many() -> direct.Statement:
+    # PostgreSQL: several agents' chats at once (agents writing at the same time).
+    k = (
+        func.unnest(bindparam("agent_id", type_=ARRAY(Integer)))
+        .table_valued("agent_id", with_ordinality="n")
+        .render_derived(name="k")
+    )
+    return direct.Statement(
+        select(k.c.n, *_CONV_COLS, *_CUSTOMER_COLS)
+        .select_from(k)
+        .join(Conversation, Conversation.agent_id == k.c.agent_id)
+        .join(Customer, Customer.id == Conversation.customer_id)
+        .where(Conversation.status == ASSIGNED)
+        .order_by(k.c.n, Conversation.assigned_at, Conversation.id)
+    )
+
+
+_AGENT_CHATS_MANY = _agent_chats_many()
+
+
 async def agent_chats(session: AsyncSession, agent: Agent) -> list[tuple[Conversation, Customer]]:
     """The agent's open chats, oldest assignment first."""
-    # Outside a transaction it begins none (bot/handlers/agent.py reads the target first).
-    rows = await _AGENT_CHATS_D.rows_now(session, {"agent_id": agent.id})
+    # Outside a transaction it begins none (bot/handlers/agent.py reads the target first);
+    # on PostgreSQL agents writing at the same time are read together (rows_gathered).
+    rows = await _AGENT_CHATS_D.rows_gathered(session, {"agent_id": agent.id}, _AGENT_CHATS_MANY)
     n = len(_CONV_KEYS)
     chats = []
     for row in rows:

@@ -525,8 +525,39 @@ class Statement:
             shared = _SHARED.setdefault(engine.sync_engine, {})[self] = gather.Gather(run)
         return await shared.ask(key)
 
+    async def rows_gathered(
+        self, session: AsyncSession, params: Mapping[str, Any], many: Statement
+    ) -> list[Any]:
+        """:meth:`rows_now`, where on PostgreSQL outside a transaction the callers asking at
+        the same time are answered by one execution of ``many``: this statement for
+        several callers, each bind parameter given as an array of their values, its rows
+        led by ``n``, the caller's place in the arrays (from ``unnest ... WITH
+        ORDINALITY``), in order within each. The rows are plain tuples without ``n``:
+        read them by position. For reads every new chat or agent message makes (issue 19)."""
+        engine = session.bind
+        if session.in_transaction() or engine is None or engine.dialect.driver != "asyncpg":
+            return await self.rows_now(session, params)
+        assert isinstance(engine, AsyncEngine)
+        names = tuple(sorted(params))
+        ways = _SHARED.setdefault(engine.sync_engine, {})
+        found = ways.get(many)
+        if found is None:
 
-# Per engine and statement: the reads of rows_shared waiting on one database.
+            async def run(asks: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+                if len(asks) == 1:
+                    return [list(await self.read(engine, dict(zip(names, asks[0], strict=True))))]
+                arrays = {n: [a[i] for a in asks] for i, n in enumerate(names)}
+                answers: list[list[Any]] = [[] for _ in asks]
+                for row in await many.read(engine, arrays):
+                    answers[row[0] - 1].append(tuple(row[1:]))
+                return answers
+
+            found = ways[many] = gather.Gather(run)
+        return await found.ask(tuple(params[n] for n in names))
+
+
+# Per engine and statement: the reads of rows_shared and rows_gathered waiting on one
+# database.
 _SHARED: weakref.WeakKeyDictionary[Any, dict[Statement, gather.Gather[Any, list[Any]]]] = (
     weakref.WeakKeyDictionary()
 )
