@@ -104,6 +104,11 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # bot's CPU in the pipeline benchmark, more of the server's (issue 19). Same ceiling.
     kwargs.setdefault("pool_size", PG_POOL_SIZE)
     kwargs.setdefault("max_overflow", 0)
+    # The connection handed back last is taken first: the few a steady load needs stay in
+    # use, each with its prepared statements (asyncpg prepares a statement once per
+    # connection; the hot path has a few dozen shapes) and its server process warm, where
+    # taking them in turn prepared every shape on all fifteen (issue 19).
+    kwargs.setdefault("pool_use_lifo", True)
     engine = create_async_engine(url, **kwargs)
     if not kwargs.get("pool_pre_ping"):
         _ping_when_idle(engine)

@@ -137,3 +137,27 @@ async def test_direct_statements_take_an_idle_connection_without_a_greenlet(
     finally:
         await engine.dispose()
         await other.dispose()
+
+
+async def test_the_connection_handed_back_last_is_taken_first(pg: Db) -> None:
+    """A steady load keeps using the few connections it needs, each with its prepared
+    statements and its server process warm, rather than every connection of the pool in
+    turn (each then preparing every statement of the hot path again)."""
+    engine = store_db.make_engine(pg.url)
+    try:
+        backend = select(func.pg_backend_pid())
+        pids = []
+        for _ in range(3):  # three connections opened and handed back, oldest first
+            held = [await engine.connect() for _ in range(3)]
+            for conn in held:
+                pids.append((await conn.execute(backend)).scalar())
+            for conn in held:
+                await conn.close()
+        last = pids[-1]
+        for _ in range(5):
+            raw = await direct.checkout(engine, False)  # as the hot path takes one
+            pid = await raw.driver_connection.fetchval("SELECT pg_backend_pid()")
+            await direct.checkin(engine, raw, False, True)
+            assert pid == last
+    finally:
+        await engine.dispose()
