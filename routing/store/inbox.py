@@ -316,9 +316,11 @@ class DoneMarks:
 
     async def _write(self, batch: list[_Mark]) -> None:
         try:
-            if self.engine.dialect.name == "postgresql":
+            if self.engine.dialect.name == "postgresql" and all(len(m.writes) < 2 for m in batch):
                 # With the sends' marks, plans and links written at the same time: one
                 # statement for all (lane.together), where each stream was one of its own.
+                # Only writes that do not depend on one another: an update's two writes (a
+                # quiet session's end, then a start) keep their own transaction, in order.
                 await lane.together(self.engine).write(self._steps(batch))
             else:
                 await lane.write_all(self.engine, self._steps(batch))
