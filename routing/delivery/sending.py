@@ -240,12 +240,26 @@ def _claim_first(head: Select[Any], *, to_agent: bool) -> direct.Statement:
     and the loser claims nothing. When it claims nothing it changed nothing (a read)."""
     h = head.cte("h")
     first = select(func.min(h.c.id)).scalar_subquery()
+    now = bindparam("now", type_=Delivery.next_at.type)
+    lease_until = bindparam("lease_until", type_=Delivery.next_at.type)
+    claimed = _claim_due(h, first, now, lease_until, to_agent=to_agent)
+    return direct.Statement(
+        select(h, claimed.c.won)
+        .select_from(h.outerjoin(claimed, claimed.c.won_id == h.c.id))
+        .order_by(h.c.id)
+    )
+
+
+def _claim_due(h: Any, first: Any, now: Any, lease_until: Any, *, to_agent: bool) -> Any:
+    """The conditional claim of ``h``'s head row (``first``: its id) when it may go now
+    with nothing else to decide, as a CTE returning ``won_id`` and ``won`` (its attempts):
+    the rule :func:`_claim_first` and :func:`_claim_first_many` share."""
     due = [
         _TABLE.c.id == h.c.id,
         h.c.id == first,
         _TABLE.c.status == h.c.status,
         _TABLE.c.next_at == h.c.next_at,
-        h.c.next_at <= bindparam("now", type_=Delivery.next_at.type),
+        h.c.next_at <= now,
     ]
     if to_agent:
         due += [
@@ -260,22 +274,17 @@ def _claim_first(head: Select[Any], *, to_agent: bool) -> direct.Statement:
     else:
         due.append(h.c.chat_id.is_not(None))
         chat = h.c.chat_id
-    claimed = (
+    return (
         update(_TABLE)
         .where(*due)
         .values(
             status=DELIVERY_SENDING,
-            next_at=bindparam("lease_until", type_=Delivery.next_at.type),
+            next_at=lease_until,
             attempts=_TABLE.c.attempts + 1,
             chat_id=chat,
         )
         .returning(_TABLE.c.id.label("won_id"), _TABLE.c.attempts.label("won"))
         .cte("c")
-    )
-    return direct.Statement(
-        select(h, claimed.c.won)
-        .select_from(h.outerjoin(claimed, claimed.c.won_id == h.c.id))
-        .order_by(h.c.id)
     )
 
 
@@ -314,38 +323,7 @@ def _claim_first_many(*, to_agent: bool) -> direct.Statement:
     )
     h2 = h.alias("h2")
     first = select(func.min(h2.c.id)).where(h2.c.n == h.c.n).scalar_subquery()
-    due = [
-        _TABLE.c.id == h.c.id,
-        h.c.id == first,
-        _TABLE.c.status == h.c.status,
-        _TABLE.c.next_at == h.c.next_at,
-        h.c.next_at <= h.c.k_now,
-    ]
-    if to_agent:
-        due += [
-            h.c.agent_id.is_(None),
-            h.c.c_status == ASSIGNED,
-            h.c.c_agent_id.is_not(None),
-            h.c.c_telegram_id.is_not(None),
-            ~h.c.c_gate_held,
-            h.c.b_id.is_(None),
-        ]
-        chat = h.c.c_telegram_id
-    else:
-        due.append(h.c.chat_id.is_not(None))
-        chat = h.c.chat_id
-    claimed = (
-        update(_TABLE)
-        .where(*due)
-        .values(
-            status=DELIVERY_SENDING,
-            next_at=h.c.k_lease,
-            attempts=_TABLE.c.attempts + 1,
-            chat_id=chat,
-        )
-        .returning(_TABLE.c.id.label("won_id"), _TABLE.c.attempts.label("won"))
-        .cte("c")
-    )
+    claimed = _claim_due(h, first, h.c.k_now, h.c.k_lease, to_agent=to_agent)
     return direct.Statement(
         select(h, claimed.c.won)
         .select_from(h.outerjoin(claimed, claimed.c.won_id == h.c.id))

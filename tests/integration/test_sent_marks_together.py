@@ -59,6 +59,24 @@ def _mark(row_id: int, agent: int, agent_tg: int, conv: int, message: int) -> li
     ]
 
 
+def _trips(db: Db, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """PostgreSQL: the driver calls made from here on (each a round trip), by method."""
+    trips: list[str] = []
+    if db.backend == "postgresql":
+        import asyncpg
+
+        for name in ("execute", "fetchrow", "fetch", "transaction"):
+            real = getattr(asyncpg.connection.Connection, name)
+
+            def counting(self: object, *a: object, _real: object = real, _n: str = name,
+                         **kw: object) -> object:  # fmt: skip
+                trips.append(_n)
+                return _real(self, *a, **kw)  # type: ignore[operator]
+
+            monkeypatch.setattr(asyncpg.connection.Connection, name, counting)
+    return trips
+
+
 async def _state(db: Db) -> tuple[Any, ...]:
     async with db.sessions() as s:
         rows = (await s.execute(select(Delivery.conversation_id, Delivery.status,
@@ -87,19 +105,7 @@ async def test_marks_made_together_store_what_each_alone_would(
     rows = await _row_ids(db)
     who = [0, 1, 2, 0] if same_agent else [0, 1, 2]
     marks = [_mark(rows[i], agents[a], tgs[a], convs[i], 50 + i) for i, a in enumerate(who)]
-    trips: list[str] = []
-    if db.backend == "postgresql":
-        import asyncpg
-
-        for name in ("execute", "fetchrow", "fetch", "transaction"):
-            real = getattr(asyncpg.connection.Connection, name)
-
-            def counting(self: object, *a: object, _real: object = real, _n: str = name,
-                         **kw: object) -> object:  # fmt: skip
-                trips.append(_n)
-                return _real(self, *a, **kw)  # type: ignore[operator]
-
-            monkeypatch.setattr(asyncpg.connection.Connection, name, counting)
+    trips = _trips(db, monkeypatch)
     together = lane.Together(db.engine)
     await asyncio.gather(*(together.write(m) for m in marks))
     monkeypatch.undo()
@@ -154,19 +160,7 @@ async def test_plans_and_links_of_new_chats_made_at_once_are_one_write(
         [conversations.link_step(tgs[0], 77, convs[0], "notification"),
          conversations.link_step(tgs[1], 78, convs[0], "notification")],
     ]  # fmt: skip
-    trips: list[str] = []
-    if db.backend == "postgresql":
-        import asyncpg
-
-        for name in ("execute", "fetchrow", "fetch", "transaction"):
-            real = getattr(asyncpg.connection.Connection, name)
-
-            def counting(self: object, *a: object, _real: object = real, _n: str = name,
-                         **kw: object) -> object:  # fmt: skip
-                trips.append(_n)
-                return _real(self, *a, **kw)  # type: ignore[operator]
-
-            monkeypatch.setattr(asyncpg.connection.Connection, name, counting)
+    trips = _trips(db, monkeypatch)
     await asyncio.gather(*(lane.together(db.engine).write(w) for w in writes))
     monkeypatch.undo()
     if db.backend == "postgresql":
