@@ -496,7 +496,10 @@ async def run(
         figures += [
             Figure("cpu_contactbot_ms_per_update", mix_ms, "ms", goal=f"<= {GOAL_MS} ms",
                    met=met),
-            Figure("cpu_ratio", ratio, "bare/ours", goal=">= 0.5", met=ratio >= 0.5),
+            # No goal: issue 7's ">= 0.5" was for the pipeline's ratio, not this one. Here the
+            # floor is aiogram's dispatch alone (no network, no database), so the ratio is
+            # context for the 1.5 ms goal above; printing "NOT met" for it misled readers.
+            Figure("cpu_ratio", ratio, "bare/ours"),
         ]  # fmt: skip
     figures.append(Figure("cpu_bare_aiogram_ms_per_update", floor * 1000, "ms"))
     for name in names:
