@@ -156,6 +156,7 @@ class Deliverer:
         self._dest: dict[tuple[int, str], int] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()  # set with _stopping: ends a send's wait for its turn
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -163,12 +164,20 @@ class Deliverer:
     def start(self) -> None:
         """Start the background sweep (idempotent)."""
         self._stopping = False
+        self._stopped.clear()
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (the brief's API)
-        """Stop sweeping and timers; wait up to ``timeout`` for sends in flight."""
+        """Stop sweeping and timers; wait up to ``timeout`` for sends in flight.
+
+        From here no send calls Telegram: a claimed row still waiting for its chat's turn is
+        handed back (pending, due now) for the next start or another instance. A call
+        already made is waited for and marked. A send that called Telegram after stop()
+        had given up on it was cut off by the shutdown before its "sent" mark, and sent
+        again when its lease ended (a duplicate in the chaos benchmark's SIGTERM)."""
         self._stopping = True
+        self._stopped.set()
         tasks: list[asyncio.Task[None]] = [t for _, t in self._timers.values()]
         self._timers.clear()
         if self._sweeper is not None:
@@ -191,8 +200,9 @@ class Deliverer:
         self.start()
 
     async def on_shutdown(self) -> None:
-        """Dispatcher shutdown hook: stop the sweep, let sends in flight finish."""
-        await self.stop(5.0)
+        """Dispatcher shutdown hook: stop the sweep, let sends in flight finish (a call
+        made is bounded by its request timeout; the rest are handed back at once)."""
+        await self.stop(self.request_timeout + 5.0)
 
     # --- delivering -------------------------------------------------------------------
     async def kick(self, conversation_id: int, direction: str | None = None) -> None:
@@ -253,7 +263,7 @@ class Deliverer:
                         # exactly as this read would. A burst of relays to one chat was a
                         # claim each plus an empty read each (issue 19).
                         return
-                    while True:
+                    while not self._stopping:
                         dest = self._dest.get(key)
                         if dest is not None and (self.turns.busy(dest) or self.turns.wait(dest)):
                             self._later_by(conv_id, self.turns.queue_wait(dest))
@@ -319,14 +329,21 @@ class Deliverer:
         wait (the chat is busy for longer than a claim should be held)."""
         async with self.turns.turn(c.chat_id):
             wait = self.turns.wait(c.chat_id)
-            if wait > MAX_TURN_WAIT:
+            if wait > MAX_TURN_WAIT and not self._stopping:
                 async with self.sessions() as s, s.begin():
                     at = self.now() + timedelta(seconds=wait)
                     await sending.retry_at(s, c.id, at=at, error="paced", counted=False)
                 self._schedule(c.conversation_id, at)
                 return False
-            if wait:
-                await asyncio.sleep(wait)
+            if wait and not self._stopping:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), wait)
+            if self._stopping:
+                # Not called yet: nothing reached Telegram, so the row goes back now rather
+                # than be called while the process exits (see stop()).
+                async with self.sessions() as s, s.begin():
+                    await sending.retry_at(s, c.id, at=self.now(), error="stopping", counted=False)
+                return False
             await self._send(c, read_at)
         return True
 

@@ -374,6 +374,64 @@ async def test_a_drain_that_cancels_a_handler_mid_send_does_not_send_twice(h: Ha
     assert statuses <= {"sent"}
 
 
+async def test_a_send_waiting_for_its_turn_at_stop_is_handed_back_not_called(
+    h: Harness,
+) -> None:
+    """SIGTERM: stop() gave sends in flight 5 s, then the process closed its HTTP session and
+    exited. A claimed row still waiting for its chat's turn (a paced agent chat holds a queue
+    of them) called Telegram after that, and the copy arrived while its "sent" mark was cut
+    off: it was sent again when its lease ended (one duplicate in the chaos benchmark). Now
+    nothing is called after stop(): the row goes back, due at once, and the next start sends
+    it exactly once."""
+    sent = await _open_and_claim(h)
+    deliverer: Deliverer = h.dp["delivery"]
+    loop = asyncio.get_running_loop()
+    # Ann's chat may take its next message in 1.5 s (a pace after a 429): within the wait
+    # a claim holds its row for.
+    deliverer.turns.free_at[ANN] = deliverer.turns.clock() + 1.5
+    msg = h.api.user_message(VIPC, "waiting for the chat's turn at the stop")
+    handler = asyncio.ensure_future(h.feed())
+    await _until_async(lambda: _statuses(h), lambda got: "sending" in got)
+    began = loop.time()
+    await deliverer.stop(0.2)
+    stopped_in = loop.time() - began
+    calls_at_stop = len(h.api.calls)
+    await asyncio.sleep(2.0)  # past the turn the send was waiting for
+    assert len(h.api.calls) == calls_at_stop, "a Telegram call after stop() returned"
+    assert stopped_in < 1.0, stopped_in  # the wait ended with the stop, not at its turn
+    handler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await handler
+    async with h.db.sessions() as s:
+        row = (await s.execute(select(Delivery).order_by(Delivery.id.desc()))).scalars().first()
+        assert row is not None
+        assert (row.status, row.attempts, row.error) == ("pending", 0, "stopping")
+    # The next start sends it, once.
+    deliverer.start()
+    await _until(lambda: copies(h, ANN, VIPC) == [*sent, msg["message_id"]])
+    await asyncio.sleep(0.5)
+    assert copies(h, ANN, VIPC) == [*sent, msg["message_id"]]
+
+
+async def _statuses(h: Harness) -> set[str]:
+    # A session per read: on SQLite an open one would hold the pool's one connection.
+    async with h.db.sessions() as s:
+        return set((await s.execute(select(Delivery.status))).scalars())
+
+
+async def _until_async(
+    read: Callable[[], Any],
+    check: Callable[[Any], bool],
+    timeout: float = 15.0,  # noqa: ASYNC109
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check(await read()):
+        if loop.time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.02)
+
+
 async def test_a_header_names_the_chat_only_when_the_agent_switches_between_chats(
     h: Harness,
 ) -> None:
