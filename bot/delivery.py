@@ -104,6 +104,12 @@ class Router(Protocol):
     async def sent(self, c: Claimed, dest: Destination, sent: list[int]) -> None: ...
 
 
+# How long a stop waits for Telegram calls already made. After the 10 s drain of updates
+# (bot/app.py) this keeps the whole stop inside the 30 s a service or a container gives it
+# before a SIGKILL (deploy/). A call still unanswered then is the in-doubt case of a crash.
+STOP_WAIT_SECONDS = 15.0
+
+
 class Deliverer:
     """Sends the delivery queue's rows. One per process, shared by every handler."""
 
@@ -200,9 +206,9 @@ class Deliverer:
         self.start()
 
     async def on_shutdown(self) -> None:
-        """Dispatcher shutdown hook: stop the sweep, let sends in flight finish (a call
-        made is bounded by its request timeout; the rest are handed back at once)."""
-        await self.stop(self.request_timeout + 5.0)
+        """Dispatcher shutdown hook: stop the sweep, let sends in flight finish (the rows
+        not yet called are handed back at once)."""
+        await self.stop(STOP_WAIT_SECONDS)
 
     # --- delivering -------------------------------------------------------------------
     async def kick(self, conversation_id: int, direction: str | None = None) -> None:
