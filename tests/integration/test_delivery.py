@@ -386,12 +386,13 @@ async def test_a_send_waiting_for_its_turn_at_stop_is_handed_back_not_called(
     sent = await _open_and_claim(h)
     deliverer: Deliverer = h.dp["delivery"]
     loop = asyncio.get_running_loop()
-    # Ann's chat may take its next message in 1.5 s (a pace after a 429): within the wait
-    # a claim holds its row for.
-    deliverer.turns.free_at[ANN] = deliverer.turns.clock() + 1.5
     msg = h.api.user_message(VIPC, "waiting for the chat's turn at the stop")
-    handler = asyncio.ensure_future(h.feed())
-    await _until_async(lambda: _statuses(h), lambda got: "sending" in got)
+    async with deliverer.turns.turn(ANN):  # another send into Ann's chat is under way
+        handler = asyncio.ensure_future(h.feed())
+        await _until_async(lambda: _statuses(h), lambda got: "sending" in got)
+        # ... and after it, Ann's chat takes the next message in 1.5 s (a pace after a
+        # 429): within the wait a claim holds its row for.
+        deliverer.turns.free_at[ANN] = deliverer.turns.clock() + 1.5
     began = loop.time()
     await deliverer.stop(0.2)
     stopped_in = loop.time() - began
@@ -402,6 +403,7 @@ async def test_a_send_waiting_for_its_turn_at_stop_is_handed_back_not_called(
     handler.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await handler
+    await _until_async(lambda: _statuses(h), lambda got: "sending" not in got)
     async with h.db.sessions() as s:
         row = (await s.execute(select(Delivery).order_by(Delivery.id.desc()))).scalars().first()
         assert row is not None
