@@ -290,7 +290,9 @@ class Deliverer:
                         # Shielded: a handler cancelled by a drain must not cut a send off
                         # between Telegram's answer and its "sent" mark (it would be sent again
                         # when its lease ends); stop() waits for these.
-                        send = asyncio.ensure_future(self._send_in_turn(head.claimed, read_at))
+                        send = asyncio.ensure_future(
+                            self._send_in_turn(head.claimed, read_at, time.monotonic())
+                        )
                         self._sending.add(send)
                         send.add_done_callback(self._sending.discard)
                         if not await asyncio.shield(send) or not head.more:
@@ -330,15 +332,15 @@ class Deliverer:
     def _later_by(self, conv_id: int, seconds: float) -> None:
         self._schedule(conv_id, self.now() + timedelta(seconds=seconds))
 
-    async def _send_in_turn(self, c: Claimed, read_at: int) -> bool:
+    async def _send_in_turn(self, c: Claimed, read_at: int, claimed_at: float) -> bool:
         """Send a claimed row when its chat's turn comes; False if it was handed back to
-        wait (the chat is busy for longer than a claim should be held)."""
+        wait (the chat is busy for longer than a claim should be held). ``claimed_at``:
+        ``time.monotonic()`` at the claim."""
         async with self.turns.turn(c.chat_id):
             wait = self.turns.wait(c.chat_id)
             if wait > MAX_TURN_WAIT and not self._stopping:
-                async with self.sessions() as s, s.begin():
-                    at = self.now() + timedelta(seconds=wait)
-                    await sending.retry_at(s, c.id, at=at, error="paced", counted=False)
+                at = self.now() + timedelta(seconds=wait)
+                await self._hand_back(c, at, "paced")
                 self._schedule(c.conversation_id, at)
                 return False
             if wait and not self._stopping:
@@ -347,11 +349,23 @@ class Deliverer:
             if self._stopping:
                 # Not called yet: nothing reached Telegram, so the row goes back now rather
                 # than be called while the process exits (see stop()).
-                async with self.sessions() as s, s.begin():
-                    await sending.retry_at(s, c.id, at=self.now(), error="stopping", counted=False)
+                await self._hand_back(c, self.now(), "stopping")
+                return False
+            if time.monotonic() - claimed_at > self.lease / 2:
+                # It waited in line (behind this process's other sends into the chat) for
+                # half its lease: the rest may lapse during the call, and once it has, another
+                # instance may claim and send the row too. It goes back and is claimed anew.
+                await self._hand_back(c, self.now(), "waited in line")
+                self._schedule(c.conversation_id, self.now())
                 return False
             await self._send(c, read_at)
         return True
+
+    async def _hand_back(self, c: Claimed, at: datetime, why: str) -> None:
+        """The claimed row back to pending (not a failed attempt), unless another claim
+        has taken it since this one's lease ended."""
+        async with self.sessions() as s, s.begin():
+            await sending.retry_at(s, c.id, at=at, error=why, counted=False, attempts=c.attempts)
 
     def _schedule(self, conv_id: int, at: datetime) -> None:
         """Kick the conversation again at ``at`` (a retry, an album's hold)."""

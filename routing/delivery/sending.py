@@ -636,16 +636,25 @@ def sent_step(row_id: int, *, now: datetime, agent_id: int | None) -> lane.Step:
 
 
 async def retry_at(
-    session: AsyncSession, row_id: int, *, at: datetime, error: str, counted: bool = True
+    session: AsyncSession,
+    row_id: int,
+    *,
+    at: datetime,
+    error: str,
+    counted: bool = True,
+    attempts: int | None = None,
 ) -> None:
     """Back to pending until ``at``. ``counted=False``: the claim's attempt was not a
-    failure (a 429, or the chat's turn had not come), so the 5xx backoff does not grow."""
+    failure (a 429, or the chat's turn had not come), so the 5xx backoff does not grow.
+    ``attempts``: only if the row is still that claim's (each claim counts an attempt), not
+    one another instance made after its lease ended."""
     values: dict[str, object] = {"status": DELIVERY_PENDING, "next_at": at, "error": error[:1000]}
     if not counted:
         values["attempts"] = Delivery.attempts - 1
+    mine = [] if attempts is None else [Delivery.attempts == attempts]
     await session.execute(
         update(Delivery)
-        .where(Delivery.id == row_id, Delivery.status == DELIVERY_SENDING)
+        .where(Delivery.id == row_id, Delivery.status == DELIVERY_SENDING, *mine)
         .values(**values)
     )
 

@@ -415,6 +415,32 @@ async def test_a_send_waiting_for_its_turn_at_stop_is_handed_back_not_called(
     assert copies(h, ANN, VIPC) == [*sent, msg["message_id"]]
 
 
+async def test_a_claim_that_waited_in_line_past_its_lease_is_not_sent_by_its_holder(
+    h: Harness,
+) -> None:
+    """Two instances: a row claimed by one waits in line for its chat's turn (sends into a
+    paced agent chat queue up) until its lease ends; the other instance then claims and
+    sends it. The first, its turn come, sent it as well: the agent saw the message twice.
+    A send that waited in line for half its lease hands the row back instead, and only if
+    no other claim took it since."""
+    sent = await _open_and_claim(h)
+    a: Deliverer = h.dp["delivery"]
+    a.lease = 1.0
+    b = Deliverer(h.bot, h.db.sessions, lease=1.0)
+    msg = h.api.user_message(VIPC, "claimed, then waiting in line")
+    async with a.turns.turn(ANN):  # a's other sends into Ann's chat are under way
+        handler = asyncio.ensure_future(h.feed())
+        await _until_async(lambda: _statuses(h), lambda got: "sending" in got)
+        await asyncio.sleep(1.2)  # a's claim has lapsed
+        assert await b.sweep() == 1  # b takes the row and sends it
+        await _until(lambda: copies(h, ANN, VIPC) == [*sent, msg["message_id"]])
+    await asyncio.wait_for(handler, 15)  # a's send, its turn come
+    await _until_async(lambda: _statuses(h), lambda got: got == {"sent"})
+    await asyncio.sleep(0.3)
+    assert copies(h, ANN, VIPC) == [*sent, msg["message_id"]]
+    await b.stop(1.0)
+
+
 async def _statuses(h: Harness) -> set[str]:
     # A session per read: on SQLite an open one would hold the pool's one connection.
     async with h.db.sessions() as s:
