@@ -179,6 +179,26 @@ sample_ratio = 1.0
 """
 
 
+async def _seed_c_customers(env: Env, chats: list[int], prefix: str) -> None:
+    """A tier-C customer for each Telegram chat (the campaign's sample)."""
+
+    async def seed(s: Any) -> None:
+        s.add_all(
+            Customer(
+                external_id=f"{prefix}{tg}", tier="C", telegram_id=tg, created_at=NOON,
+                updated_at=NOON,
+            )
+            for tg in chats
+        )  # fmt: skip
+
+    await env.seed(seed)
+
+
+def _delivered(api: Any) -> Counter[int]:
+    """Surveys Telegram accepted, by chat."""
+    return Counter(int(c.chat_id) for c in api.calls_of("sendMessage") if c.ok)
+
+
 async def test_sigkill_mid_campaign_then_every_survey_is_delivered_exactly_once(
     env: Env,
 ) -> None:
@@ -186,22 +206,13 @@ async def test_sigkill_mid_campaign_then_every_survey_is_delivered_exactly_once(
     env.use_clock(NOON)  # the 12:00 run of the campaign is due at start-up
     env.policy_file(CAMPAIGN)
     chats = list(range(7000, 7020))
-
-    async def seed(s: Any) -> None:
-        s.add_all(
-            Customer(
-                external_id=f"K{tg}", tier="C", telegram_id=tg, created_at=NOON, updated_at=NOON
-            )
-            for tg in chats
-        )
-
-    await env.seed(seed)
+    await _seed_c_customers(env, chats, "K")
     blocked = chats[5]
     api.blocked.add(blocked)
     api.fail_next("sendMessage", 429, retry_after=1)
 
     def delivered() -> Counter[int]:
-        return Counter(int(c.chat_id) for c in api.calls_of("sendMessage") if c.ok)
+        return _delivered(api)
 
     await env.bot.start()
     # Kill just after the 8th delivery: between two paced sends (250 ms apart), with rows
@@ -258,19 +269,10 @@ async def test_sigterm_mid_campaign_then_every_survey_is_delivered_exactly_once(
     env.use_clock(NOON)
     env.policy_file(CAMPAIGN)
     chats = list(range(7100, 7120))
-
-    async def seed(s: Any) -> None:
-        s.add_all(
-            Customer(
-                external_id=f"T{tg}", tier="C", telegram_id=tg, created_at=NOON, updated_at=NOON
-            )
-            for tg in chats
-        )
-
-    await env.seed(seed)
+    await _seed_c_customers(env, chats, "T")
 
     def delivered() -> Counter[int]:
-        return Counter(int(c.chat_id) for c in api.calls_of("sendMessage") if c.ok)
+        return _delivered(api)
 
     await env.bot.start()
     for _ in range(2000):
